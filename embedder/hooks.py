@@ -1,0 +1,105 @@
+"""Forward hooks on named layers, owned by one object that removes them, and pooling of their outputs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from types import TracebackType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .spec import POOLINGS
+
+GEM_P = 3.0
+
+
+class FeatureHooks:
+    """Capture the outputs of named submodules during a forward pass.
+
+    Use as a context manager (or call `remove()`); `pop()` hands over and clears what the last
+    forward captured, so nothing outlives its batch.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+        modules = dict(model.named_modules())
+        for name in layers:
+            if name not in modules or not name:
+                raise ValueError(unknown_layer_message(name, modules))
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[RemovableHandle] = [
+            modules[name].register_forward_hook(self._capture(name)) for name in layers
+        ]
+
+    def _capture(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output) -> None:
+            self._outputs[name] = output[0] if isinstance(output, tuple | list) else output
+
+        return hook
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """The captured outputs of the last forward, by layer name; clears them."""
+        outputs, self._outputs = self._outputs, {}
+        return outputs
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._outputs.clear()
+
+    def __enter__(self) -> FeatureHooks:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()
+
+
+def unknown_layer_message(name: str, modules: dict[str, nn.Module]) -> str:
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    top = [n for n in names if "." not in n]
+    return (
+        f"unknown layer {name!r}.{hint} Top-level layers: {', '.join(top)}; "
+        f"{len(names)} hookable layers in all (`lookalike layers BACKBONE` lists them)."
+    )
+
+
+def pool(features: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce a layer output to one vector per image.
+
+    (B, C) passes through; (B, C, H, W) maps pool over H and W; (B, N, C) token sequences pool over
+    the tokens (``cls`` takes the first token).
+    """
+    if how not in POOLINGS:
+        raise ValueError(f"unknown pooling {how!r}; known: {', '.join(POOLINGS)}")
+    if features.ndim == 2:
+        return features
+    if features.ndim == 3:
+        if how == "cls":
+            return features[:, 0]
+        return _reduce(features, how, dims=(1,))
+    if how == "cls":
+        raise ValueError("pooling 'cls' needs a token sequence (B, N, C), got a spatial map")
+    return _reduce(features.flatten(2), how, dims=(2,))
+
+
+def _reduce(features: torch.Tensor, how: str, dims: tuple[int, ...]) -> torch.Tensor:
+    if how == "avg":
+        return features.mean(dim=dims)
+    if how == "max":
+        return features.amax(dim=dims)
+    clamped = features.float().clamp(min=1e-6).pow(GEM_P)
+    return clamped.mean(dim=dims).pow(1.0 / GEM_P)
+
+
+def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
+    return F.normalize(vectors.float(), dim=1)

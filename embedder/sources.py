@@ -1,0 +1,100 @@
+"""Where images come from: folder walks with an extension allowlist, and safe decoding."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lookalike.errors import BadImage
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
+DEFAULT_MAX_PIXELS = 64_000_000  # under Pillow's own bomb warning (89 M), above any camera's output
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image file to embed, with the label its folder gives it (if labels come from folders)."""
+
+    path: Path
+    label: str | None = None
+
+
+def walk_images(
+    roots: Iterable[str | Path], labels_from_folders: bool = False
+) -> Iterator[ImageSource]:
+    """Image files under each root (or the root itself when it is a file), in a stable order.
+
+    Hidden files and folders are skipped. With `labels_from_folders`, an image's label is the name
+    of the first sub-folder of its root that holds it (torchvision's ImageFolder convention).
+    """
+    for root in roots:
+        root = Path(root).expanduser().resolve()
+        if root.is_file():
+            yield ImageSource(root)
+        elif root.is_dir():
+            yield from _walk_folder(root, labels_from_folders)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {root}")
+
+
+def _walk_folder(root: Path, labels_from_folders: bool) -> Iterator[ImageSource]:
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        here = Path(folder)
+        relative = here.relative_to(root).parts
+        label = relative[0] if labels_from_folders and relative else None
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                yield ImageSource(here / name, label)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes into an upright RGB image, or raise `BadImage` saying why not.
+
+    The format must be allowlisted and the pixel count under `max_pixels`, both checked from the
+    header before any pixel is decoded. Transparent images are composited onto white.
+    """
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format not in ALLOWED_FORMATS:
+            raise BadImage(
+                f"format {image.format} is not allowed; allowed: {sorted(ALLOWED_FORMATS)}"
+            )
+        pixels = image.width * image.height
+        if pixels > max_pixels:
+            raise BadImage(
+                f"image is {image.width}x{image.height} = {pixels:,} pixels, over the limit of {max_pixels:,}"
+            )
+        image.load()
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as error:
+        raise BadImage(f"decompression bomb: {error}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise BadImage(f"corrupt or truncated image: {error}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,89 @@
+"""The embedder spec: everything needed to reproduce (and compare) a set of embeddings."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+POOLINGS = ("avg", "max", "gem", "cls")
+OUTPUT_LAYER = "embedding"  # the model's own output once its classifier is replaced by Identity
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the short side, centre-crop, scale to [0, 1], normalise: what the weights were trained with."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+
+    def scaled_to(self, crop: int) -> Preprocess:
+        """The same recipe at another input size, keeping the resize/crop ratio."""
+        resize = round(crop * self.resize / self.crop)
+        return dataclasses.replace(self, resize=resize, crop=crop)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        return cls(
+            resize=int(data["resize"]),
+            crop=int(data["crop"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data.get("interpolation", "bilinear")),
+        )
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a collection, index or classifier records about the embedder that made its vectors.
+
+    Two artefacts can be mixed only when their `fingerprint()`s are equal.
+    """
+
+    backbone: str
+    weights: str | None
+    layers: tuple[str, ...]
+    pooling: str
+    normalize: bool
+    dims: dict[str, int] = field(hash=False)
+    preprocess: Preprocess = field(hash=False)
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["layers"] = list(self.layers)
+        data["preprocess"]["mean"] = list(self.preprocess.mean)
+        data["preprocess"]["std"] = list(self.preprocess.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
+        return cls(
+            backbone=data["backbone"],
+            weights=data.get("weights"),
+            layers=tuple(data["layers"]),
+            pooling=data["pooling"],
+            normalize=bool(data["normalize"]),
+            dims={str(k): int(v) for k, v in data["dims"].items()},
+            preprocess=Preprocess.from_dict(data["preprocess"]),
+            dtype=data.get("dtype", "float32"),
+        )
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the whole spec."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def differences(self, other: BackboneSpec) -> list[str]:
+        """Human-readable `field: ours != theirs` lines, empty when the specs match."""
+        ours, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{key}: {ours[key]!r} != {theirs[key]!r}"
+            for key in ours
+            if ours[key] != theirs.get(key)
+        ]

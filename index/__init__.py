@@ -1,0 +1,1 @@
+"""FAISS similarity index over a collection (nearest neighbours, near-duplicates)."""

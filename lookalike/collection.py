@@ -1,0 +1,319 @@
+"""The on-disk collection: manifest (embedder spec) + atomic shards (.npy per layer, parquet items).
+
+Layout::
+
+    DIR/manifest.json            embedder spec, its fingerprint, lookalike version, creation time
+    DIR/shards/000001/items.parquet   id (int64), path, sha256, width, height, bytes, mtime_ns, label
+    DIR/shards/000001/<layer>.npy     float32 (rows, dim), row i belongs to items row i
+    DIR/failed.jsonl             one JSON line per file that could not be embedded
+    DIR/.lock                    held (flock) by the one writer
+
+A shard is written under ``shards/.tmp-*`` and renamed into place once every file in it is
+complete and fsynced, so readers (and a run resumed after ``kill -9``) see whole shards only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lookalike import __version__
+from lookalike.embedder.spec import BackboneSpec
+from lookalike.errors import CollectionError, SpecMismatch
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FAILED = "failed.jsonl"
+FORMAT_VERSION = 1
+SHARD_NAME = re.compile(r"^\d{6}$")
+ITEM_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("path", pa.string()),
+        ("sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("label", pa.string()),
+    ]
+)
+
+
+def layer_filename(layer: str) -> str:
+    return f"{quote(layer, safe='')}.npy"
+
+
+class Shard:
+    """One complete shard: an item table and one embedding matrix per layer, same row order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+
+    def items(self, columns: Sequence[str] | None = None) -> pa.Table:
+        return pq.read_table(
+            self.path / "items.parquet", columns=list(columns) if columns else None
+        )
+
+    def embeddings(self, layer: str, mmap: bool = True) -> np.ndarray:
+        path = self.path / layer_filename(layer)
+        if not path.exists():
+            raise KeyError(f"shard {self.name} has no layer {layer!r}")
+        return np.load(path, mmap_mode="r" if mmap else None)
+
+    def __len__(self) -> int:
+        return pq.read_metadata(self.path / "items.parquet").num_rows
+
+
+class Collection:
+    """A collection directory. Create with `create`, open with `open` (or `open_or_create`)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.spec = BackboneSpec.from_dict(manifest["spec"])
+
+    @classmethod
+    def create(cls, path: str | Path, spec: BackboneSpec) -> Collection:
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            raise CollectionError(f"{path} already holds a collection")
+        (path / "shards").mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "lookalike_version": __version__,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "fingerprint": spec.fingerprint(),
+            "spec": spec.to_dict(),
+        }
+        write_atomic(path / MANIFEST, json.dumps(manifest, indent=2).encode())
+        return cls(path, manifest)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Collection:
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise CollectionError(f"{path} is not a collection (no {MANIFEST})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CollectionError(f"{path / MANIFEST} is damaged: {error}") from None
+        if manifest.get("format") != FORMAT_VERSION:
+            raise CollectionError(
+                f"{path} has format {manifest.get('format')}, expected {FORMAT_VERSION}"
+            )
+        return cls(path, manifest)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, spec: BackboneSpec) -> Collection:
+        """Open the collection at `path` (refusing another spec), or create it with `spec`."""
+        if not (Path(path) / MANIFEST).exists():
+            return cls.create(path, spec)
+        collection = cls.open(path)
+        collection.check_spec(spec)
+        return collection
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        return (Path(path) / MANIFEST).exists()
+
+    def check_spec(self, spec: BackboneSpec) -> None:
+        """Raise `SpecMismatch`, saying which fields differ, unless `spec` is this collection's."""
+        if spec.fingerprint() != self.spec.fingerprint():
+            differences = "; ".join(self.spec.differences(spec))
+            raise SpecMismatch(
+                f"collection {self.path} was embedded with another spec ({differences}). "
+                "Embed into a new collection, or drop the conflicting options to reuse its spec."
+            )
+
+    def shards(self) -> list[Shard]:
+        folder = self.path / "shards"
+        names = (
+            sorted(p.name for p in folder.iterdir() if SHARD_NAME.match(p.name))
+            if folder.exists()
+            else []
+        )
+        return [Shard(folder / name) for name in names]
+
+    def __len__(self) -> int:
+        return sum(len(shard) for shard in self.shards())
+
+    def items(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every item row (optionally some columns only), in id order of writing."""
+        tables = [shard.items(columns) for shard in self.shards()]
+        if not tables:
+            schema = (
+                ITEM_SCHEMA
+                if columns is None
+                else pa.schema([ITEM_SCHEMA.field(c) for c in columns])
+            )
+            return schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def iter_embeddings(self, layer: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, xb) shard by shard, memory-mapped: bounded memory for any collection size."""
+        layer = layer or self.spec.layers[0]
+        self._check_layer(layer)
+        for shard in self.shards():
+            ids = shard.items(["id"]).column("id").to_numpy()
+            yield ids, shard.embeddings(layer)
+
+    def embeddings(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, xb) of the whole collection in memory."""
+        layer = layer or self.spec.layers[0]
+        blocks = list(self.iter_embeddings(layer))
+        if not blocks:
+            return np.empty(0, np.int64), np.empty((0, self.spec.dims[layer]), np.float32)
+        return (
+            np.concatenate([ids for ids, _ in blocks]),
+            np.concatenate([np.asarray(xb) for _, xb in blocks]),
+        )
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self.spec.layers:
+            raise KeyError(
+                f"layer {layer!r} is not in this collection; it has {list(self.spec.layers)}"
+            )
+
+    def failures(self) -> list[dict[str, Any]]:
+        """The latest failure record per path, for paths that have not been embedded since."""
+        latest: dict[str, dict[str, Any]] = {}
+        path = self.path / FAILED
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line torn by a crash mid-append
+                    latest[record["path"]] = record
+        embedded = set(self.items(["path"]).column("path").to_pylist())
+        return [r for p, r in latest.items() if p not in embedded]
+
+    def writer(self, shard_size: int = 1024) -> CollectionWriter:
+        return CollectionWriter(self, shard_size)
+
+
+class CollectionWriter:
+    """The one writer of a collection (an exclusive lock): appends items and vectors as shards."""
+
+    def __init__(self, collection: Collection, shard_size: int) -> None:
+        self.collection = collection
+        self.shard_size = shard_size
+        self._lock = _acquire_lock(collection.path / ".lock")
+        shards_dir = collection.path / "shards"
+        for stale in shards_dir.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
+        shards = collection.shards()
+        self._next_shard = int(shards[-1].name) + 1 if shards else 1
+        ids = collection.items(["id"]).column("id")
+        self._next_id = int(pc.max(ids).as_py()) + 1 if len(ids) else 0
+        self._rows: list[dict[str, Any]] = []
+        self._vectors: dict[str, list[np.ndarray]] = {layer: [] for layer in collection.spec.layers}
+
+    def add(self, rows: Sequence[dict[str, Any]], vectors: dict[str, np.ndarray]) -> np.ndarray:
+        """Buffer rows and their vectors (one array per layer); returns the ids they get."""
+        spec = self.collection.spec
+        for layer in spec.layers:
+            if vectors[layer].shape != (len(rows), spec.dims[layer]):
+                raise ValueError(
+                    f"layer {layer!r}: got shape {vectors[layer].shape}, expected ({len(rows)}, {spec.dims[layer]})"
+                )
+        ids = np.arange(self._next_id, self._next_id + len(rows), dtype=np.int64)
+        self._next_id += len(rows)
+        self._rows.extend({**row, "id": int(i)} for row, i in zip(rows, ids, strict=True))
+        for layer in spec.layers:
+            self._vectors[layer].append(np.asarray(vectors[layer], dtype=np.float32))
+        if len(self._rows) >= self.shard_size:
+            self.flush()
+        return ids
+
+    def flush(self) -> Shard | None:
+        """Write what is buffered as one shard, atomically; None when nothing is buffered."""
+        if not self._rows:
+            return None
+        shards_dir = self.collection.path / "shards"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=shards_dir))
+        table = pa.Table.from_pylist(self._rows, schema=ITEM_SCHEMA)
+        pq.write_table(table, tmp / "items.parquet")
+        for layer, blocks in self._vectors.items():
+            np.save(tmp / layer_filename(layer), np.concatenate(blocks))
+        for file in tmp.iterdir():
+            _fsync_path(file)
+        _fsync_path(tmp)
+        final = shards_dir / f"{self._next_shard:06d}"
+        os.rename(tmp, final)
+        _fsync_path(shards_dir)
+        log.info("wrote shard %s: %d items", final.name, len(self._rows))
+        self._next_shard += 1
+        self._rows = []
+        self._vectors = {layer: [] for layer in self._vectors}
+        return Shard(final)
+
+    def record_failure(self, failure: dict[str, Any]) -> None:
+        """Append one failure line (path, reason, ...) durably."""
+        line = json.dumps(
+            {**failure, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        )
+        with open(self.collection.path / FAILED, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._lock.close()
+
+    def __enter__(self) -> CollectionWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _acquire_lock(path: Path):
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise CollectionError(f"{path.parent} is being written by another process") from None
+    return handle
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_path(path.parent)

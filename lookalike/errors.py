@@ -1,0 +1,21 @@
+"""One family of library errors; the CLI turns them into one-line messages, the server into problem+json."""
+
+
+class LookalikeError(Exception):
+    """Base class of every error the library raises on purpose (bad input, mismatched artefacts)."""
+
+
+class SpecMismatch(LookalikeError):
+    """An artefact was made with a different embedder spec than the one asked for."""
+
+
+class UnknownItem(LookalikeError):
+    """An item id (or path) that the collection does not hold."""
+
+
+class BadImage(LookalikeError):
+    """A file that cannot be used as an image: corrupt, truncated, empty, too large, wrong format."""
+
+
+class CollectionError(LookalikeError):
+    """A collection directory that is missing, damaged or locked by another writer."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: real photos from scikit-image, small real models, folders with planted bad files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+# resnet18 with random weights at 64 px: a real torchvision model that runs in milliseconds.
+TINY = {"name": "resnet18", "weights": None, "image_size": 64}
+
+
+def photo(name: str) -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four real photos as JPEGs."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        photo(name).save(folder / f"{name}.jpg", quality=90)
+    return folder
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Plant one file of each bad kind; returns file name -> a word its failure reason must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    whole = jpeg_bytes(photo("coffee"))
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.png").write_text("this is not an image\n")
+    Image.new("1", (9000, 9000)).save(folder / "huge.png")  # 81 M pixels, a few kB on disk
+    Image.new("RGB", (20, 20)).save(folder / "old.jpg", format="PCX")  # a format we do not allow
+    return {
+        "empty.jpg": "empty",
+        "truncated.jpg": "truncated",
+        "notes.png": "not an image",
+        "huge.png": "pixels",
+        "old.jpg": "PCX",
+    }
+
+
+@pytest.fixture
+def mixed_dir(tmp_path: Path, photo_dir: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """Good photos in labelled sub-folders, bad files beside them, and a non-image file to ignore."""
+    root = tmp_path / "images"
+    good = []
+    for index, name in enumerate(PHOTOS):
+        label = "animals" if name == "chelsea" else "things"
+        target = root / label / f"{index}-{name}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((photo_dir / f"{name}.jpg").read_bytes())
+        good.append(str(target))
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        target = root / "noise" / f"noise-{index}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(target)
+        good.append(str(target))
+    bad = write_bad_files(root / "bad")
+    (root / "README.txt").write_text("not walked: the extension is not an image's\n")
+    return root, bad, sorted(good)
