@@ -8,7 +8,8 @@ Names:
 - ``hub:<owner/repo[:ref]>:<entry>`` or ``hub:<local dir>:<entry>``: a torch.hub entry point, from the
   hub cache or a local repository with a ``hubconf.py``.
 
-Weights: ``"default"`` (the source's pretrained default), ``None`` (random init, offline), a source
+Weights: ``"default"`` (the source's pretrained default), ``None`` (random init with a fixed seed, so
+the same spec always gives the same model and a resumed job stays consistent, offline), a source
 specific id (a torchvision enum name such as ``IMAGENET1K_V2``, a timm pretrained tag), or the path of
 a local checkpoint (safetensors, or a state dict read with ``torch.load(weights_only=True)``).
 """
@@ -55,6 +56,7 @@ class LoadedModel:
     preprocess: Preprocess
 
 
+RANDOM_INIT_SEED = 0
 _Factory = Callable[[str, str | None], LoadedModel]
 _SOURCES: dict[str, _Factory] = {}
 
@@ -85,7 +87,9 @@ def create_model(
         prefix, rest = "torchvision", name
     factory = _SOURCES[prefix]
     checkpoint = _checkpoint_path(weights)
-    loaded = factory(rest, None if checkpoint else weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # weights=None must name one model, not a new draw
+        loaded = factory(rest, None if checkpoint else weights)
     if checkpoint:
         load_state(loaded.model, load_checkpoint(checkpoint), source=str(checkpoint))
         loaded.weights = checkpoint_id(checkpoint)

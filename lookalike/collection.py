@@ -241,30 +241,37 @@ class CollectionWriter:
         self._rows.extend({**row, "id": int(i)} for row, i in zip(rows, ids, strict=True))
         for layer in spec.layers:
             self._vectors[layer].append(np.asarray(vectors[layer], dtype=np.float32))
-        if len(self._rows) >= self.shard_size:
-            self.flush()
+        while len(self._rows) >= self.shard_size:
+            self._write_shard(self.shard_size)
         return ids
 
-    def flush(self) -> Shard | None:
-        """Write what is buffered as one shard, atomically; None when nothing is buffered."""
-        if not self._rows:
-            return None
+    def flush(self) -> None:
+        """Write everything buffered as shards of at most `shard_size` items, atomically."""
+        while self._rows:
+            self._write_shard(min(self.shard_size, len(self._rows)))
+
+    def _write_shard(self, count: int) -> Shard:
+        """Write the first `count` buffered rows as the next shard (visible only once complete)."""
+        rows, self._rows = self._rows[:count], self._rows[count:]
+        vectors = {}
+        for layer, blocks in self._vectors.items():
+            stacked = np.concatenate(blocks)
+            vectors[layer] = stacked[:count]
+            self._vectors[layer] = [stacked[count:]] if len(stacked) > count else []
         shards_dir = self.collection.path / "shards"
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=shards_dir))
-        table = pa.Table.from_pylist(self._rows, schema=ITEM_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=ITEM_SCHEMA)
         pq.write_table(table, tmp / "items.parquet")
-        for layer, blocks in self._vectors.items():
-            np.save(tmp / layer_filename(layer), np.concatenate(blocks))
+        for layer, block in vectors.items():
+            np.save(tmp / layer_filename(layer), block)
         for file in tmp.iterdir():
             _fsync_path(file)
         _fsync_path(tmp)
         final = shards_dir / f"{self._next_shard:06d}"
         os.rename(tmp, final)
         _fsync_path(shards_dir)
-        log.info("wrote shard %s: %d items", final.name, len(self._rows))
+        log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
-        self._rows = []
-        self._vectors = {layer: [] for layer in self._vectors}
         return Shard(final)
 
     def record_failure(self, failure: dict[str, Any]) -> None:

@@ -148,7 +148,9 @@ def test_changed_checkpoint_no_longer_matches_its_spec(tmp_path: Path) -> None:
     with get_backbone("resnet18", weights=str(path), image_size=64, device="cpu") as backbone:
         spec = backbone.spec
     backbone_from_spec(spec, device="cpu").close()  # same file: rebuilds
-    save_file(create_model("resnet18", weights=None).model.state_dict(), path)
+    state = create_model("resnet18", weights=None).model.state_dict()
+    state["fc.bias"] += 1.0  # the file changes under the same name
+    save_file(state, path)
     with pytest.raises(SpecMismatch, match="weights"):
         backbone_from_spec(spec, device="cpu")
 
@@ -180,3 +182,14 @@ def test_spec_round_trips_and_fingerprints() -> None:
     other = BackboneSpec.from_dict({**spec.to_dict(), "pooling": "gem"})
     assert other.fingerprint() != spec.fingerprint()
     assert spec.differences(other) == ["pooling: 'avg' != 'gem'"]
+
+
+def test_random_init_is_reproducible_and_leaves_global_rng_alone() -> None:
+    """weights=None names one model: a resumed job must embed with the same weights."""
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = get_backbone(**TINY).model.conv1.weight.clone()
+    second = get_backbone(**TINY).model.conv1.weight
+    assert torch.equal(first, second)
+    assert torch.equal(torch.rand(1), before)
