@@ -225,11 +225,232 @@ def info(collection_dir) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def demo(workdir, quiet) -> None:
     """Write a small real image set (digits, photos) and embed it with the offline default."""
-    from lookalike.demo import run_demo
+    from lookalike.demo import demo_neighbours, run_demo
 
     report, counts = run_demo(workdir, progress=not quiet)
     click.echo(
         f"wrote {counts['digits']} digit images and {counts['photos']} photos under {workdir / 'images'}"
     )
     click.echo(report.summary())
+    results, sheet = demo_neighbours(workdir)
+    for query, hits in results:
+        click.echo(f"nearest to {query}:")
+        for hit in hits:
+            click.echo(f"  {hit.distance:.3f}  {hit.label or '-':<4} {hit.path}")
+    click.echo(f"contact sheet of those neighbours: {sheet}")
     click.echo(f"inspect it with: lookalike info --collection {report.collection}")
+
+
+COLLECTION = click.option(
+    "-c", "--collection", "collection_dir", required=True, type=click.Path(path_type=Path)
+)
+LAYER = click.option("--layer", help="Layer to index/search (default: the collection's first).")
+
+
+@main.group()
+def index() -> None:
+    """Build, update, evaluate and describe a collection's FAISS index."""
+
+
+@index.command("build")
+@COLLECTION
+@LAYER
+@click.option(
+    "--factory", help="A FAISS factory string instead of the automatic choice, e.g. HNSW32,Flat."
+)
+@click.option(
+    "--target-recall", default=0.95, show_default=True, help="Tune search to this recall@k."
+)
+@click.option("--k", default=10, show_default=True, help="The k of the recall target.")
+@click.option("--memory-budget", default=8.0, show_default=True, help="GiB the index may use.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def index_build(collection_dir, layer, factory, target_recall, k, memory_budget, quiet) -> None:
+    """Choose, train, fill and tune an index over the collection, and save it."""
+    from lookalike.collection import Collection
+    from lookalike.index import build_index, choose_index
+    from lookalike.index.maintain import metric_for
+
+    collection = Collection.open(collection_dir)
+    layer = layer or collection.spec.layers[0]
+    budget = int(memory_budget * 2**30)
+    plan = choose_index(
+        len(collection), collection.spec.dims.get(layer, 0), metric_for(collection), budget
+    )
+    built = build_index(
+        collection,
+        layer,
+        factory=factory,
+        target_recall=target_recall,
+        k=k,
+        memory_budget=budget,
+        progress=not quiet,
+    )
+    meta = built.meta
+    click.echo(
+        f"built {meta.factory} over {len(built)} vectors of width {meta.dim} ({meta.metric})"
+    )
+    if not factory:
+        click.echo(f"why: {plan.reason}")
+    click.echo(
+        f"tuned {built.param_text()}: recall@{meta.recall_k} {meta.recall:.3f} (target {target_recall})"
+    )
+
+
+@index.command("update")
+@COLLECTION
+@LAYER
+def index_update(collection_dir, layer) -> None:
+    """Add items embedded since the index was built; drop items the collection no longer has."""
+    from lookalike.collection import Collection
+    from lookalike.index import update_index
+
+    report = update_index(Collection.open(collection_dir), layer)
+    click.echo(f"added {report.added}, removed {report.removed}; the index holds {report.total}")
+
+
+@index.command("eval")
+@COLLECTION
+@LAYER
+@click.option("--k", default=10, show_default=True)
+@click.option("--queries", default=1000, show_default=True, help="Stored vectors used as queries.")
+def index_eval(collection_dir, layer, k, queries) -> None:
+    """Recall@k against exact search and the QPS of both, measured in this run."""
+    from lookalike.index import Searcher, evaluate_index
+
+    searcher = Searcher.open(collection_dir, layer)
+    click.echo(
+        evaluate_index(searcher.collection, searcher.index, searcher.layer, k, queries).summary()
+    )
+
+
+@index.command("info")
+@COLLECTION
+@LAYER
+def index_info(collection_dir, layer) -> None:
+    """Describe the index: type, metric, tuning, size, and whether it matches the collection."""
+    from lookalike.collection import Collection
+    from lookalike.index import index_dir, load_index
+    from lookalike.index.maintain import check_items, check_spec
+
+    collection = Collection.open(collection_dir)
+    layer = layer or collection.spec.layers[0]
+    built = load_index(index_dir(collection.path, layer), read_only=True)
+    meta = built.meta
+    click.echo(f"index        {meta.factory} ({meta.metric}, width {meta.dim}), built {meta.built}")
+    click.echo(f"vectors      {len(built)} live, {built.deleted} deleted (masked until a rebuild)")
+    click.echo(f"tuning       {built.param_text()}: recall@{meta.recall_k} {meta.recall}")
+    try:
+        check_spec(built, collection)
+        check_items(built, collection)
+        click.echo("collection   in agreement")
+    except LookalikeError as error:
+        click.echo(f"collection   DISAGREES: {error}")
+
+
+def _filters(labels, path_prefix):
+    from lookalike.index import Filters
+
+    return Filters(tuple(labels), path_prefix)
+
+
+@main.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@COLLECTION
+@LAYER
+@click.option("--id", "ids", multiple=True, type=int, help="Query by stored item id. Repeatable.")
+@click.option("-k", "--k", default=10, show_default=True, help="Neighbours per query.")
+@click.option(
+    "--threshold",
+    type=float,
+    help="Only neighbours within this distance (cosine distance on normalised embeddings).",
+)
+@click.option("--label", "labels", multiple=True, help="Only items with this label. Repeatable.")
+@click.option("--path-prefix", help="Only items whose path starts with this.")
+@click.option("--sheet", type=click.Path(path_type=Path), help="Write a contact sheet PNG here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def search(
+    images, collection_dir, layer, ids, k, threshold, labels, path_prefix, sheet, as_json
+) -> None:
+    """Find the items most like IMAGES (files) and/or stored items (--id)."""
+    import json
+
+    from lookalike.index import Searcher
+    from lookalike.sheet import contact_sheet
+
+    if not images and not ids:
+        raise click.UsageError("give image files and/or --id")
+    searcher = Searcher.open(collection_dir, layer)
+    options = {"threshold": threshold, "filters": _filters(labels, path_prefix)}
+    queries: list[tuple[str, str | None]] = []
+    results = []
+    if images:
+        results += searcher.search_images(images, k, **options)
+        queries += [(str(p), str(p)) for p in images]
+    if ids:
+        results += searcher.search_ids(ids, k, **options)
+        queries += [(f"id {i}", searcher.item(i)["path"]) for i in ids]
+    for (name, _), hits in zip(queries, results, strict=True):
+        if as_json:
+            click.echo(json.dumps({"query": name, "hits": [h.to_dict() for h in hits]}))
+            continue
+        click.echo(f"query {name}: {len(hits)} neighbours")
+        click.echo(f"  {'rank':>4}  {'id':>8}  {'distance':>8}  {'label':<12}  path")
+        for rank, hit in enumerate(hits, 1):
+            click.echo(
+                f"  {rank:>4}  {hit.id:>8}  {hit.distance:>8.4f}  {hit.label or '-'!s:<12}  {hit.path}"
+            )
+    if sheet:
+        rows = [
+            [
+                (path, "query"),
+                *[(h.path, f"#{h.id} d={h.distance:.3f}\n{h.label or ''}") for h in hits],
+            ]
+            for (_, path), hits in zip(queries, results, strict=True)
+        ]
+        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
+
+
+@main.command()
+@COLLECTION
+@LAYER
+@click.option(
+    "--threshold", type=float, required=True, help="Pairs closer than this distance are duplicates."
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Write clusters as .csv or .parquet.")
+@click.option(
+    "--sheet", type=click.Path(path_type=Path), help="Contact sheet PNG of the largest clusters."
+)
+@click.option("--show", default=10, show_default=True, help="Clusters to print / draw.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
+    """Find every pair of near-duplicate items and group them into clusters."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from lookalike.index import Searcher, find_duplicates
+    from lookalike.sheet import contact_sheet
+
+    searcher = Searcher.open(collection_dir, layer)
+    found = find_duplicates(searcher, threshold, progress=not quiet)
+    in_clusters = sum(len(c) for c in found.clusters)
+    click.echo(
+        f"{len(found.pairs)} pairs within {threshold}; {len(found.clusters)} clusters, {in_clusters} items"
+    )
+    for number, members in enumerate(found.clusters[:show]):
+        click.echo(
+            f"cluster {number} ({len(members)}): "
+            + ", ".join(searcher.item(i)["path"] for i in members[:5])
+        )
+    if out:
+        table = found.cluster_table(searcher)
+        if out.suffix == ".parquet":
+            pq.write_table(table, out)
+        else:
+            pacsv.write_csv(table, out)
+        click.echo(f"clusters written to {out}")
+    if sheet and found.clusters:
+        rows = [
+            [(searcher.item(i)["path"], f"#{i}") for i in members[:8]]
+            for members in found.clusters[:show]
+        ]
+        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")

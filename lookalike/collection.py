@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from lookalike import __version__
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import CollectionError, SpecMismatch
+from lookalike.errors import CollectionError, SpecMismatch, UnknownItem
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Collection:
         self.path = path
         self.manifest = manifest
         self.spec = BackboneSpec.from_dict(manifest["spec"])
+        self._located: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def create(cls, path: str | Path, spec: BackboneSpec) -> Collection:
@@ -186,6 +187,46 @@ class Collection:
             np.concatenate([np.asarray(xb) for _, xb in blocks]),
         )
 
+    def vectors(self, ids: Sequence[int] | np.ndarray, layer: str | None = None) -> np.ndarray:
+        """The stored vectors of `ids`, in that order; an unknown id raises `UnknownItem`."""
+        layer = layer or self.spec.layers[0]
+        self._check_layer(layer)
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        shards, sorted_ids, shard_of, row_of = self._locator()
+        where = np.searchsorted(sorted_ids, ids)
+        found = (where < len(sorted_ids)) & (
+            sorted_ids[np.minimum(where, len(sorted_ids) - 1)] == ids
+        )
+        if not found.all():
+            missing = ids[~found][:5].tolist()
+            raise UnknownItem(f"no item with id {', '.join(map(str, missing))} in {self.path}")
+        out = np.empty((len(ids), self.spec.dims[layer]), np.float32)
+        for shard_no in np.unique(shard_of[where]):
+            pick = shard_of[where] == shard_no
+            out[pick] = shards[shard_no].embeddings(layer)[row_of[where[pick]]]
+        return out
+
+    def _locator(self) -> tuple[list[Shard], np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted ids with the shard and row of each; rebuilt when shards were added."""
+        shards = self.shards()
+        names = [s.name for s in shards]
+        if self._located is None or self._located[0] != names:
+            ids, shard_of, row_of = [], [], []
+            for number, shard in enumerate(shards):
+                shard_ids = shard.items(["id"]).column("id").to_numpy()
+                ids.append(shard_ids)
+                shard_of.append(np.full(len(shard_ids), number, np.int32))
+                row_of.append(np.arange(len(shard_ids)))
+            ids_all = np.concatenate(ids) if ids else np.empty(0, np.int64)
+            order = np.argsort(ids_all, kind="stable")
+            self._located = (
+                names,
+                ids_all[order],
+                np.concatenate(shard_of)[order] if ids else np.empty(0, np.int32),
+                np.concatenate(row_of)[order] if ids else np.empty(0, np.int64),
+            )
+        return shards, *self._located[1:]
+
     def _check_layer(self, layer: str) -> None:
         if layer not in self.spec.layers:
             raise KeyError(
@@ -217,7 +258,7 @@ class CollectionWriter:
     def __init__(self, collection: Collection, shard_size: int) -> None:
         self.collection = collection
         self.shard_size = shard_size
-        self._lock = _acquire_lock(collection.path / ".lock")
+        self._lock = acquire_lock(collection.path / ".lock")
         shards_dir = collection.path / "shards"
         for stale in shards_dir.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
@@ -265,11 +306,11 @@ class CollectionWriter:
         for layer, block in vectors.items():
             np.save(tmp / layer_filename(layer), block)
         for file in tmp.iterdir():
-            _fsync_path(file)
-        _fsync_path(tmp)
+            fsync_path(file)
+        fsync_path(tmp)
         final = shards_dir / f"{self._next_shard:06d}"
         os.rename(tmp, final)
-        _fsync_path(shards_dir)
+        fsync_path(shards_dir)
         log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
         return Shard(final)
@@ -297,7 +338,7 @@ class CollectionWriter:
         self.close()
 
 
-def _acquire_lock(path: Path):
+def acquire_lock(path: Path):
     handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -307,7 +348,7 @@ def _acquire_lock(path: Path):
     return handle
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -323,4 +364,4 @@ def write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_path(path.parent)
+    fsync_path(path.parent)

@@ -68,3 +68,76 @@ def run_demo(workdir: str | Path, progress: bool = True) -> tuple[EmbedReport, d
         progress=progress,
     )
     return report, counts
+
+
+def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, list]], Path]:
+    """Index the demo collection, find the neighbours of one digit and one photo, draw them."""
+    from lookalike.collection import Collection
+    from lookalike.index import Searcher, build_index
+    from lookalike.sheet import contact_sheet
+
+    workdir = Path(workdir)
+    build_index(Collection.open(workdir / "collection"), progress=False)
+    searcher = Searcher.open(workdir / "collection")
+    queries = [
+        str(workdir.resolve() / "images" / "digits" / "7" / "digit-0007.png"),
+        str(workdir.resolve() / "images" / "photos" / "chelsea.jpg"),
+    ]
+    results = [
+        (q, hits[1:])
+        for q, hits in zip(queries, searcher.search_images(queries, k + 1), strict=True)
+    ]
+    rows = [
+        [(query, "query"), *[(h.path, f"d={h.distance:.3f} {h.label or ''}") for h in hits]]
+        for query, hits in results
+    ]
+    return results, contact_sheet(rows, workdir / "neighbours.png")
+
+
+DUPLICATE_SOURCES = (
+    "chelsea",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "camera",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "moon",
+    "coins",
+    "text",
+    "clock",
+    "grass",
+    "gravel",
+    "brick",
+    "page",
+)
+
+
+def plant_duplicates(folder: Path, copied: int = 9) -> list[tuple[str, str]]:
+    """Real photos plus, for the first `copied`, a re-encoded, a resized and a cropped copy.
+
+    Returns the planted duplicate pairs as (file name, file name), each pair once.
+    """
+    import skimage.data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[str]] = {}
+    for number, name in enumerate(DUPLICATE_SOURCES):
+        image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        image.save(folder / f"{name}.png")
+        groups[name] = [f"{name}.png"]
+        if number >= copied:
+            continue
+        width, height = image.size
+        image.save(folder / f"{name}-q50.jpg", quality=50)
+        image.resize((int(width * 0.6), int(height * 0.6))).save(folder / f"{name}-small.png")
+        margin = (int(width * 0.04), int(height * 0.04))
+        image.crop((*margin, width - margin[0], height - margin[1])).save(
+            folder / f"{name}-crop.png"
+        )
+        groups[name] += [f"{name}-q50.jpg", f"{name}-small.png", f"{name}-crop.png"]
+    return [
+        (a, b) for files in groups.values() for i, a in enumerate(files) for b in files[i + 1 :]
+    ]

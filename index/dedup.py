@@ -1,0 +1,86 @@
+"""Near-duplicates: every pair of items closer than a threshold, grouped into clusters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from .search import Searcher
+
+BLOCK = 2048  # queries per range search: memory stays bounded by a block's results
+
+
+@dataclass
+class Duplicates:
+    """Pairs (a < b) with their distance, and clusters (connected components), largest first."""
+
+    pairs: pa.Table
+    clusters: list[list[int]]
+
+    def cluster_table(self, searcher: Searcher) -> pa.Table:
+        rows = [
+            {"cluster": number, **searcher.item(item_id)}
+            for number, members in enumerate(self.clusters)
+            for item_id in members
+        ]
+        schema = pa.schema(
+            [
+                ("cluster", pa.int64()),
+                ("id", pa.int64()),
+                ("path", pa.string()),
+                ("label", pa.string()),
+            ]
+        )
+        return pa.Table.from_pylist(rows, schema=schema)
+
+
+def find_duplicates(searcher: Searcher, threshold: float, progress: bool = True) -> Duplicates:
+    """Range-search every stored vector, block by block, and group the pairs it finds."""
+    firsts, seconds, distances = [], [], []
+    total = len(searcher.collection)
+    with tqdm(total=total, unit="vec", desc="dedup", disable=not progress) as bar:
+        for ids, vectors in searcher.collection.iter_embeddings(searcher.layer):
+            for start in range(0, len(ids), BLOCK):
+                block_ids = ids[start : start + BLOCK]
+                hits = searcher.search_vectors(
+                    np.asarray(vectors[start : start + BLOCK]), k=None, threshold=threshold
+                )
+                for query_id, found in zip(block_ids, hits, strict=True):
+                    for hit in found:
+                        if hit.id > query_id:  # each pair once, never an item with itself
+                            firsts.append(int(query_id))
+                            seconds.append(hit.id)
+                            distances.append(hit.distance)
+                bar.update(len(block_ids))
+    pairs = pa.table(
+        {
+            "a": pa.array(firsts, pa.int64()),
+            "b": pa.array(seconds, pa.int64()),
+            "distance": pa.array(distances, pa.float32()),
+        }
+    )
+    return Duplicates(pairs, connected_components(firsts, seconds))
+
+
+def connected_components(firsts: list[int], seconds: list[int]) -> list[list[int]]:
+    """Union-find over the pairs; clusters of 2+ items, largest first, members sorted."""
+    parent: dict[int, int] = {}
+
+    def root(item: int) -> int:
+        parent.setdefault(item, item)
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for a, b in zip(firsts, seconds, strict=True):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for item in parent:
+        groups.setdefault(root(item), []).append(item)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))

@@ -1,0 +1,68 @@
+"""`lookalike index eval`: recall@k of the index against exact search, and the QPS of both, one run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike.collection import Collection
+
+from .vector_index import VectorIndex, drop_own, exact_neighbours, recall_at_k
+
+
+@dataclass
+class Evaluation:
+    factory: str
+    params: str
+    vectors: int
+    queries: int
+    k: int
+    recall: float
+    index_qps: float
+    exact_qps: float
+
+    @property
+    def speedup(self) -> float:
+        return self.index_qps / self.exact_qps if self.exact_qps else float("inf")
+
+    def summary(self) -> str:
+        return (
+            f"{self.factory} ({self.params}) over {self.vectors} vectors, {self.queries} queries: "
+            f"recall@{self.k} {self.recall:.3f}; {self.index_qps:.0f} QPS vs exact "
+            f"{self.exact_qps:.0f} QPS ({self.speedup:.1f}x)"
+        )
+
+
+def evaluate_index(
+    collection: Collection,
+    index: VectorIndex,
+    layer: str,
+    k: int = 10,
+    queries: int = 1000,
+    seed: int = 2,
+) -> Evaluation:
+    """Stored vectors as held-out queries: exact (raw vectors, blockwise) vs the index, timed alike."""
+    ids = index.ids()
+    if len(ids) < 2:
+        raise ValueError("the index needs at least 2 vectors to evaluate")
+    chosen = np.sort(np.random.default_rng(seed).choice(ids, min(queries, len(ids)), replace=False))
+    xq = collection.vectors(chosen, layer)
+    started = time.perf_counter()
+    truth = exact_neighbours(collection.iter_embeddings(layer), xq, k + 1, index.meta.metric)[1]
+    exact_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    found = index.search(xq, k + 1)[1]
+    index_seconds = time.perf_counter() - started
+    recall = recall_at_k(drop_own(found, chosen, k), drop_own(truth, chosen, k), k)
+    return Evaluation(
+        factory=index.meta.factory,
+        params=index.param_text(),
+        vectors=len(ids),
+        queries=len(chosen),
+        k=k,
+        recall=recall,
+        index_qps=len(chosen) / index_seconds,
+        exact_qps=len(chosen) / exact_seconds,
+    )

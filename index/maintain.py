@@ -1,0 +1,153 @@
+"""An index per collection layer: build (choose, train, fill, tune), update, and load with checks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lookalike.collection import Collection
+from lookalike.embedder.spec import BackboneSpec
+from lookalike.errors import CollectionError, SpecMismatch
+
+from .choose import DEFAULT_MEMORY_BUDGET, choose_index
+from .store import index_dir, load_index, save_index
+from .vector_index import VectorIndex, held_out_truth
+
+log = logging.getLogger(__name__)
+
+
+class IndexMismatch(CollectionError):
+    """An index that does not hold exactly the collection's items."""
+
+
+def metric_for(collection: Collection) -> str:
+    """Inner product on L2-normalised embeddings (cosine), L2 otherwise."""
+    return "ip" if collection.spec.normalize else "l2"
+
+
+def build_index(
+    collection: Collection,
+    layer: str | None = None,
+    *,
+    factory: str | None = None,
+    target_recall: float = 0.95,
+    k: int = 10,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = True,
+) -> VectorIndex:
+    """Choose, train, fill and tune an index over `layer` of the collection, and save it."""
+    layer = layer or collection.spec.layers[0]
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
+    n, d = len(collection), collection.spec.dims[layer]
+    if n == 0:
+        raise CollectionError(f"{collection.path} is empty: embed images before building an index")
+    metric = metric_for(collection)
+    plan = choose_index(n, d, metric, memory_budget)
+    factory = factory or plan.factory
+    log.info("index for %d x %d (%s): %s (%s)", n, d, metric, factory, plan.reason)
+    index = VectorIndex.empty(factory, metric, d, collection.spec.to_dict())
+    sample_ids, sample = _sample(collection, layer, index.training_size())
+    if not index.index.is_trained:
+        index.train(sample)
+    with tqdm(total=n, unit="vec", desc="indexing", disable=not progress) as bar:
+        for ids, xb in collection.iter_embeddings(layer):
+            index.add(ids, np.asarray(xb))
+            bar.update(len(ids))
+    queries, own = _queries(sample_ids, sample)
+    truth = held_out_truth(collection.iter_embeddings(layer), queries, own, k, metric)
+    recall = index.tune(queries, own, truth, target_recall, k)
+    if recall < target_recall:
+        log.warning(
+            "%s reaches recall@%d %.3f at most, under the target %.2f",
+            factory,
+            k,
+            recall,
+            target_recall,
+        )
+    save_index(index, index_dir(collection.path, layer))
+    return index
+
+
+@dataclass
+class UpdateReport:
+    added: int
+    removed: int
+    total: int
+
+
+def update_index(collection: Collection, layer: str | None = None) -> UpdateReport:
+    """Add the collection's items the index lacks, drop ids the collection no longer has; save."""
+    layer = layer or collection.spec.layers[0]
+    index = load_index(index_dir(collection.path, layer))
+    check_spec(index, collection)
+    wanted = collection.items(["id"]).column("id").to_numpy()
+    have = index.ids()
+    missing = np.setdiff1d(wanted, have)
+    gone = np.setdiff1d(have, wanted)
+    if len(gone):
+        index.remove(gone)
+    for start in range(0, len(missing), 65536):
+        block = missing[start : start + 65536]
+        index.add(block, collection.vectors(block, layer))
+    if len(missing) or len(gone):
+        save_index(index, index_dir(collection.path, layer))
+    return UpdateReport(len(missing), len(gone), len(index))
+
+
+def open_index(
+    collection: Collection, layer: str | None = None, read_only: bool = True
+) -> VectorIndex:
+    """Load the layer's index and refuse it unless it holds exactly the collection's items."""
+    layer = layer or collection.spec.layers[0]
+    index = load_index(index_dir(collection.path, layer), read_only=read_only)
+    check_spec(index, collection)
+    check_items(index, collection)
+    return index
+
+
+def check_spec(index: VectorIndex, collection: Collection) -> None:
+    """Refuse an index built from another embedder spec than the collection's."""
+    if index.meta.spec != collection.spec.to_dict():
+        recorded = BackboneSpec.from_dict(index.meta.spec)
+        differences = "; ".join(collection.spec.differences(recorded))
+        raise SpecMismatch(
+            f"the index of {collection.path} was built from another embedder spec ({differences}); "
+            "rebuild it with `lookalike index build`"
+        )
+
+
+def check_items(index: VectorIndex, collection: Collection) -> None:
+    wanted = collection.items(["id"]).column("id").to_numpy()
+    have = index.ids()
+    if len(wanted) == len(have) and np.array_equal(np.sort(wanted), have):
+        return
+    missing, extra = np.setdiff1d(wanted, have), np.setdiff1d(have, wanted)
+    raise IndexMismatch(
+        f"the index of {collection.path} disagrees with its items: {len(missing)} items not indexed"
+        f"{_examples(missing)}, {len(extra)} indexed ids not in the collection{_examples(extra)}. "
+        "Run `lookalike index update` (or `index build`)."
+    )
+
+
+def _examples(ids: np.ndarray) -> str:
+    return f" (e.g. {', '.join(map(str, ids[:3].tolist()))})" if len(ids) else ""
+
+
+def _sample(
+    collection: Collection, layer: str, size: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `size` (ids, vectors) drawn uniformly from the whole collection."""
+    ids = collection.items(["id"]).column("id").to_numpy()
+    if len(ids) > size:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
+    return ids, collection.vectors(ids, layer)
+
+
+def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = 500, seed: int = 1):
+    """Tuning queries: `count` of the sampled stored vectors, with their ids."""
+    chosen = np.random.default_rng(seed).choice(len(ids), min(count, len(ids)), replace=False)
+    return vectors[chosen], ids[chosen]

@@ -1,0 +1,197 @@
+"""Similarity search over a collection: by image files, item ids or raw vectors; top-k, range, filters.
+
+Distances are reported the same way for every metric: smaller is closer. On L2-normalised embeddings
+(inner-product index) the distance is the cosine distance ``1 - cos`` (0 = same direction, 2 =
+opposite) and ``similarity`` is the cosine; otherwise it is the Euclidean distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lookalike.collection import Collection
+from lookalike.embedder.backbone import Backbone, backbone_from_spec
+from lookalike.embedder.preprocess import to_batch
+from lookalike.embedder.sources import decode_image
+from lookalike.errors import SpecMismatch, UnknownItem
+
+from .maintain import open_index
+from .vector_index import MAX_K, VectorIndex
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict results to items with one of `labels` and/or a path under `path_prefix`."""
+
+    labels: tuple[str, ...] = ()
+    path_prefix: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.path_prefix)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    distance: float
+    similarity: float | None
+    path: str
+    label: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "distance": self.distance,
+            "similarity": self.similarity,
+            "path": self.path,
+            "label": self.label,
+        }
+
+
+class Searcher:
+    """A collection with its (checked) index, and the collection's own embedder for image queries."""
+
+    def __init__(self, collection: Collection, index: VectorIndex, layer: str) -> None:
+        self.collection = collection
+        self.index = index
+        self.layer = layer
+        self._backbone: Backbone | None = None
+        self.refresh_items()
+
+    @classmethod
+    def open(cls, collection_dir: str | Path, layer: str | None = None, read_only: bool = True):
+        collection = Collection.open(collection_dir)
+        layer = layer or collection.spec.layers[0]
+        return cls(collection, open_index(collection, layer, read_only=read_only), layer)
+
+    @property
+    def metric(self) -> str:
+        return self.index.meta.metric
+
+    def refresh_items(self) -> None:
+        """Re-read the item table (after items were added)."""
+        table = self.collection.items(["id", "path", "label"]).sort_by("id")
+        self._items = table
+        self._item_ids = table.column("id").to_numpy()
+
+    # ----- queries ----------------------------------------------------------------------------
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int | None = 10,
+        threshold: float | None = None,
+        filters: Filters | None = None,
+        spec_fingerprint: str | None = None,
+    ) -> list[list[Hit]]:
+        """Neighbours of each vector: the top `k`, those within `threshold` distance, or both."""
+        if spec_fingerprint is not None and spec_fingerprint != self.collection.spec.fingerprint():
+            raise SpecMismatch(
+                f"the query vectors come from embedder {spec_fingerprint}; this collection's is "
+                f"{self.collection.spec.fingerprint()} ({self.collection.spec.backbone})"
+            )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        if vectors.ndim != 2 or vectors.shape[1] != self.index.meta.dim:
+            raise ValueError(
+                f"query vectors have shape {vectors.shape}; this index holds vectors of width "
+                f"{self.index.meta.dim} ({self.collection.spec.backbone}, layer {self.layer})"
+            )
+        if k is None and threshold is None:
+            raise ValueError("give k, a distance threshold, or both")
+        if k is not None and not 0 < k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        allowed = self.allowed_ids(filters) if filters else None
+        if threshold is None:
+            scores, ids = self.index.search(vectors, k, allowed)
+            return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
+        radius = self._radius(threshold)
+        results = self.index.range_search(vectors, radius, allowed)
+        return [self._hits(s[:k] if k else s, i[:k] if k else i) for s, i in results]
+
+    def search_ids(self, ids: Sequence[int], k: int | None = 10, **options) -> list[list[Hit]]:
+        """Neighbours of stored items (each item itself comes first, at distance 0)."""
+        return self.search_vectors(self.collection.vectors(ids, self.layer), k, **options)
+
+    def search_images(self, images: Sequence[str | Path | bytes], k: int | None = 10, **options):
+        """Neighbours of image files (or encoded bytes), embedded with the collection's embedder."""
+        return self.search_vectors(self.embed_images(images), k, **options)
+
+    def embed_images(self, images: Sequence[str | Path | bytes]) -> np.ndarray:
+        backbone = self.backbone()
+        decoded = [
+            decode_image(image if isinstance(image, bytes) else Path(image).read_bytes())
+            for image in images
+        ]
+        return backbone.embed(to_batch(decoded, backbone.spec.preprocess))[self.layer]
+
+    def backbone(self) -> Backbone:
+        """The collection's embedder, built on first use (search by vector or id never needs it)."""
+        if self._backbone is None:
+            self._backbone = backbone_from_spec(self.collection.spec)
+        return self._backbone
+
+    def allowed_ids(self, filters: Filters) -> np.ndarray:
+        keep = pa.scalar(True)
+        if filters.labels:
+            keep = pc.and_(keep, pc.is_in(self._items["label"], pa.array(list(filters.labels))))
+        if filters.path_prefix:
+            keep = pc.and_(keep, pc.starts_with(self._items["path"], filters.path_prefix))
+        keep = pc.fill_null(keep, False)
+        return self._items["id"].filter(keep).to_numpy()
+
+    def item(self, item_id: int) -> dict[str, Any]:
+        row = self._row(item_id)
+        return {name: self._items[name][row].as_py() for name in self._items.column_names}
+
+    # ----- internals --------------------------------------------------------------------------
+
+    def _radius(self, threshold: float) -> float:
+        if not np.isfinite(threshold) or threshold < 0:
+            raise ValueError(f"threshold must be a distance >= 0, got {threshold}")
+        if self.metric == "ip":
+            if threshold > 2:
+                raise ValueError(f"a cosine distance is at most 2, got threshold {threshold}")
+            return 1.0 - threshold - 1e-6  # FAISS keeps inner products above the radius
+        return threshold**2
+
+    def _distance(self, score: float) -> tuple[float, float | None]:
+        if self.metric == "ip":
+            return max(0.0, 1.0 - score), score
+        return float(np.sqrt(max(score, 0.0))), None
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+        hits = []
+        for score, item_id in zip(scores, ids, strict=True):
+            if item_id < 0:
+                continue
+            row = self._row(int(item_id))
+            distance, similarity = self._distance(float(score))
+            hits.append(
+                Hit(
+                    id=int(item_id),
+                    distance=round(distance, 6),
+                    similarity=None if similarity is None else round(similarity, 6),
+                    path=self._items["path"][row].as_py(),
+                    label=self._items["label"][row].as_py(),
+                )
+            )
+        return hits
+
+    def _row(self, item_id: int) -> int:
+        row = int(np.searchsorted(self._item_ids, item_id))
+        if row >= len(self._item_ids) or self._item_ids[row] != item_id:
+            raise UnknownItem(f"no item with id {item_id} in {self.collection.path}")
+        return row
+
+    def close(self) -> None:
+        if self._backbone is not None:
+            self._backbone.close()

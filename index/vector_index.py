@@ -1,0 +1,404 @@
+"""A FAISS index keyed by item ids, mutable without a rebuild, tuned to a target recall.
+
+Every index is an ``IndexIDMap2`` over a FAISS index built from a factory string: FAISS answers with
+the collection's int64 item ids. Removal is a mask over FAISS's internal positions (HNSW cannot
+remove, and one mechanism for every index type keeps ids stable), applied inside FAISS through an
+``IDSelectorBitmap``; `compacted` drops the masked rows. Upsert = remove + add.
+
+Thread safety: FAISS searches may run in parallel (they release the GIL); mutations must be
+exclusive. `VectorIndex` takes a readers-writer lock around both, so one object can be shared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .locking import ReadWriteLock
+
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+EXACT_SUBSET_MAX = (
+    20_000  # a filter that leaves this few rows is answered by exact search over them
+)
+HNSW_EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+MAX_K = 10_000
+TRAINING_PER_LIST = 64
+
+
+@dataclass
+class IndexMeta:
+    """What the index file alone does not say: how it was built and tuned, and for which embedder."""
+
+    factory: str
+    metric: str
+    dim: int
+    spec: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+    recall: float | None = None
+    recall_k: int | None = None
+    built: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VectorIndex:
+    """An id-mapped FAISS index with a deletion mask and tuned search parameters."""
+
+    def __init__(
+        self,
+        index: faiss.IndexIDMap2,
+        meta: IndexMeta,
+        live: np.ndarray | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.index = index
+        self.inner = faiss.downcast_index(index.index)
+        self.meta = meta
+        self.labels = faiss.vector_to_array(index.id_map).astype(np.int64)
+        self.live = np.ones(len(self.labels), bool) if live is None else live.astype(bool)
+        if len(self.live) != len(self.labels):
+            raise ValueError(f"mask of {len(self.live)} rows for an index of {len(self.labels)}")
+        self.read_only = read_only
+        self.lock = ReadWriteLock()
+        self._ivf = faiss.try_extract_index_ivf(self.inner)
+        if self._ivf is not None and not read_only:
+            self._ivf.make_direct_map()  # lets exact-subset search reconstruct rows
+
+    # ----- building -------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, factory: str, metric: str, dim: int, spec: dict[str, Any]) -> VectorIndex:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        index = faiss.index_factory(dim, f"IDMap2,{factory}", METRICS[metric])
+        built = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return cls(index, IndexMeta(factory, metric, dim, dict(spec), built=built))
+
+    @classmethod
+    def build(
+        cls,
+        ids: np.ndarray,
+        xb: np.ndarray,
+        factory: str,
+        metric: str,
+        spec: dict[str, Any],
+        seed: int = 0,
+    ) -> VectorIndex:
+        """Train (on a sample, where the index needs it) and fill an index with `xb` under `ids`."""
+        xb = _as_matrix(xb)
+        index = cls.empty(factory, metric, xb.shape[1], spec)
+        if not index.index.is_trained:
+            index.train(xb, seed)
+        index.add(ids, xb)
+        return index
+
+    def training_size(self) -> int:
+        """How many sample vectors training (and tuning) wants."""
+        nlist = self._ivf.nlist if self._ivf is not None else 1
+        return max(TRAINING_PER_LIST * nlist, 10_000)
+
+    def train(self, xb: np.ndarray, seed: int = 0) -> None:
+        nlist = self._ivf.nlist if self._ivf is not None else 1
+        wanted = self.training_size()
+        if len(xb) < nlist:
+            raise ValueError(f"{self.meta.factory} needs at least {nlist} vectors to train")
+        sample = xb
+        if len(xb) > wanted:
+            chosen = np.random.default_rng(seed).choice(len(xb), wanted, replace=False)
+            sample = xb[np.sort(chosen)]
+        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        if self._ivf is not None:
+            self._ivf.make_direct_map()
+
+    # ----- mutation ---------------------------------------------------------------------------
+
+    def add(self, ids: Sequence[int] | np.ndarray, xb: np.ndarray) -> None:
+        """Add vectors under new ids; an id that is already live is refused (use `upsert`)."""
+        ids, xb = self._check_rows(ids, xb)
+        with self.lock.write():
+            self._add(ids, xb)
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
+        """Mask the given ids out of every later search; returns how many were live."""
+        self._check_writable()
+        with self.lock.write():
+            return self._remove(np.asarray(ids, dtype=np.int64))
+
+    def upsert(self, ids: Sequence[int] | np.ndarray, xb: np.ndarray) -> None:
+        """Replace the vectors of ids that are present, add the others, in one step."""
+        ids, xb = self._check_rows(ids, xb)
+        with self.lock.write():
+            self._remove(ids)
+            self._add(ids, xb)
+
+    def _add(self, ids: np.ndarray, xb: np.ndarray) -> None:
+        taken = np.intersect1d(ids, self.labels[self.live])
+        if len(taken):
+            raise ValueError(f"ids already indexed: {taken[:5].tolist()} (use upsert)")
+        for start in range(0, len(ids), 65536):
+            self.index.add_with_ids(xb[start : start + 65536], ids[start : start + 65536])
+        self.labels = np.concatenate([self.labels, ids])
+        self.live = np.concatenate([self.live, np.ones(len(ids), bool)])
+
+    def _remove(self, ids: np.ndarray) -> int:
+        hit = self.live & np.isin(self.labels, ids)
+        self.live &= ~hit
+        return int(hit.sum())
+
+    def compacted(self) -> VectorIndex:
+        """A copy without masked rows (same training, same tuning)."""
+        with self.lock.read():
+            positions = np.flatnonzero(self.live)
+            vectors = self._vectors_at(positions)
+            fresh = faiss.clone_index(self.index)
+            fresh.reset()
+        compact = VectorIndex(fresh, IndexMeta(**self.meta.to_dict()))
+        compact.add(self.labels[positions], vectors)
+        return compact
+
+    # ----- reading ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.live.sum())
+
+    @property
+    def deleted(self) -> int:
+        return int(len(self.live) - self.live.sum())
+
+    def ids(self) -> np.ndarray:
+        """The live ids, sorted."""
+        return np.sort(self.labels[self.live])
+
+    def search(
+        self, xq: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the `k` nearest live vectors (restricted to `allowed` ids if given).
+
+        Scores are FAISS's: inner products (larger is closer) or squared L2 (smaller is closer).
+        Missing results are id -1.
+        """
+        xq = self._check_queries(xq)
+        if not 0 < k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        with self.lock.read():
+            mask = self._mask(allowed)
+            if mask is None:
+                return self.index.search(xq, k, params=self._params())
+            if not mask.any():
+                return _no_results(len(xq), k, self.meta.metric)
+            if self._exact_subset(mask):
+                positions = np.flatnonzero(mask)
+                subset = self._flat(self._vectors_at(positions))
+                scores, rows = subset.search(xq, min(k, len(positions)))
+                found = np.where(rows >= 0, positions[rows], -1)
+            else:
+                params = self._params(faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little")))
+                scores, found = self.inner.search(xq, k, params=params)
+            ids = np.where(found >= 0, self.labels[np.maximum(found, 0)], -1)
+            return _pad(scores, ids, k, self.meta.metric)
+
+    def range_search(
+        self, xq: np.ndarray, radius: float, allowed: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query, (scores, ids) of every live vector within `radius` (FAISS units), best first."""
+        xq = self._check_queries(xq)
+        with self.lock.read():
+            mask = self._mask(allowed)
+            if mask is None:
+                lims, scores, found = self.index.range_search(xq, radius, params=self._params())
+                labels = found
+            elif not mask.any():
+                return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in xq]
+            elif self._exact_subset(mask):
+                positions = np.flatnonzero(mask)
+                lims, scores, rows = self._flat(self._vectors_at(positions)).range_search(
+                    xq, radius
+                )
+                labels = self.labels[positions[rows]]
+            else:
+                params = self._params(faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little")))
+                lims, scores, rows = self.inner.range_search(xq, radius, params=params)
+                labels = self.labels[rows]
+        results = []
+        for start, end in itertools.pairwise(lims):
+            order = np.argsort(
+                -scores[start:end] if self.meta.metric == "ip" else scores[start:end]
+            )
+            results.append((scores[start:end][order], labels[start:end][order]))
+        return results
+
+    # ----- tuning -----------------------------------------------------------------------------
+
+    @property
+    def tunable(self) -> str | None:
+        if isinstance(self.inner, faiss.IndexHNSW):
+            return "efSearch"
+        if self._ivf is not None:
+            return "nprobe"
+        return None
+
+    def param_grid(self) -> list[int]:
+        if self.tunable == "efSearch":
+            return list(HNSW_EF_GRID)
+        if self.tunable == "nprobe":
+            grid = [2**i for i in range(int(np.log2(self._ivf.nlist)) + 1)]
+            return grid if grid[-1] == self._ivf.nlist else [*grid, self._ivf.nlist]
+        return []
+
+    def tune(
+        self,
+        queries: np.ndarray,
+        own_ids: np.ndarray,
+        truth: np.ndarray,
+        target_recall: float = 0.95,
+        k: int = 10,
+    ) -> float:
+        """Pick the cheapest search parameter reaching `target_recall`@k; returns the recall.
+
+        `queries` are stored vectors held out of their own answers: each query's own id
+        (`own_ids`) is dropped from the results, and `truth` holds the exact top-k without it.
+        """
+        recall = 1.0
+        for value in self.param_grid() or [0]:
+            if self.tunable:
+                self.meta.params = {self.tunable: value}
+            found = drop_own(self.search(queries, k + 1)[1], own_ids, k)
+            recall = recall_at_k(found, truth, k)
+            if recall >= target_recall:
+                break
+        self.meta.recall, self.meta.recall_k = round(float(recall), 4), k
+        return recall
+
+    def param_text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.meta.params.items()) or "-"
+
+    # ----- internals --------------------------------------------------------------------------
+
+    def _params(self, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
+        tuned = self.meta.params
+        if self.tunable == "efSearch":
+            return faiss.SearchParametersHNSW(efSearch=tuned.get("efSearch", 64), sel=selector)
+        if self.tunable == "nprobe":
+            return faiss.SearchParametersIVF(nprobe=tuned.get("nprobe", 8), sel=selector)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    def _mask(self, allowed: np.ndarray | None) -> np.ndarray | None:
+        """Positions a search may return, or None when every row is live and nothing is filtered."""
+        if allowed is None:
+            return None if self.live.all() else self.live
+        return self.live & np.isin(self.labels, np.asarray(allowed, dtype=np.int64))
+
+    def _exact_subset(self, mask: np.ndarray) -> bool:
+        return self.tunable is not None and int(mask.sum()) <= max(
+            EXACT_SUBSET_MAX, len(mask) // 20
+        )
+
+    def _vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        if len(positions) == 0:
+            return np.empty((0, self.meta.dim), np.float32)
+        return self.inner.reconstruct_batch(positions.astype(np.int64))
+
+    def _flat(self, vectors: np.ndarray) -> faiss.Index:
+        flat = faiss.IndexFlat(self.meta.dim, METRICS[self.meta.metric])
+        flat.add(vectors)
+        return flat
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ValueError("this index was loaded memory-mapped (read-only); load it writable")
+
+    def _check_rows(self, ids, xb) -> tuple[np.ndarray, np.ndarray]:
+        self._check_writable()
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        xb = self._check_queries(xb)
+        if len(ids) != len(xb):
+            raise ValueError(f"{len(ids)} ids for {len(xb)} vectors")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("duplicate ids in one call")
+        return ids, xb
+
+    def _check_queries(self, xq: np.ndarray) -> np.ndarray:
+        xq = _as_matrix(xq)
+        if xq.shape[1] != self.meta.dim:
+            raise ValueError(
+                f"vectors have width {xq.shape[1]}; this index holds width {self.meta.dim}"
+            )
+        if not np.isfinite(xq).all():
+            raise ValueError("vectors contain NaN or infinity")
+        return xq
+
+
+def _as_matrix(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise ValueError(f"expected a vector or a matrix of vectors, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _no_results(n: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    worst = -np.inf if metric == "ip" else np.inf
+    return np.full((n, k), worst, np.float32), np.full((n, k), -1, np.int64)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to k columns with id -1, and give missing results the worst score."""
+    pad_scores, pad_ids = _no_results(len(ids), k, metric)
+    pad_scores[:, : scores.shape[1]] = scores
+    pad_ids[:, : ids.shape[1]] = ids
+    pad_scores[pad_ids < 0] = -np.inf if metric == "ip" else np.inf
+    return pad_scores, pad_ids
+
+
+def drop_own(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """Each row without its query's own id, cut to k columns."""
+    rows = [row[row != me][:k] for row, me in zip(found, own, strict=True)]
+    return np.array([np.pad(r, (0, k - len(r)), constant_values=-1) for r in rows])
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean fraction of the true top-k ids that `found`'s top-k contains."""
+    hits = [
+        len(np.intersect1d(f[:k][f[:k] >= 0], t[:k][t[:k] >= 0]))
+        for f, t in zip(found, truth, strict=True)
+    ]
+    wanted = [max(1, int((t[:k] >= 0).sum())) for t in truth]
+    return float(np.mean(np.array(hits) / np.array(wanted)))
+
+
+def exact_neighbours(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]], xq: np.ndarray, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (scores, ids) of the top-k of `xq` over (ids, vectors) blocks, merged block by block.
+
+    The reference for recall: it reads the raw vectors, never an index's compressed copy.
+    """
+    xq = _as_matrix(xq)
+    heap = faiss.ResultHeap(len(xq), k, keep_max=metric == "ip")
+    for ids, xb in blocks:
+        flat = faiss.IndexFlat(xq.shape[1], METRICS[metric])
+        flat.add(_as_matrix(xb))
+        scores, rows = flat.search(xq, min(k, len(ids)))
+        found = np.where(rows >= 0, np.asarray(ids)[np.maximum(rows, 0)], -1)
+        heap.add_result(*_pad(scores, found, k, metric))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def held_out_truth(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    own_ids: np.ndarray,
+    k: int,
+    metric: str,
+) -> np.ndarray:
+    """Exact top-k ids of stored vectors used as queries, each without the query's own id."""
+    return drop_own(exact_neighbours(blocks, queries, k + 1, metric)[1], own_ids, k)
