@@ -11,20 +11,25 @@ against exact `IndexFlatIP` measured in the same process. The figures justify `c
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from lookalike.index.choose import choose_index
+from lookalike.index.store import load_index, save_index
 from lookalike.index.vector_index import VectorIndex, exact_neighbours, held_out_truth, recall_at_k
 
 
-def clustered_vectors(n: int, d: int, seed: int = 0, clusters: int = 1000, intrinsic: int = 64):
+def clustered_vectors(
+    n: int, d: int, seed: int = 0, clusters: int = 1000, intrinsic: int = 64, noise: float = 0.5
+):
     """L2-normalised vectors with low intrinsic dimension and cluster structure, like embeddings."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, intrinsic)).astype(np.float32)
-    z = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal(
+    z = centres[rng.integers(0, clusters, n)] + noise * rng.standard_normal(
         (n, intrinsic), np.float32
     )
     lift = rng.standard_normal((intrinsic, d)).astype(np.float32) / np.sqrt(intrinsic)
@@ -58,14 +63,17 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--quick", action="store_true", help="20k x 256 vectors")
     parser.add_argument(
+        "--noise", type=float, default=0.5, help="within-cluster spread (harder: 1.0)"
+    )
+    parser.add_argument(
         "--candidates",
-        default="auto;HNSW32,Flat;IVF{nlist},Flat;IVF{nlist},PQ32",
+        default="auto;HNSW32,Flat;IVF{nlist},Flat;IVF{nlist},SQ8",
         help="factories, separated by ;",
     )
     args = parser.parse_args()
     if args.quick:
         args.n, args.d = 20_000, 256
-    xb = clustered_vectors(args.n + args.queries, args.d)
+    xb = clustered_vectors(args.n + args.queries, args.d, noise=args.noise)
     xq, xb = xb[: args.queries], xb[args.queries :]
     ids = np.arange(args.n, dtype=np.int64)
     truth = exact_neighbours([(ids, xb)], xq, args.k, "ip")[1]
@@ -100,10 +108,15 @@ def main() -> None:
         recall = recall_at_k(found, truth, args.k)
         ours = qps(lambda q, index=index: index.search(q, args.k), xq)
         ms = single_query_ms(lambda q, index=index: index.search(q, args.k), xq)
+        with tempfile.TemporaryDirectory() as folder:
+            save_index(index, Path(folder))
+            same = np.array_equal(
+                load_index(Path(folder)).search(xq, args.k)[1], index.search(xq, args.k)[1]
+            )
         name = f"{factory}{' (auto)' if candidate == 'auto' else ''}"
         print(
             f"{name:<22} {build_s:>8.1f} {index.param_text():>14} {recall:>7.3f} {ours:>8.0f} "
-            f"{ours / flat_qps:>7.1f} {ms:>10.2f}"
+            f"{ours / flat_qps:>7.1f} {ms:>10.2f}  save/load: {'identical' if same else 'DIFFERENT'}"
         )
 
 

@@ -31,8 +31,8 @@ def built(factory: str, n: int = 3000, seed: int = 0) -> tuple[VectorIndex, np.n
 
 def test_choice_rule_follows_size_and_budget() -> None:
     assert choose_index(5_000, 1280, "ip").factory == "Flat"
-    assert choose_index(100_000, 1280, "ip").factory == "HNSW32,Flat"
-    assert choose_index(3_000_000, 512, "ip").factory.startswith("IVF8192,Flat")
+    assert choose_index(100_000, 1280, "ip").factory == "IVF1024,Flat"
+    assert choose_index(3_000_000, 512, "ip").factory == "IVF8192,Flat"
     assert choose_index(3_000_000, 1280, "ip", memory_budget=8 * 2**30).factory.endswith(",SQ8")
     assert ",PQ" in choose_index(3_000_000, 1280, "ip", memory_budget=2**30).factory
     with pytest.raises(ValueError, match="budget"):
