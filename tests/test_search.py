@@ -15,7 +15,7 @@ from lookalike.bulk import embed_images
 from lookalike.cli import main
 from lookalike.collection import Collection
 from lookalike.demo import plant_duplicates
-from lookalike.errors import BadImage, SpecMismatch, UnknownItem
+from lookalike.errors import BadImage, CollectionError, SpecMismatch, UnknownItem
 from lookalike.index import (
     Filters,
     IndexMismatch,
@@ -168,3 +168,11 @@ def test_cli_index_search_dedup(indexed, tmp_path: Path) -> None:
     assert "added 0, removed 0" in run("index", "update", "-c", collection_dir)
     missing = runner.invoke(main, ["search", "-c", str(collection_dir), "--id", "999"])
     assert missing.exit_code == 1 and "no item with id 999" in missing.output
+
+
+def test_empty_collection_cannot_be_indexed(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "empty.jpg").write_bytes(b"")
+    embed_images([tmp_path / "images"], tmp_path / "c", TINY, progress=False, num_workers=0)
+    with pytest.raises(CollectionError, match="is empty"):
+        build_index(Collection.open(tmp_path / "c"), progress=False)
