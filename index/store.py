@@ -82,8 +82,14 @@ def load_index(folder: Path, read_only: bool = False, mmap: bool | None = None) 
         raise CollectionError(f"{folder / CURRENT} names {name}, which is missing or incomplete")
     if mmap is None:
         mmap = read_only and path.stat().st_size >= MMAP_MIN_BYTES
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    index = faiss.read_index(str(path), flags)
+    try:
+        index = faiss.read_index(
+            str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        )
+    except RuntimeError:  # an index type FAISS cannot map: read it into memory instead
+        if not mmap:
+            raise
+        index = faiss.read_index(str(path))
     meta = IndexMeta(**json.loads((generation / "meta.json").read_text()))
     live = np.load(generation / "live.npy")
     return VectorIndex(index, meta, live, read_only=read_only or mmap)
