@@ -50,6 +50,7 @@ def build_index(
     factory = factory or plan.factory
     log.info("index for %d x %d (%s): %s (%s)", n, d, metric, factory, plan.reason)
     index = VectorIndex.empty(factory, metric, d, collection.spec.to_dict())
+    index.meta.reason = plan.reason if factory == plan.factory else "chosen by the user"
     sample_ids, sample = _sample(collection, layer, index.training_size())
     if not index.index.is_trained:
         index.train(sample)

@@ -43,6 +43,7 @@ class IndexMeta:
     recall: float | None = None
     recall_k: int | None = None
     built: str = ""
+    reason: str = ""  # why this factory (the automatic rule's words, or "chosen by the user")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,7 +200,7 @@ class VectorIndex:
                 scores, rows = subset.search(xq, min(k, len(positions)))
                 found = np.where(rows >= 0, positions[rows], -1)
             else:
-                params = self._params(faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little")))
+                params = self._params(_bitmap(mask))
                 scores, found = self.inner.search(xq, k, params=params)
             ids = np.where(found >= 0, self.labels[np.maximum(found, 0)], -1)
             return _pad(scores, ids, k, self.meta.metric)
@@ -223,7 +224,7 @@ class VectorIndex:
                 )
                 labels = self.labels[positions[rows]]
             else:
-                params = self._params(faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little")))
+                params = self._params(_bitmap(mask))
                 lims, scores, rows = self.inner.range_search(xq, radius, params=params)
                 labels = self.labels[rows]
         results = []
@@ -344,9 +345,17 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _worst(metric: str) -> float:
+    return -np.inf if metric == "ip" else np.inf
+
+
+def _bitmap(mask: np.ndarray) -> faiss.IDSelectorBitmap:
+    """A FAISS selector of the rows set in `mask` (FAISS reads bits little-endian)."""
+    return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+
+
 def _no_results(n: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    worst = -np.inf if metric == "ip" else np.inf
-    return np.full((n, k), worst, np.float32), np.full((n, k), -1, np.int64)
+    return np.full((n, k), _worst(metric), np.float32), np.full((n, k), -1, np.int64)
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +363,7 @@ def _pad(scores: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple[np.n
     pad_scores, pad_ids = _no_results(len(ids), k, metric)
     pad_scores[:, : scores.shape[1]] = scores
     pad_ids[:, : ids.shape[1]] = ids
-    pad_scores[pad_ids < 0] = -np.inf if metric == "ip" else np.inf
+    pad_scores[pad_ids < 0] = _worst(metric)
     return pad_scores, pad_ids
 
 

@@ -267,30 +267,22 @@ def index() -> None:
 def index_build(collection_dir, layer, factory, target_recall, k, memory_budget, quiet) -> None:
     """Choose, train, fill and tune an index over the collection, and save it."""
     from lookalike.collection import Collection
-    from lookalike.index import build_index, choose_index
-    from lookalike.index.maintain import metric_for
+    from lookalike.index import build_index
 
-    collection = Collection.open(collection_dir)
-    layer = layer or collection.spec.layers[0]
-    budget = int(memory_budget * 2**30)
-    plan = choose_index(
-        len(collection), collection.spec.dims.get(layer, 0), metric_for(collection), budget
-    )
     built = build_index(
-        collection,
+        Collection.open(collection_dir),
         layer,
         factory=factory,
         target_recall=target_recall,
         k=k,
-        memory_budget=budget,
+        memory_budget=int(memory_budget * 2**30),
         progress=not quiet,
     )
     meta = built.meta
     click.echo(
         f"built {meta.factory} over {len(built)} vectors of width {meta.dim} ({meta.metric})"
     )
-    if not factory:
-        click.echo(f"why: {plan.reason}")
+    click.echo(f"why: {meta.reason}")
     click.echo(
         f"tuned {built.param_text()}: recall@{meta.recall_k} {meta.recall:.3f} (target {target_recall})"
     )
