@@ -78,7 +78,13 @@ class VectorIndex:
     def empty(cls, factory: str, metric: str, dim: int, spec: dict[str, Any]) -> VectorIndex:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-        index = faiss.index_factory(dim, f"IDMap2,{factory}", METRICS[metric])
+        try:
+            index = faiss.index_factory(dim, f"IDMap2,{factory}", METRICS[metric])
+        except RuntimeError:
+            raise ValueError(
+                f"{factory!r} is not a FAISS factory string FAISS can build at width {dim} "
+                "(e.g. Flat, HNSW32,Flat, IVF1024,Flat, IVF1024,PQ32)"
+            ) from None
         built = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return cls(index, IndexMeta(factory, metric, dim, dict(spec), built=built))
 

@@ -118,6 +118,8 @@ def test_bad_queries_are_refused() -> None:
     for k in (0, -1, 10**6):
         with pytest.raises(ValueError, match="k must be"):
             index.search(xb[:1], k)
+    with pytest.raises(ValueError, match="not a FAISS factory string"):
+        VectorIndex.empty("IVFx,Bogus", "ip", 32, spec={})
     with pytest.raises(ValueError, match="duplicate ids"):
         index.add([1, 1], xb[:2])
     assert index.search(xb[:1], 500)[1].shape == (1, 500)  # fewer vectors than k: padded with -1
