@@ -126,8 +126,8 @@ class Backbone:
             ) from error
         return {layer: int(v.shape[1]) for layer, v in vectors.items()}
 
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Pooled (and optionally L2-normalised) float32 vectors by layer, on the model's device."""
+    def feature_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The raw (unpooled) output of every spec layer, by name, on the model's device."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype
@@ -137,10 +137,15 @@ class Backbone:
             batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             output = self.model(batch)
             captured = self.hooks.pop()
-            captured[OUTPUT_LAYER] = output
-            vectors = {}
-            for layer in self.spec.layers:
-                vector = pool(captured[layer], self.spec.pooling).float()
+        captured[OUTPUT_LAYER] = output
+        return {layer: captured[layer] for layer in self.spec.layers}
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pooled (and optionally L2-normalised) float32 vectors by layer, on the model's device."""
+        vectors = {}
+        with torch.inference_mode():
+            for layer, features in self.feature_maps(batch).items():
+                vector = pool(features, self.spec.pooling).float()
                 vectors[layer] = l2_normalize(vector) if self.spec.normalize else vector
         return vectors
 

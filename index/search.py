@@ -20,7 +20,7 @@ from lookalike.collection import Collection
 from lookalike.embedder.backbone import Backbone, backbone_from_spec
 from lookalike.embedder.preprocess import to_batch
 from lookalike.embedder.sources import decode_image
-from lookalike.errors import SpecMismatch, UnknownItem
+from lookalike.errors import BadImage, SpecMismatch, UnknownItem
 
 from .maintain import open_index
 from .vector_index import MAX_K, VectorIndex
@@ -126,11 +126,17 @@ class Searcher:
         return self.search_vectors(self.embed_images(images), k, **options)
 
     def embed_images(self, images: Sequence[str | Path | bytes]) -> np.ndarray:
+        """The `layer` vectors of image files or encoded bytes; a bad one raises `BadImage` naming it."""
         backbone = self.backbone()
-        decoded = [
-            decode_image(image if isinstance(image, bytes) else Path(image).read_bytes())
-            for image in images
-        ]
+        decoded = []
+        for number, image in enumerate(images):
+            try:
+                decoded.append(
+                    decode_image(image if isinstance(image, bytes) else Path(image).read_bytes())
+                )
+            except BadImage as error:
+                name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
+                raise BadImage(f"{name}: {error}") from None
         return backbone.embed(to_batch(decoded, backbone.spec.preprocess))[self.layer]
 
     def backbone(self) -> Backbone:

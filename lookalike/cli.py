@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from lookalike import __version__
+from lookalike.cli_options import COLLECTION, LAYER
 from lookalike.errors import LookalikeError
 
 USER_ERRORS = (LookalikeError, ValueError, KeyError, OSError)
@@ -224,8 +225,8 @@ def info(collection_dir) -> None:
 @click.option("--workdir", default="demo-data", show_default=True, type=click.Path(path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def demo(workdir, quiet) -> None:
-    """Write a small real image set (digits, photos) and embed it with the offline default."""
-    from lookalike.demo import demo_neighbours, run_demo
+    """Embed a small real image set (digits, photos); search it; train and use a digit classifier."""
+    from lookalike.demo import demo_classifier, demo_neighbours, run_demo
 
     report, counts = run_demo(workdir, progress=not quiet)
     click.echo(
@@ -238,13 +239,23 @@ def demo(workdir, quiet) -> None:
         for hit in hits:
             click.echo(f"  {hit.distance:.3f}  {hit.label or '-':<4} {hit.path}")
     click.echo(f"contact sheet of those neighbours: {sheet}")
+    trained, predictions = demo_classifier(workdir)
+    scores = trained.evaluation
+    click.echo(
+        f"classifier 'digits' ({trained.card['model']}) trained from the cached features in "
+        f"{trained.card['fit_seconds']:.2f} s: {scores.method} accuracy {scores.accuracy:.3f}, "
+        f"macro-F1 {scores.macro_f1:.3f}; confusion matrix: {trained.path / 'confusion.png'}"
+    )
+    for prediction in predictions:
+        confidence = prediction.probabilities[prediction.label]
+        click.echo(
+            f"held-out {Path(prediction.source).name}: predicted {prediction.label} "
+            f"(p={confidence:.3f}); nearest labels "
+            f"{', '.join(hit.label or '-' for hit in prediction.neighbours)}"
+        )
     click.echo(f"inspect it with: lookalike info --collection {report.collection}")
 
 
-COLLECTION = click.option(
-    "-c", "--collection", "collection_dir", required=True, type=click.Path(path_type=Path)
-)
-LAYER = click.option("--layer", help="Layer to index/search (default: the collection's first).")
 
 
 @main.group()
@@ -446,3 +457,13 @@ def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
             for members in found.clusters[:show]
         ]
         click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
+
+
+def _register_commands() -> None:
+    from lookalike.cli_classify import classifiers, predict, probe, train
+
+    for command in (train, predict, probe, classifiers):
+        main.add_command(command)
+
+
+_register_commands()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from lookalike.bulk import EmbedReport, embed_images
+
+if TYPE_CHECKING:
+    from lookalike.classify import Prediction, TrainReport
 
 log = logging.getLogger(__name__)
 
@@ -16,19 +20,31 @@ SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemis
 DIGIT_SIZE = 32
 
 
-def write_digits(folder: Path) -> int:
-    """scikit-learn's 1,797 handwritten digits as PNGs, dark ink on white, one sub-folder per digit."""
+HELD_OUT_DIGITS = (1796,)  # kept out of the collection: the demo classifier predicts them
+
+
+def write_digits(folder: Path, held_out_folder: Path | None = None) -> int:
+    """scikit-learn's handwritten digits as PNGs, dark ink on white, one sub-folder per digit.
+
+    The digits in `HELD_OUT_DIGITS` go to `held_out_folder` (named ``digit-NNNN-LABEL.png``)
+    instead, when one is given. Returns how many were written to `folder`.
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    written = 0
     for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         ink = (255 - pixels * (255 / 16)).astype(np.uint8)
         image = Image.fromarray(ink).resize((DIGIT_SIZE, DIGIT_SIZE), Image.Resampling.NEAREST)
-        path = folder / str(target) / f"digit-{index:04d}.png"
+        if held_out_folder is not None and index in HELD_OUT_DIGITS:
+            path = held_out_folder / f"digit-{index:04d}-{target}.png"
+        else:
+            path = folder / str(target) / f"digit-{index:04d}.png"
+            written += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             image.save(path)
-    return len(digits.images)
+    return written
 
 
 def write_photos(folder: Path) -> int:
@@ -58,7 +74,7 @@ def run_demo(workdir: str | Path, progress: bool = True) -> tuple[EmbedReport, d
     workdir = Path(workdir)
     images = workdir / "images"
     counts = {
-        "digits": write_digits(images / "digits"),
+        "digits": write_digits(images / "digits", held_out_folder=images / "held-out"),
         "photos": write_photos(images / "photos"),
     }
     report = embed_images(
@@ -92,6 +108,21 @@ def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, li
         for query, hits in results
     ]
     return results, contact_sheet(rows, workdir / "neighbours.png")
+
+
+def demo_classifier(workdir: str | Path) -> tuple[TrainReport, list[Prediction]]:
+    """Train a classifier on the embedded digits (cached features only) and predict the held-out ones."""
+    from lookalike.classify import Predictor, train_classifier
+
+    workdir = Path(workdir)
+    report = train_classifier(workdir / "collection", "digits", overwrite=True)
+    predictor = Predictor.open(workdir / "collection", "digits")
+    try:
+        held_out = sorted((workdir / "images" / "held-out").glob("*.png"))
+        predictions = predictor.predict_images(held_out, k=3)
+    finally:
+        predictor.close()
+    return report, predictions
 
 
 DUPLICATE_SOURCES = (

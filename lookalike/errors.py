@@ -19,3 +19,11 @@ class BadImage(LookalikeError):
 
 class CollectionError(LookalikeError):
     """A collection directory that is missing, damaged or locked by another writer."""
+
+
+class LabelError(LookalikeError):
+    """Training labels that cannot train a classifier: too few classes or examples, unknown items."""
+
+
+class ClassifierError(LookalikeError):
+    """A classifier that does not exist, already exists, or cannot be loaded safely."""

@@ -1,0 +1,121 @@
+"""Predict with a saved classifier: class probabilities, labelled neighbours, optionally the embedding."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from lookalike.collection import Collection
+from lookalike.index import Hit, Searcher, VectorIndex, has_index, open_index
+from lookalike.index.maintain import metric_for
+
+from .store import load_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    source: str
+    label: str
+    probabilities: dict[str, float]
+    neighbours: list[Hit]
+    embedding: list[float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "source": self.source,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "neighbours": [hit.to_dict() for hit in self.neighbours],
+        }
+        if self.embedding is not None:
+            data["embedding"] = self.embedding
+        return data
+
+
+class Predictor:
+    """A classifier with the collection it belongs to; the collection's embedder handles new images.
+
+    Neighbours come from the layer's saved index, or, where none was built, from an exact
+    in-memory index over the cached embeddings.
+    """
+
+    def __init__(self, model: Pipeline, card: dict[str, Any], searcher: Searcher) -> None:
+        self.model = model
+        self.card = card
+        self.classes: list[str] = card["classes"]
+        self.searcher = searcher
+
+    @classmethod
+    def open(cls, collection_dir: str | Path, name: str) -> Predictor:
+        collection = Collection.open(collection_dir)
+        model, card = load_classifier(collection, name)
+        layer = card["layer"]
+        if has_index(collection.path, layer):
+            index = open_index(collection, layer)
+        else:
+            log.info("no index over %s; neighbours from an exact in-memory search", layer)
+            index = _exact_index(collection, layer)
+        return cls(model, card, Searcher(collection, index, layer))
+
+    def predict_vectors(
+        self,
+        vectors: np.ndarray,
+        sources: Sequence[str],
+        k: int = 5,
+        with_embedding: bool = False,
+    ) -> list[Prediction]:
+        """Predictions for vectors of the classifier's layer (already embedded)."""
+        probabilities = self.model.predict_proba(np.asarray(vectors, np.float32))
+        neighbours = self.searcher.search_vectors(vectors, k) if k else [[] for _ in sources]
+        return [
+            Prediction(
+                source=source,
+                label=self.classes[int(self.model.classes_[np.argmax(row)])],
+                probabilities={
+                    self.classes[int(code)]: round(float(p), 6)
+                    for code, p in zip(self.model.classes_, row, strict=True)
+                },
+                neighbours=hits,
+                embedding=vector.tolist() if with_embedding else None,
+            )
+            for source, row, hits, vector in zip(
+                sources, probabilities, neighbours, vectors, strict=True
+            )
+        ]
+
+    def predict_images(
+        self, images: Sequence[str | Path | bytes], k: int = 5, with_embedding: bool = False
+    ) -> list[Prediction]:
+        """Embed images never seen before (one pass each) and predict them."""
+        sources = [
+            f"upload {n + 1}" if isinstance(image, bytes) else str(image)
+            for n, image in enumerate(images)
+        ]
+        return self.predict_vectors(self.searcher.embed_images(images), sources, k, with_embedding)
+
+    def predict_ids(
+        self, ids: Sequence[int], k: int = 5, with_embedding: bool = False
+    ) -> list[Prediction]:
+        """Predict stored items from their cached embeddings (each is its own first neighbour)."""
+        vectors = self.searcher.collection.vectors(ids, self.card["layer"])
+        return self.predict_vectors(vectors, [f"id {i}" for i in ids], k, with_embedding)
+
+    def close(self) -> None:
+        self.searcher.close()
+
+
+def _exact_index(collection: Collection, layer: str) -> VectorIndex:
+    index = VectorIndex.empty(
+        "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
+    )
+    for ids, xb in collection.iter_embeddings(layer):
+        index.add(ids, np.asarray(xb))
+    return index

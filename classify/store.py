@@ -1,0 +1,142 @@
+"""Classifiers on disk: ``DIR/classifiers/NAME/`` holds the skops model, a JSON card and figures.
+
+Never pickle: skops loads only the scikit-learn and NumPy types it is allowed to, and the card
+records the embedder spec the features came from, so a classifier is refused by a collection (or
+an embedder) with another spec.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+from sklearn.pipeline import Pipeline
+
+from lookalike.collection import Collection, acquire_lock, fsync_path
+from lookalike.embedder.spec import BackboneSpec
+from lookalike.errors import ClassifierError, SpecMismatch
+
+CLASSIFIERS = "classifiers"
+MODEL_FILE = "model.skops"
+CARD_FILE = "card.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+
+
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise ClassifierError(
+            f"bad classifier name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def classifiers_root(collection: Collection) -> Path:
+    return collection.path / CLASSIFIERS
+
+
+def classifier_dir(collection: Collection, name: str) -> Path:
+    return classifiers_root(collection) / check_name(name)
+
+
+def list_classifiers(collection: Collection) -> list[dict[str, Any]]:
+    """The card of every classifier saved in the collection, by name."""
+    root = classifiers_root(collection)
+    if not root.is_dir():
+        return []
+    return [
+        json.loads((folder / CARD_FILE).read_text())
+        for folder in sorted(root.iterdir())
+        if NAME_PATTERN.match(folder.name) and (folder / CARD_FILE).is_file()
+    ]
+
+
+def check_free(collection: Collection, name: str, overwrite: bool) -> None:
+    """Refuse to replace an existing classifier unless asked to (checked before any training)."""
+    if classifier_dir(collection, name).exists() and not overwrite:
+        raise ClassifierError(
+            f"a classifier named {name!r} already exists in {collection.path}; "
+            "pass --overwrite to replace it"
+        )
+
+
+def save_classifier(
+    collection: Collection,
+    name: str,
+    model: Pipeline,
+    card: Mapping[str, Any],
+    files: Mapping[str, bytes] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write model, card and extra files (e.g. a confusion matrix PNG) as one atomic swap."""
+    target = classifier_dir(collection, name)
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    with acquire_lock(root / ".lock"):
+        check_free(collection, name, overwrite)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        try:
+            sio.dump(model, staging / MODEL_FILE)
+            (staging / CARD_FILE).write_text(json.dumps(dict(card), indent=2) + "\n")
+            for filename, data in (files or {}).items():
+                (staging / filename).write_bytes(data)
+            for path in staging.iterdir():
+                fsync_path(path)
+            retired = None
+            if target.exists():
+                retired = root / f".old-{name}-{staging.name}"
+                target.rename(retired)
+            staging.rename(target)
+            fsync_path(root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    return target
+
+
+def read_card(collection: Collection, name: str) -> dict[str, Any]:
+    folder = classifier_dir(collection, name)
+    if not (folder / CARD_FILE).is_file():
+        known = [card["name"] for card in list_classifiers(collection)]
+        raise ClassifierError(
+            f"no classifier named {name!r} in {collection.path}; "
+            f"known: {', '.join(known) or 'none (train one with `lookalike train`)'}"
+        )
+    return json.loads((folder / CARD_FILE).read_text())
+
+
+def check_card_spec(card: Mapping[str, Any], spec: BackboneSpec) -> None:
+    """Refuse a classifier whose features came from another embedder spec than `spec`."""
+    if card["spec_fingerprint"] == spec.fingerprint():
+        return
+    differences = BackboneSpec.from_dict(card["spec"]).differences(spec)
+    raise SpecMismatch(
+        f"classifier {card['name']!r} was trained on features of embedder "
+        f"{card['spec_fingerprint']}, not {spec.fingerprint()}: {'; '.join(differences)}"
+    )
+
+
+def load_classifier(
+    collection: Collection, name: str, spec: BackboneSpec | None = None
+) -> tuple[Pipeline, dict[str, Any]]:
+    """The fitted pipeline and its card, after checking the embedder spec (the collection's by default)."""
+    card = read_card(collection, name)
+    check_card_spec(card, spec or collection.spec)
+    path = classifier_dir(collection, name) / MODEL_FILE
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = [kind for kind in untrusted if not kind.startswith(TRUSTED_MODULES)]
+    if refused:
+        raise ClassifierError(
+            f"{path} holds types outside scikit-learn/NumPy ({', '.join(refused[:5])}); "
+            "refusing to load it"
+        )
+    return sio.load(path, trusted=untrusted), card

@@ -1,0 +1,172 @@
+"""`lookalike train|predict|probe|classifiers`: classifiers on cached features, from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lookalike.cli_options import COLLECTION, LAYER, QUIET
+
+
+@click.command()
+@COLLECTION
+@click.option("--name", required=True, help="Classifier name (letters, digits, . _ -).")
+@click.option(
+    "--labels",
+    default="folders",
+    show_default=True,
+    help="'folders' (recorded at embed time) or a CSV/parquet with id or path, and label.",
+)
+@click.option(
+    "--model",
+    default="logreg",
+    show_default=True,
+    type=click.Choice(["logreg", "linear-svm", "knn", "mlp"]),
+    help="The estimator.",
+)
+@LAYER
+@click.option("--folds", default=5, show_default=True, help="Stratified k-fold CV folds.")
+@click.option("--holdout", type=float, help="Evaluate on this held-out fraction instead of CV.")
+@click.option("--overwrite", is_flag=True, help="Replace a classifier of the same name.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the classifier card as JSON.")
+def train(
+    collection_dir, name, labels, model, layer, folds, holdout, overwrite, seed, as_json
+) -> None:
+    """Train a classifier on the collection's cached embeddings (the backbone never runs)."""
+    from lookalike.classify import train_classifier
+
+    report = train_classifier(
+        collection_dir, name, labels, model, layer, folds, holdout, overwrite, seed
+    )
+    click.echo(json.dumps(report.card, indent=2) if as_json else report.summary())
+
+
+@click.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@COLLECTION
+@click.option("--name", required=True, help="The classifier to use.")
+@click.option("--id", "ids", multiple=True, type=int, help="Predict a stored item. Repeatable.")
+@click.option(
+    "-k", "--k", default=5, show_default=True, help="Labelled neighbours to show (0: none)."
+)
+@click.option("--embedding", is_flag=True, help="Include the embedding (with --json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
+def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
+    """Class probabilities and labelled neighbours for IMAGES (new files) and/or --id items."""
+    from lookalike.classify import Predictor
+
+    if not images and not ids:
+        raise click.UsageError("give image files and/or --id")
+    predictor = Predictor.open(collection_dir, name)
+    try:
+        results = []
+        if images:
+            results += predictor.predict_images(images, k, embedding)
+        if ids:
+            results += predictor.predict_ids(ids, k, embedding)
+    finally:
+        predictor.close()
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result.to_dict()))
+            continue
+        top = sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:3]
+        click.echo(
+            f"{result.source}: {result.label} ({', '.join(f'{label} {p:.3f}' for label, p in top)})"
+        )
+        for hit in result.neighbours:
+            click.echo(f"  {hit.distance:.3f}  {hit.label or '-'!s:<12} {hit.path}")
+
+
+@click.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-c",
+    "--collection",
+    "collection_dir",
+    type=click.Path(path_type=Path),
+    help="Probe the collection's labelled images with its own backbone.",
+)
+@click.option("--labels", default="folders", show_default=True, help="As for `train`.")
+@click.option("--backbone", default="default", show_default=True, help="Backbone for FOLDER.")
+@click.option("--weights", default="default", show_default=True, help="Weights for FOLDER.")
+@click.option("--image-size", type=int, help="Crop size override for FOLDER.")
+@click.option(
+    "--layer", "layers", multiple=True, help="Layers to probe (default: the deepest stages)."
+)
+@click.option(
+    "--pooling",
+    "poolings",
+    multiple=True,
+    type=click.Choice(["avg", "max", "gem", "cls"]),
+    help="Poolings to compare (default: avg, max, gem).",
+)
+@click.option(
+    "--sample", default=2000, show_default=True, help="At most this many images (stratified)."
+)
+@click.option("--folds", default=5, show_default=True)
+@click.option("--chart", type=click.Path(path_type=Path), help="Write the bar chart PNG here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@QUIET
+def probe(
+    folder,
+    collection_dir,
+    labels,
+    backbone,
+    weights,
+    image_size,
+    layers,
+    poolings,
+    sample,
+    folds,
+    chart,
+    as_json,
+    quiet,
+) -> None:
+    """Rank layers and poolings by how well a linear probe (and kNN) separates the labels."""
+    from lookalike.classify import probe_collection, probe_folder
+
+    if bool(folder) == bool(collection_dir):
+        raise click.UsageError("give a labelled FOLDER (one sub-folder per class) or --collection")
+    options = {
+        "layers": layers or None,
+        "poolings": poolings or ("avg", "max", "gem"),
+        "sample": sample,
+        "folds": folds,
+        "progress": not quiet,
+    }
+    if collection_dir:
+        report = probe_collection(collection_dir, labels, **options)
+    else:
+        embedder = {"name": backbone, "weights": None if weights.lower() == "none" else weights}
+        if image_size:
+            embedder["image_size"] = image_size
+        report = probe_folder(folder, embedder=embedder, **options)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    chart = chart or (Path(collection_dir) / "probe.png" if collection_dir else None)
+    if chart:
+        chart.write_bytes(report.chart())
+        if not as_json:
+            click.echo(f"chart: {chart}")
+
+
+@click.command()
+@COLLECTION
+def classifiers(collection_dir) -> None:
+    """List the classifiers saved in a collection."""
+    from lookalike.classify import list_classifiers
+    from lookalike.collection import Collection
+
+    cards = list_classifiers(Collection.open(collection_dir))
+    if not cards:
+        click.echo("no classifiers yet (train one with `lookalike train`)")
+    for card in cards:
+        metrics = card["metrics"]
+        click.echo(
+            f"{card['name']:<20} {card['model']:<10} layer {card['layer']:<12} "
+            f"{len(card['classes'])} classes, {card['n_train']} items, "
+            f"accuracy {metrics['accuracy']:.3f} ({metrics['method']}), {card['created']}"
+        )

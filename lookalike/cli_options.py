@@ -1,0 +1,18 @@
+"""Options shared by several `lookalike` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+COLLECTION = click.option(
+    "-c",
+    "--collection",
+    "collection_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Collection directory.",
+)
+LAYER = click.option("--layer", help="Layer to use (default: the collection's first).")
+QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
