@@ -12,6 +12,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from lookalike.errors import LabelError
+
 DEFAULT_MODEL = "logreg"
 
 
@@ -31,8 +33,13 @@ def logreg(smallest_fit: int, min_class_count: int, seed: int) -> Pipeline:
 
 def linear_svm(smallest_fit: int, min_class_count: int, seed: int) -> Pipeline:
     """A linear SVM; it has no probabilities, so it is calibrated (sigmoid) by internal CV."""
+    if min_class_count < 2:
+        raise LabelError(
+            "linear-svm calibrates its probabilities by internal CV, which needs at least 2 "
+            "examples of every class in each training fold: label more, or use logreg"
+        )
     svm = LinearSVC(C=0.01, class_weight="balanced", random_state=seed)
-    folds = max(2, min(3, min_class_count))
+    folds = min(3, min_class_count)
     return make_pipeline(
         StandardScaler(), CalibratedClassifierCV(svm, method="sigmoid", cv=folds, ensemble=False)
     )

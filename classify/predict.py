@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from lookalike.collection import Collection
-from lookalike.index import Hit, Searcher, VectorIndex, has_index, open_index
+from lookalike.index import Hit, IndexMismatch, Searcher, VectorIndex, has_index, open_index
 from lookalike.index.maintain import metric_for
 
 from .store import load_classifier
@@ -58,10 +58,14 @@ class Predictor:
         collection = Collection.open(collection_dir)
         model, card = load_classifier(collection, name)
         layer = card["layer"]
+        index = None
         if has_index(collection.path, layer):
-            index = open_index(collection, layer)
-        else:
-            log.info("no index over %s; neighbours from an exact in-memory search", layer)
+            try:
+                index = open_index(collection, layer)
+            except IndexMismatch as error:
+                log.warning("%s; neighbours from an exact in-memory search instead", error)
+        if index is None:
+            log.info("no usable index over %s; neighbours from an exact search", layer)
             index = _exact_index(collection, layer)
         return cls(model, card, Searcher(collection, index, layer))
 

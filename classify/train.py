@@ -146,10 +146,8 @@ def train_classifier(
     features = collection.vectors(labelled.ids, layer)
     load_seconds = time.perf_counter() - started
 
-    min_count = int(np.bincount(targets).min())
-    splits = min(folds, min_count)
-    smallest_fit = len(targets) - -(-len(targets) // max(splits, 2))
-    estimator = make_model(model, smallest_fit, min_count, seed)
+    smallest_fit, fold_min_count = _smallest_fold(targets, folds, holdout)
+    estimator = make_model(model, smallest_fit, fold_min_count, seed)
     evaluation = evaluate(estimator, features, targets, classes, folds, holdout, seed)
 
     started = time.perf_counter()
@@ -166,6 +164,16 @@ def train_classifier(
         collection, name, fitted, card, {CONFUSION_FILE: figure}, overwrite=overwrite
     )
     return TrainReport(card=card, evaluation=evaluation, path=path)
+
+
+def _smallest_fold(targets: np.ndarray, folds: int, holdout: float | None) -> tuple[int, int]:
+    """Rows, and fewest examples of a class, that the model is fitted on during evaluation."""
+    counts = np.bincount(targets)
+    if holdout is not None:
+        keep = 1 - holdout
+        return int(len(targets) * keep), int(counts.min() * keep)
+    splits = max(2, min(folds, int(counts.min())))
+    return len(targets) - -(-len(targets) // splits), int(counts.min() - -(-counts.min() // splits))
 
 
 def _card(

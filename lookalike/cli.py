@@ -256,8 +256,6 @@ def demo(workdir, quiet) -> None:
     click.echo(f"inspect it with: lookalike info --collection {report.collection}")
 
 
-
-
 @main.group()
 def index() -> None:
     """Build, update, evaluate and describe a collection's FAISS index."""

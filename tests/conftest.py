@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lookalike.embedder.spec import BackboneSpec, Preprocess
+
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 # resnet18 with random weights at 64 px: a real torchvision model that runs in milliseconds.
 TINY = {"name": "resnet18", "weights": None, "image_size": 64}
@@ -73,3 +75,18 @@ def mixed_dir(tmp_path: Path, photo_dir: Path) -> tuple[Path, dict[str, str], li
     bad = write_bad_files(root / "bad")
     (root / "README.txt").write_text("not walked: the extension is not an image's\n")
     return root, bad, sorted(good)
+
+
+def make_spec(**changes) -> BackboneSpec:
+    fields = dict(
+        backbone="resnet18",
+        weights=None,
+        layers=("embedding", "layer3"),
+        pooling="avg",
+        normalize=True,
+        dims={"embedding": 8, "layer3": 4},
+        preprocess=Preprocess(resize=72, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3),
+        dtype="float32",
+    )
+    fields.update(changes)
+    return BackboneSpec(**fields)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 from click.testing import CliRunner
-from conftest import TINY, photo
+from conftest import TINY, make_spec, photo
 from PIL import Image
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -28,7 +28,7 @@ from lookalike.classify import (
 from lookalike.classify.store import MODEL_FILE, classifier_dir
 from lookalike.cli import main
 from lookalike.collection import Collection
-from lookalike.embedder.spec import BackboneSpec, Preprocess
+from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import ClassifierError, LabelError, SpecMismatch
 from lookalike.index import build_index
 
@@ -37,17 +37,7 @@ WIDTH = 16
 
 
 def synthetic_spec(**changes) -> BackboneSpec:
-    fields = dict(
-        backbone="resnet18",
-        weights=None,
-        layers=("embedding", "layer3"),
-        pooling="avg",
-        normalize=False,
-        dims={"embedding": WIDTH, "layer3": WIDTH},
-        preprocess=Preprocess(resize=72, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3),
-    )
-    fields.update(changes)
-    return BackboneSpec(**fields)
+    return make_spec(dims={"embedding": WIDTH, "layer3": WIDTH}, normalize=False, **changes)
 
 
 def separable(per_class: int, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, list[str]]:
@@ -387,3 +377,14 @@ def test_cli_probe_collection_writes_a_chart(digit_collection: Path) -> None:
     assert lines[0].split()[:3] == ["layer", "pooling", "dim"]
     assert {line.split()[0] for line in lines[1:4]} == {"layer4", "layer2", "embedding"}
     assert (digit_collection / "probe.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tiny_classes_get_clear_errors_or_work(tmp_path: Path) -> None:
+    vectors, labels = separable(2)  # two examples a class
+    collection = make_collection(tmp_path / "c", labels, vectors)
+    with pytest.raises(LabelError, match="linear-svm calibrates"):
+        train_classifier(collection, "svm", model="linear-svm")
+    for model in ("logreg", "knn", "mlp"):
+        report = train_classifier(collection, model, model=model)
+        assert report.evaluation.method == "stratified 2-fold CV"
+        assert report.evaluation.confusion.sum() == 6

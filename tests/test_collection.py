@@ -7,25 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_spec
 
 from lookalike.collection import Collection
-from lookalike.embedder.spec import BackboneSpec, Preprocess
 from lookalike.errors import CollectionError, SpecMismatch
-
-
-def make_spec(**changes) -> BackboneSpec:
-    fields = dict(
-        backbone="resnet18",
-        weights=None,
-        layers=("embedding", "layer3"),
-        pooling="avg",
-        normalize=True,
-        dims={"embedding": 8, "layer3": 4},
-        preprocess=Preprocess(resize=72, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3),
-        dtype="float32",
-    )
-    fields.update(changes)
-    return BackboneSpec(**fields)
 
 
 def rows(n: int, start: int = 0) -> list[dict]:
