@@ -135,24 +135,18 @@ def probe_features(
 def candidate_layers(
     model: nn.Module, image_size: int, limit: int = MAX_PROBED_LAYERS
 ) -> list[str]:
-    """The deepest `limit` stage outputs that hold spatial maps or tokens.
+    """The deepest `limit` stage outputs that hold spatial maps (or tokens), in forward order.
 
-    timm models name their stages in ``feature_info``; other models offer their top-level
-    children, with the stages of a ``blocks``/``features``/``stages``/``layers`` container.
+    Stages are the children of a ``blocks``/``features``/``stages``/``layers`` container
+    (EfficientNet's and ViT's blocks) or else the model's top-level children (ResNet's). timm's
+    ``feature_info`` is not used: it lists only the stages where resolution drops.
     """
-    info = getattr(model, "feature_info", None)
-    if info:
-        names = (
-            [entry["module"] for entry in info] if isinstance(info, list) else info.module_name()
-        )
-        return list(names)[-limit:]
     children = dict(model.named_children())
-    names = []
+    names = list(children)
     for name, child in children.items():
         if name in CONTAINER_NAMES and isinstance(child, nn.Sequential | nn.ModuleList):
-            names += [f"{name}.{sub}" for sub, _ in child.named_children()]
-        else:
-            names.append(name)
+            names = [f"{name}.{sub}" for sub, _ in child.named_children()]
+            break
     modules = dict(model.named_modules())
     ranked: list[str] = []
 
