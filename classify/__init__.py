@@ -4,7 +4,7 @@ from .labels import LabelledItems, load_labels
 from .models import DEFAULT_MODEL, MODELS, make_model
 from .predict import Prediction, Predictor
 from .probe import ProbeReport, ProbeRow, probe, probe_collection, probe_features, probe_folder
-from .store import list_classifiers, load_classifier, read_card, save_classifier
+from .store import delete_classifier, list_classifiers, load_classifier, read_card, save_classifier
 from .train import Evaluation, TrainReport, train_classifier
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "ProbeReport",
     "ProbeRow",
     "TrainReport",
+    "delete_classifier",
     "list_classifiers",
     "load_classifier",
     "load_labels",

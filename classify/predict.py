@@ -12,6 +12,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from lookalike.collection import Collection
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
+from lookalike.errors import ClassifierError
 from lookalike.index import Hit, IndexMismatch, Searcher, VectorIndex, has_index, open_index
 from lookalike.index.maintain import metric_for
 
@@ -69,6 +71,17 @@ class Predictor:
             index = _exact_index(collection, layer)
         return cls(model, card, Searcher(collection, index, layer))
 
+    @classmethod
+    def from_searcher(cls, searcher: Searcher, name: str) -> Predictor:
+        """A classifier of the searcher's collection that shares its index and embedder."""
+        model, card = load_classifier(searcher.collection, name)
+        if card["layer"] != searcher.layer:
+            raise ClassifierError(
+                f"classifier {name!r} uses layer {card['layer']!r}, not the searched layer "
+                f"{searcher.layer!r}"
+            )
+        return cls(model, card, searcher)
+
     def predict_vectors(
         self,
         vectors: np.ndarray,
@@ -96,14 +109,19 @@ class Predictor:
         ]
 
     def predict_images(
-        self, images: Sequence[str | Path | bytes], k: int = 5, with_embedding: bool = False
+        self,
+        images: Sequence[str | Path | bytes],
+        k: int = 5,
+        with_embedding: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> list[Prediction]:
         """Embed images never seen before (one pass each) and predict them."""
         sources = [
             f"upload {n + 1}" if isinstance(image, bytes) else str(image)
             for n, image in enumerate(images)
         ]
-        return self.predict_vectors(self.searcher.embed_images(images), sources, k, with_embedding)
+        vectors = self.searcher.embed_images(images, max_pixels)
+        return self.predict_vectors(vectors, sources, k, with_embedding)
 
     def predict_ids(
         self, ids: Sequence[int], k: int = 5, with_embedding: bool = False

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from lookalike.collection import Collection, acquire_lock, fsync_path
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import ClassifierError, SpecMismatch
+from lookalike.errors import ClassifierError, ClassifierExists, SpecMismatch, UnknownClassifier
 
 CLASSIFIERS = "classifiers"
 MODEL_FILE = "model.skops"
@@ -61,7 +62,7 @@ def list_classifiers(collection: Collection) -> list[dict[str, Any]]:
 def check_free(collection: Collection, name: str, overwrite: bool) -> None:
     """Refuse to replace an existing classifier unless asked to (checked before any training)."""
     if classifier_dir(collection, name).exists() and not overwrite:
-        raise ClassifierError(
+        raise ClassifierExists(
             f"a classifier named {name!r} already exists in {collection.path}; "
             "pass --overwrite to replace it"
         )
@@ -103,11 +104,22 @@ def save_classifier(
     return target
 
 
+def delete_classifier(collection: Collection, name: str) -> None:
+    """Remove a classifier (renamed away first, so readers never see half of one)."""
+    target = classifier_dir(collection, name)
+    read_card(collection, name)  # unknown -> UnknownClassifier
+    with acquire_lock(target.parent / ".lock"):
+        retired = target.parent / f".old-{name}-{uuid.uuid4().hex}"
+        target.rename(retired)
+        fsync_path(target.parent)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
 def read_card(collection: Collection, name: str) -> dict[str, Any]:
     folder = classifier_dir(collection, name)
     if not (folder / CARD_FILE).is_file():
         known = [card["name"] for card in list_classifiers(collection)]
-        raise ClassifierError(
+        raise UnknownClassifier(
             f"no classifier named {name!r} in {collection.path}; "
             f"known: {', '.join(known) or 'none (train one with `lookalike train`)'}"
         )

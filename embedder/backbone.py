@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -111,6 +112,7 @@ class Backbone:
         self.autocast_dtype = _autocast_dtype(device, precision)
         hooked = [layer for layer in spec.layers if layer != OUTPUT_LAYER]
         self.hooks = FeatureHooks(self.model, hooked)
+        self._lock = threading.Lock()
         self.spec = spec
         if not spec.dims:
             self.spec = _with_dims(spec, self._dims())
@@ -133,7 +135,7 @@ class Backbone:
             if self.autocast_dtype
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), autocast:
+        with self._lock, torch.inference_mode(), autocast:  # the hooks hold one forward's outputs
             batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
             output = self.model(batch)
             captured = self.hooks.pop()

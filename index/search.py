@@ -7,6 +7,7 @@ opposite) and ``similarity`` is the cosine; otherwise it is the Euclidean distan
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 from lookalike.collection import Collection
 from lookalike.embedder.backbone import Backbone, backbone_from_spec
 from lookalike.embedder.preprocess import to_batch
-from lookalike.embedder.sources import decode_image
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image
 from lookalike.errors import BadImage, SpecMismatch, UnknownItem
 
 from .maintain import open_index
@@ -63,6 +64,7 @@ class Searcher:
         self.index = index
         self.layer = layer
         self._backbone: Backbone | None = None
+        self._backbone_lock = threading.Lock()
         self.refresh_items()
 
     @classmethod
@@ -125,14 +127,18 @@ class Searcher:
         """Neighbours of image files (or encoded bytes), embedded with the collection's embedder."""
         return self.search_vectors(self.embed_images(images), k, **options)
 
-    def embed_images(self, images: Sequence[str | Path | bytes]) -> np.ndarray:
+    def embed_images(
+        self, images: Sequence[str | Path | bytes], max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> np.ndarray:
         """The `layer` vectors of image files or encoded bytes; a bad one raises `BadImage` naming it."""
         backbone = self.backbone()
         decoded = []
         for number, image in enumerate(images):
             try:
                 decoded.append(
-                    decode_image(image if isinstance(image, bytes) else Path(image).read_bytes())
+                    decode_image(
+                        image if isinstance(image, bytes) else Path(image).read_bytes(), max_pixels
+                    )
                 )
             except BadImage as error:
                 name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
@@ -141,9 +147,14 @@ class Searcher:
 
     def backbone(self) -> Backbone:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""
-        if self._backbone is None:
-            self._backbone = backbone_from_spec(self.collection.spec)
+        with self._backbone_lock:
+            if self._backbone is None:
+                self._backbone = backbone_from_spec(self.collection.spec)
         return self._backbone
+
+    @property
+    def embedder_loaded(self) -> bool:
+        return self._backbone is not None
 
     def allowed_ids(self, filters: Filters) -> np.ndarray:
         keep = pa.scalar(True)

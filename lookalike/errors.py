@@ -27,3 +27,11 @@ class LabelError(LookalikeError):
 
 class ClassifierError(LookalikeError):
     """A classifier that does not exist, already exists, or cannot be loaded safely."""
+
+
+class UnknownClassifier(ClassifierError):
+    """No classifier of that name in the collection."""
+
+
+class ClassifierExists(ClassifierError):
+    """A classifier of that name exists and replacing it was not asked for."""

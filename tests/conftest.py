@@ -90,3 +90,19 @@ def make_spec(**changes) -> BackboneSpec:
     )
     fields.update(changes)
     return BackboneSpec(**fields)
+
+
+@pytest.fixture(scope="session")
+def digit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real handwritten digits (scikit-learn's), 3 classes x 12 PNGs in one folder per class."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("digits")
+    for digit in (0, 1, 7):
+        rows = np.flatnonzero(digits.target == digit)[:12]
+        (root / str(digit)).mkdir()
+        for row in rows:
+            ink = (255 - digits.images[row] * 255 / 16).astype(np.uint8)
+            Image.fromarray(ink).resize((32, 32)).save(root / str(digit) / f"{row}.png")
+    return root

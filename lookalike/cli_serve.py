@@ -1,0 +1,54 @@
+"""`lookalike serve`: the HTTP API over one or more collections."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+
+def _collections(values: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = Path(value).resolve().name, value
+        if name in found:
+            raise click.UsageError(f"two collections named {name!r}: name them NAME=DIR")
+        found[name] = Path(path).expanduser().resolve()
+    return found
+
+
+@click.command()
+@click.argument("collections", nargs=-1)
+@click.option(
+    "--config", type=click.Path(path_type=Path, dir_okay=False), help="A TOML settings file."
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=1, show_default=True, help="Processes (each loads the model).")
+@click.option("--threads", default=8, show_default=True, help="Request threads per process.")
+@click.option(
+    "--open", "allow_open", is_flag=True, help="Allow serving beyond loopback with no API keys."
+)
+def serve(collections, config, host, port, workers, threads, allow_open) -> None:
+    """Serve COLLECTIONS (DIR or NAME=DIR) over HTTP with gunicorn; settings also from LOOKALIKE_*."""
+    from lookalike.collection import Collection
+    from lookalike.server.serve import serve as run
+    from lookalike.server.settings import Settings
+
+    settings = Settings.from_file(config) if config else Settings()
+    settings = settings.with_env()
+    if collections:
+        settings = dataclasses.replace(settings, collections=_collections(collections))
+    if not settings.collections:
+        raise click.UsageError(
+            "give at least one collection (DIR or NAME=DIR), or set them in --config"
+        )
+    for path in settings.collections.values():
+        Collection.open(
+            path
+        )  # a missing or damaged collection fails here, not at the first request
+    click.echo(f"serving {', '.join(settings.collections)} on http://{host}:{port}/")
+    run(settings, host, port, workers, threads, allow_open)

@@ -1,0 +1,63 @@
+"""The application factory: settings in, a Flask app with versioned blueprints and one error shape."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from lookalike import __version__
+
+from .auth import check_api_key
+from .errors import from_http_exception, register_error_handlers
+from .routes import classifiers, collections, health, search
+from .settings import Settings
+from .state import Served
+
+V1_BLUEPRINTS = (collections.blp, search.blp, classifiers.blp)
+
+
+class ProblemApi(Api):
+    """flask-smorest, with its HTTP errors (422 validation included) answered as problem+json."""
+
+    def handle_http_exception(self, error):
+        return from_http_exception(error)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """A Flask app serving `settings.collections` (settings default to LOOKALIKE_* variables)."""
+    settings = settings or Settings().with_env()
+    app = Flask("lookalike.server")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        API_TITLE="lookalike",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    api = ProblemApi(
+        app,
+        spec_kwargs={
+            "components": {
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer"},
+                    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                }
+            },
+            "security": [{"bearer": []}, {"apiKey": []}],
+        },
+    )
+    register_error_handlers(app)
+    app.extensions["lookalike"] = Served(settings)
+    api.register_blueprint(health.blp)
+    for blueprint in V1_BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    guarded = {blueprint.name for blueprint in V1_BLUEPRINTS}
+
+    @app.before_request
+    def authenticate() -> None:
+        if request.blueprint in guarded:
+            check_api_key(settings)
+
+    return app

@@ -1,0 +1,129 @@
+"""One error shape: every error is application/problem+json (RFC 9457), from one handler."""
+
+from __future__ import annotations
+
+import logging
+from json import JSONDecodeError
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+from lookalike.errors import (
+    BadImage,
+    ClassifierError,
+    ClassifierExists,
+    CollectionError,
+    LabelError,
+    LookalikeError,
+    SpecMismatch,
+    UnknownClassifier,
+    UnknownItem,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+TYPE_BASE = "https://lookalike.dev/problems/"
+
+# Library errors, most specific first: (class, HTTP status).
+STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (UnknownItem, 404),
+    (UnknownClassifier, 404),
+    (ClassifierExists, 409),
+    (SpecMismatch, 409),
+    (CollectionError, 409),
+    (BadImage, 422),
+    (LabelError, 422),
+    (ClassifierError, 422),
+    (LookalikeError, 422),
+    (ValueError, 422),
+    (KeyError, 422),
+)
+
+
+class ApiError(Exception):
+    """An error a view raises on purpose; becomes a problem+json answer with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title
+        self.headers = headers
+        self.extra = extra
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """The one error answer: type, title, status, detail (+ extra members such as `errors`)."""
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    title = title or HTTP_STATUS_CODES.get(status, "Error")
+    body = {
+        "type": TYPE_BASE + title.lower().replace(" ", "-"),
+        "title": title,
+        "status": status,
+        **({"detail": detail} if detail else {}),
+        **extra,
+    }
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_TYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def from_http_exception(error: HTTPException) -> Response:
+    data = getattr(error, "data", None) or {}
+    extra = {"errors": data["messages"]} if "messages" in data else {}
+    if "errors" in data:
+        extra["errors"] = data["errors"]
+    headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type",)}
+    headers.update(data.get("headers") or {})
+    detail = data.get("message") or error.description
+    if extra.get("errors"):
+        detail = "the request is not valid: see errors"
+    return problem(error.code or 500, detail, headers=headers, **extra)
+
+
+def status_of(error: Exception) -> int | None:
+    """The status of a library error; None for anything else (a damaged file is not the client's)."""
+    if isinstance(error, UnicodeError | JSONDecodeError):
+        return None
+    for kind, status in STATUS_OF:
+        if isinstance(error, kind):
+            return status
+    return None
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Problems for ApiError, the library's errors, HTTP errors, and anything unexpected (500)."""
+
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError) -> Response:
+        return problem(error.status, error.detail, error.title, error.headers, **error.extra)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return from_http_exception(error)
+
+    @app.errorhandler(Exception)
+    def any_error(error: Exception) -> Response:
+        status = status_of(error)
+        if status is None:
+            log.exception("unhandled error")
+            return problem(500, "an internal error occurred; it has been logged")
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        return problem(status, str(message))

@@ -1,0 +1,1 @@
+"""One blueprint a file: health, collections (items, thumbnails), search, embed, classifiers."""

@@ -1,0 +1,47 @@
+"""Classifiers of a collection: list them, predict with one (probabilities + neighbours)."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from lookalike.classify import delete_classifier, list_classifiers
+
+from .. import schemas
+from ..auth import WRITE, requires
+from .common import read_uploads, served, settings
+
+blp = Blueprint("classifiers", __name__, url_prefix="/v1/collections", description="Classifiers.")
+
+
+@blp.route("/<name>/classifiers")
+def classifiers(name: str) -> dict:
+    """The cards of the collection's classifiers (classes, metrics, embedder spec)."""
+    return {"classifiers": list_classifiers(served().collection(name))}
+
+
+@blp.route("/<name>/classifiers/<classifier>", methods=["DELETE"])
+@blp.response(204)
+@requires(WRITE)
+def delete(name: str, classifier: str) -> None:
+    """Delete a classifier (needs a write key)."""
+    served().forget_predictor(name, classifier)
+    delete_classifier(served().collection(name), classifier)
+
+
+@blp.route("/<name>/classifiers/<classifier>/predict", methods=["POST"])
+@blp.arguments(schemas.PredictForm, location="form")
+@blp.arguments(schemas.Images, location="files")
+@blp.response(200, schemas.Predictions)
+def predict(form: dict, files: dict, name: str, classifier: str) -> dict:
+    """Class probabilities and labelled neighbours of uploaded images, in one answer."""
+    predictor = served().predictor(name, classifier)
+    images, names = read_uploads(files)
+    predictions = predictor.predict_images(
+        images, form["k"], form["embedding"], settings().max_pixels
+    )
+    out = []
+    for source, prediction in zip(names, predictions, strict=True):
+        answer = prediction.to_dict()
+        answer["source"] = source
+        out.append(answer)
+    return {"classifier": classifier, "predictions": out}

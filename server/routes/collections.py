@@ -1,0 +1,74 @@
+"""The served collections and their items (metadata and thumbnails)."""
+
+from __future__ import annotations
+
+import io
+
+from flask import Response
+from flask_smorest import Blueprint
+from PIL import Image
+
+from lookalike.embedder.sources import decode_image
+
+from ..errors import ApiError
+from .common import served, settings
+
+blp = Blueprint(
+    "collections", __name__, url_prefix="/v1/collections", description="Collections and items."
+)
+THUMBNAIL_SIZE = 256
+
+
+@blp.route("")
+def list_collections() -> dict:
+    """The collections this server serves, with their size and embedder."""
+    out = []
+    for name in served().names():
+        collection = served().collection(name)
+        out.append(
+            {
+                "name": name,
+                "items": len(collection),
+                "backbone": collection.spec.backbone,
+                "spec_fingerprint": collection.spec.fingerprint(),
+                "dims": collection.spec.dims,
+            }
+        )
+    return {"collections": out}
+
+
+@blp.route("/<name>")
+def get_collection(name: str) -> dict:
+    """One collection: its embedder spec and size."""
+    collection = served().collection(name)
+    return {
+        "name": name,
+        "items": len(collection),
+        "spec": collection.spec.to_dict(),
+        "spec_fingerprint": collection.spec.fingerprint(),
+    }
+
+
+@blp.route("/<name>/items/<int:item_id>")
+def get_item(name: str, item_id: int) -> dict:
+    """An item's metadata (id, path, label, size, sha256)."""
+    searcher = served().searcher(name)
+    return searcher.item(item_id)
+
+
+@blp.route("/<name>/items/<int:item_id>/thumbnail")
+@blp.doc(responses={"200": {"content": {"image/jpeg": {}}}})
+def get_thumbnail(name: str, item_id: int) -> Response:
+    """A JPEG thumbnail of an item: only files the collection records are ever read."""
+    path = served().searcher(name).item(item_id)["path"]
+    try:
+        with open(path, "rb") as handle:
+            image = decode_image(handle.read(), settings().max_pixels)
+    except OSError:
+        raise ApiError(404, f"the file of item {item_id} is no longer on disk") from None
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    response = Response(buffer.getvalue(), mimetype="image/jpeg")
+    response.cache_control.max_age = 3600
+    return response

@@ -1,0 +1,37 @@
+"""Helpers the blueprints share: the served state, and uploaded images read within the limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+
+from lookalike.index import Filters
+
+from ..errors import ApiError
+from ..settings import Settings
+from ..state import Served
+
+
+def served() -> Served:
+    return current_app.extensions["lookalike"]
+
+
+def settings() -> Settings:
+    return served().settings
+
+
+def read_uploads(files: dict[str, Any]) -> tuple[list[bytes], list[str]]:
+    """The bytes and names of the uploaded `image` files (at most max_images_per_request)."""
+    uploads: list[FileStorage] = files.get("image") or []
+    limit = settings().max_images_per_request
+    if len(uploads) > limit:
+        raise ApiError(413, f"{len(uploads)} images in one request; the limit is {limit}")
+    return [upload.read() for upload in uploads], [
+        upload.filename or f"upload {n + 1}" for n, upload in enumerate(uploads)
+    ]
+
+
+def filters_from(args: dict[str, Any]) -> Filters:
+    return Filters(tuple(args.get("labels") or ()), args.get("path_prefix"))

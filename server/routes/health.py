@@ -1,0 +1,27 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from ..errors import ApiError
+from .common import served
+
+blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
+
+
+@blp.route("/healthz")
+@blp.doc(security=[])
+def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz")
+@blp.doc(security=[])
+def readyz() -> dict:
+    """Every served collection has its index and embedder loaded (503 until then)."""
+    states = served().ready()
+    if any(state != "ready" for state in states.values()):
+        raise ApiError(503, "not every collection is loaded yet", collections=states)
+    return {"status": "ready", "collections": states}

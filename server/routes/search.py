@@ -1,0 +1,69 @@
+"""Similarity search: by vector or stored id (JSON), or by uploaded images (multipart); and embed."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from .. import schemas
+from .common import filters_from, read_uploads, served, settings
+
+blp = Blueprint("search", __name__, url_prefix="/v1/collections", description="Similarity search.")
+
+
+def _answer(queries: list[str], results: list) -> dict:
+    return {
+        "results": [
+            {"query": query, "hits": [hit.to_dict() for hit in hits]}
+            for query, hits in zip(queries, results, strict=True)
+        ]
+    }
+
+
+@blp.route("/<name>/search", methods=["POST"])
+@blp.arguments(schemas.SearchJson)
+@blp.response(200, schemas.SearchResults)
+def search(query: dict, name: str) -> dict:
+    """Neighbours of a vector (from this collection's embedder) or of a stored item."""
+    searcher = served().searcher(name)
+    options = {"threshold": query["threshold"], "filters": filters_from(query)}
+    if "id" in query:
+        return _answer(
+            [f"id {query['id']}"], searcher.search_ids([query["id"]], query["k"], **options)
+        )
+    results = searcher.search_vectors(
+        query["vector"], query["k"], spec_fingerprint=query.get("spec_fingerprint"), **options
+    )
+    return _answer(["vector"], results)
+
+
+@blp.route("/<name>/search/images", methods=["POST"])
+@blp.arguments(schemas.SearchForm, location="form")
+@blp.arguments(schemas.Images, location="files")
+@blp.response(200, schemas.SearchResults)
+def search_images(form: dict, files: dict, name: str) -> dict:
+    """Neighbours of uploaded images, embedded with the collection's own embedder."""
+    searcher = served().searcher(name)
+    images, names = read_uploads(files)
+    vectors = searcher.embed_images(images, settings().max_pixels)
+    results = searcher.search_vectors(
+        vectors, form["k"], threshold=form["threshold"], filters=filters_from(form)
+    )
+    return _answer(names, results)
+
+
+@blp.route("/<name>/embed", methods=["POST"])
+@blp.arguments(schemas.Images, location="files")
+@blp.response(200, schemas.Embeddings)
+def embed(files: dict, name: str) -> dict:
+    """Embed uploaded images with the collection's embedder (for clients with their own store)."""
+    searcher = served().searcher(name)
+    images, names = read_uploads(files)
+    vectors = searcher.embed_images(images, settings().max_pixels)
+    return {
+        "spec_fingerprint": searcher.collection.spec.fingerprint(),
+        "layer": searcher.layer,
+        "embeddings": [
+            {"source": source, "vector": vector.tolist()}
+            for source, vector in zip(names, vectors, strict=True)
+        ],
+    }

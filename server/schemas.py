@@ -1,0 +1,94 @@
+"""Request and response schemas: they validate requests and generate the OpenAPI document."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from flask_smorest.fields import Upload
+
+from lookalike.index.vector_index import MAX_K
+
+
+class Strict(ma.Schema):
+    class Meta:
+        unknown = ma.RAISE
+
+
+class Filters(Strict):
+    k = ma.fields.Integer(load_default=10, validate=ma.validate.Range(1, MAX_K))
+    threshold = ma.fields.Float(
+        load_default=None, allow_nan=False, validate=ma.validate.Range(0, None),
+        metadata={"description": "Only neighbours within this distance (cosine distance 1-cos)."},
+    )  # fmt: skip
+    labels = ma.fields.List(ma.fields.String(), load_default=list)
+    path_prefix = ma.fields.String(load_default=None)
+
+
+class SearchJson(Filters):
+    vector = ma.fields.List(
+        ma.fields.Float(allow_nan=False), metadata={"description": "A query embedding."}
+    )
+    id = ma.fields.Integer(metadata={"description": "Search from a stored item."})
+    spec_fingerprint = ma.fields.String(
+        metadata={"description": "The embedder fingerprint the vector came from (checked)."}
+    )
+
+    @ma.validates_schema
+    def one_query(self, data: dict, **kwargs) -> None:
+        if ("vector" in data) == ("id" in data):
+            raise ma.ValidationError("give exactly one of 'vector' and 'id'", "_schema")
+
+
+class SearchForm(Filters):
+    """Form fields beside uploaded images (labels: repeat the field)."""
+
+
+class Images(ma.Schema):
+    image = ma.fields.List(
+        Upload(), required=True, metadata={"description": "One or more image files."}
+    )
+
+
+class PredictForm(Strict):
+    k = ma.fields.Integer(load_default=5, validate=ma.validate.Range(0, 100))
+    embedding = ma.fields.Boolean(load_default=False)
+
+
+class Hit(ma.Schema):
+    id = ma.fields.Integer()
+    distance = ma.fields.Float()
+    similarity = ma.fields.Float(allow_none=True)
+    path = ma.fields.String()
+    label = ma.fields.String(allow_none=True)
+
+
+class SearchResult(ma.Schema):
+    query = ma.fields.String()
+    hits = ma.fields.List(ma.fields.Nested(Hit))
+
+
+class SearchResults(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(SearchResult))
+
+
+class Embedding(ma.Schema):
+    source = ma.fields.String()
+    vector = ma.fields.List(ma.fields.Float())
+
+
+class Embeddings(ma.Schema):
+    spec_fingerprint = ma.fields.String()
+    layer = ma.fields.String()
+    embeddings = ma.fields.List(ma.fields.Nested(Embedding))
+
+
+class Prediction(ma.Schema):
+    source = ma.fields.String()
+    label = ma.fields.String()
+    probabilities = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
+    neighbours = ma.fields.List(ma.fields.Nested(Hit))
+    embedding = ma.fields.List(ma.fields.Float())
+
+
+class Predictions(ma.Schema):
+    classifier = ma.fields.String()
+    predictions = ma.fields.List(ma.fields.Nested(Prediction))

@@ -1,0 +1,70 @@
+"""Run the app under gunicorn (a production WSGI server), the model and index loaded once per worker."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .app import create_app
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LookalikeServer(BaseApplication):
+    """gunicorn with its config from arguments; each worker builds and warms its own app."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        app = create_app(self.settings)
+        app.extensions["lookalike"].warm()  # in the worker, after the fork: no torch state forked
+        return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    threads: int = 8,
+    allow_open: bool = False,
+) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish (up to 30 s) before workers exit."""
+    if settings.open_access and not is_loopback(host) and not allow_open:
+        raise ValueError(
+            f"refusing to serve {host} without API keys: set read_keys/write_keys "
+            "(LOOKALIKE_READ_KEYS, LOOKALIKE_WRITE_KEYS), or pass --open to allow it"
+        )
+    for name, path in settings.collections.items():
+        log.info("serving %s from %s", name, path)
+    options = {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "accesslog": "-",
+        "limit_request_line": 8190,
+    }
+    LookalikeServer(settings, options).run()

@@ -1,0 +1,97 @@
+"""Server settings: one frozen dataclass, from a TOML file and/or LOOKALIKE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "LOOKALIKE_"
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server serves and how it guards it.
+
+    `collections` maps the name used in URLs to a collection directory. With no API keys at all
+    the server is open (for a laptop on loopback); with any key, every /v1 route needs one: read
+    keys may search, embed and predict, write keys may also change collections.
+    """
+
+    collections: Mapping[str, Path] = field(default_factory=dict)
+    read_keys: frozenset[str] = frozenset()
+    write_keys: frozenset[str] = frozenset()
+    max_upload_bytes: int = 32 * MiB
+    max_pixels: int = 40_000_000
+    max_images_per_request: int = 16
+    rate_limit: str | None = None  # flask-limiter syntax, e.g. "1000/second;20000/minute"
+    allowed_roots: tuple[Path, ...] = ()  # server-side folders embed jobs may read
+
+    @property
+    def open_access(self) -> bool:
+        return not (self.read_keys or self.write_keys)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        if "collections" in values:
+            values["collections"] = {
+                str(k): Path(v).expanduser() for k, v in values["collections"].items()
+            }
+        for name in ("read_keys", "write_keys"):
+            if name in values:
+                values[name] = frozenset(values[name])
+        if "allowed_roots" in values:
+            values["allowed_roots"] = tuple(
+                Path(p).expanduser().resolve() for p in values["allowed_roots"]
+            )
+        for name in ("max_upload_bytes", "max_pixels", "max_images_per_request"):
+            if name in values:
+                values[name] = int(values[name])
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Settings:
+        """A TOML file whose keys are the field names."""
+        with open(path, "rb") as handle:
+            return cls.from_mapping(tomllib.load(handle))
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> Settings:
+        """These settings overridden by LOOKALIKE_* variables (lists are comma-separated;
+        collections as name=dir pairs)."""
+        environ = os.environ if environ is None else environ
+        changes: dict[str, Any] = {}
+        for item in fields(self):
+            raw = environ.get(ENV_PREFIX + item.name.upper())
+            if raw is None:
+                continue
+            parts = [p.strip() for p in raw.split(",") if p.strip()]
+            if item.name == "collections":
+                changes[item.name] = dict(_pair(p) for p in parts)
+            elif item.name in ("read_keys", "write_keys", "allowed_roots"):
+                changes[item.name] = parts
+            else:
+                changes[item.name] = raw
+        return _merge(self, changes) if changes else self
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"a collection is NAME=DIR, got {text!r}")
+    return name, path
+
+
+def _merge(settings: Settings, changes: dict[str, Any]) -> Settings:
+    parsed = Settings.from_mapping(changes)
+    return replace(settings, **{name: getattr(parsed, name) for name in changes})

@@ -1,0 +1,333 @@
+"""The HTTP API: routes over a real embedded collection, one error shape, API keys, a real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, jpeg_bytes, photo
+
+from lookalike.bulk import embed_images
+from lookalike.classify import train_classifier
+from lookalike.collection import Collection
+from lookalike.index import build_index
+from lookalike.server.app import create_app
+from lookalike.server.serve import serve
+from lookalike.server.settings import Settings
+
+READ, WRITE = "read-key-1", "write-key-1"
+
+
+@pytest.fixture(scope="module")
+def served_dir(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits embedded with a tiny real model, indexed, with a trained classifier."""
+    path = tmp_path_factory.mktemp("served") / "digits"
+    embed_images([digit_dir], path, TINY, labels_from_folders=True, progress=False, num_workers=0)
+    build_index(Collection.open(path), progress=False)
+    train_classifier(path, "digits", folds=3)
+    return path
+
+
+def make_client(served_dir: Path, **changes):
+    settings = Settings(collections={"digits": served_dir}, **changes)
+    app = create_app(settings)
+    app.testing = True
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def client(served_dir: Path):
+    return make_client(served_dir)
+
+
+def digit_png(digit_dir: Path, label: str = "7") -> bytes:
+    return sorted((digit_dir / label).glob("*.png"))[0].read_bytes()
+
+
+def upload(*images: bytes, **fields) -> dict:
+    data = {name: str(value) for name, value in fields.items()}
+    data["image"] = [(io.BytesIO(image), f"q{n}.png") for n, image in enumerate(images)]
+    return {"data": data, "content_type": "multipart/form-data"}
+
+
+# ----- routes ---------------------------------------------------------------------------------
+
+
+def test_search_by_id_vector_and_image_agree(client, digit_dir: Path) -> None:
+    image = digit_png(digit_dir)
+    by_image = client.post("/v1/collections/digits/search/images", **upload(image, k=3))
+    assert by_image.status_code == 200, by_image.json
+    hits = by_image.json["results"][0]["hits"]
+    assert hits[0]["distance"] < 1e-5 and hits[0]["label"] == "7"  # the same file is stored
+    embedded = client.post("/v1/collections/digits/embed", **upload(image)).json
+    vector = embedded["embeddings"][0]["vector"]
+    by_vector = client.post(
+        "/v1/collections/digits/search",
+        json={"vector": vector, "k": 3, "spec_fingerprint": embedded["spec_fingerprint"]},
+    ).json["results"][0]["hits"]
+    assert [h["id"] for h in by_vector] == [h["id"] for h in hits]
+    by_id = client.post("/v1/collections/digits/search", json={"id": hits[0]["id"], "k": 3})
+    assert [h["id"] for h in by_id.json["results"][0]["hits"]] == [h["id"] for h in hits]
+    only_zeros = client.post(
+        "/v1/collections/digits/search", json={"id": 0, "k": 5, "labels": ["0"]}
+    )
+    assert {h["label"] for h in only_zeros.json["results"][0]["hits"]} == {"0"}
+
+
+def test_collections_items_thumbnails_and_predict(client, digit_dir: Path) -> None:
+    listing = client.get("/v1/collections").json["collections"]
+    assert listing[0]["name"] == "digits" and listing[0]["items"] == 36
+    item = client.get("/v1/collections/digits/items/4").json
+    assert item["id"] == 4 and item["label"] in {"0", "1", "7"}
+    thumbnail = client.get("/v1/collections/digits/items/4/thumbnail")
+    assert thumbnail.mimetype == "image/jpeg" and thumbnail.data[:2] == b"\xff\xd8"
+    answer = client.post(
+        "/v1/collections/digits/classifiers/digits/predict",
+        **upload(digit_png(digit_dir, "1"), k=2),
+    ).json
+    [prediction] = answer["predictions"]
+    assert set(prediction["probabilities"]) == {"0", "1", "7"}
+    assert len(prediction["neighbours"]) == 2 and "embedding" not in prediction
+    cards = client.get("/v1/collections/digits/classifiers").json["classifiers"]
+    assert cards[0]["name"] == "digits" and cards[0]["n_train"] == 36
+
+
+def test_openapi_documents_every_route(client) -> None:
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.1")
+    for path in (
+        "/v1/collections/{name}/search",
+        "/v1/collections/{name}/search/images",
+        "/v1/collections/{name}/embed",
+        "/v1/collections/{name}/classifiers/{classifier}/predict",
+        "/healthz",
+    ):
+        assert path in spec["paths"]
+    body = spec["paths"]["/v1/collections/{name}/search"]["post"]["requestBody"]
+    assert "application/json" in body["content"]
+
+
+# ----- one error shape ------------------------------------------------------------------------
+
+NOT_AN_IMAGE = b"this is not an image"
+ERRORS = [
+    ("get", "/v1/collections/nope", {}, 404, "no collection named 'nope'"),
+    ("get", "/v1/collections/digits/items/999", {}, 404, "no item with id 999"),
+    ("get", "/v1/collections/digits/items/abc", {}, 404, None),
+    ("get", "/no/such/route", {}, 404, None),
+    ("put", "/v1/collections/digits/search", {}, 405, None),
+    ("post", "/v1/collections/digits/search", {"json": {"k": 3}}, 422, None),
+    ("post", "/v1/collections/digits/search", {"json": {"id": 1, "k": 0}}, 422, None),
+    ("post", "/v1/collections/digits/search", {"json": {"id": 1, "bogus": 1}}, 422, None),
+    ("post", "/v1/collections/digits/search", {"json": {"id": 12345}}, 404, "12345"),
+    ("post", "/v1/collections/digits/search", {"json": {"vector": [0.5, 0.5]}}, 422, "width"),
+    (
+        "post",
+        "/v1/collections/digits/search",
+        {"data": '{"vector": [NaN, 1]}', "content_type": "application/json"},
+        422,
+        None,
+    ),
+    (
+        "post",
+        "/v1/collections/digits/search",
+        {"data": "{", "content_type": "application/json"},
+        400,
+        None,
+    ),
+    (
+        "post",
+        "/v1/collections/digits/search",
+        {"json": {"id": 1, "threshold": 3.0}},
+        422,
+        "at most 2",
+    ),
+    ("post", "/v1/collections/digits/search/images", upload(NOT_AN_IMAGE), 422, "not an image"),
+    ("post", "/v1/collections/digits/search/images", {"data": {"k": "3"}}, 422, None),
+    ("post", "/v1/collections/digits/search/images", upload(b"x" * 10, k="many"), 422, None),
+    (
+        "post",
+        "/v1/collections/digits/classifiers/nope/predict",
+        upload(NOT_AN_IMAGE),
+        404,
+        "no classifier",
+    ),
+    ("delete", "/v1/collections/digits/classifiers/nope", {}, 404, "no classifier"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "kwargs", "status", "detail"), ERRORS)
+def test_every_error_is_problem_json(client, method, url, kwargs, status, detail) -> None:
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/problem+json"
+    body = response.json
+    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
+    assert "Traceback" not in response.get_data(as_text=True)
+    if detail:
+        assert detail in body["detail"]
+
+
+def test_limits_give_413_and_bad_pixels_422(served_dir: Path, digit_dir: Path) -> None:
+    client = make_client(
+        served_dir, max_upload_bytes=50_000, max_images_per_request=2, max_pixels=500
+    )
+    big = client.post("/v1/collections/digits/search/images", **upload(os.urandom(60_000)))
+    assert big.status_code == 413 and big.mimetype == "application/problem+json"
+    many = client.post("/v1/collections/digits/embed", **upload(*[digit_png(digit_dir)] * 3))
+    assert many.status_code == 413 and "limit is 2" in many.json["detail"]
+    large = jpeg_bytes(photo("coffee").resize((40, 30)))  # 1,200 pixels > 500
+    pixels = client.post("/v1/collections/digits/embed", **upload(large))
+    assert pixels.status_code == 422 and "pixels" in pixels.json["detail"]
+
+
+def test_unexpected_errors_are_a_500_problem_without_internals(served_dir: Path, caplog) -> None:
+    client = make_client(served_dir)
+    (served_dir / "classifiers" / "digits" / "card.json").rename(served_dir / "card.bak")
+    try:
+        (served_dir / "classifiers" / "digits" / "card.json").write_text("{ not json")
+        response = client.get("/v1/collections/digits/classifiers")
+    finally:
+        (served_dir / "card.bak").replace(served_dir / "classifiers" / "digits" / "card.json")
+    assert response.status_code == 500 and response.mimetype == "application/problem+json"
+    assert "JSONDecodeError" not in response.get_data(as_text=True)
+    assert "unhandled error" in caplog.text
+
+
+# ----- API keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "read_status", "write_status"),
+    [
+        ({}, 401, 401),
+        ({"Authorization": "Bearer wrong"}, 401, 401),
+        ({"Authorization": f"Bearer {READ}"}, 200, 403),
+        ({"X-API-Key": READ}, 200, 403),
+        ({"Authorization": f"Bearer {WRITE}"}, 200, 404),  # allowed; the classifier is unknown
+        ({"X-API-Key": WRITE}, 200, 404),
+    ],
+)
+def test_auth_matrix(served_dir: Path, headers, read_status, write_status) -> None:
+    client = make_client(served_dir, read_keys=frozenset({READ}), write_keys=frozenset({WRITE}))
+    assert client.get("/healthz").status_code == 200  # probes need no key
+    read = client.post("/v1/collections/digits/search", json={"id": 1}, headers=headers)
+    assert read.status_code == read_status
+    write = client.delete("/v1/collections/digits/classifiers/nope", headers=headers)
+    assert write.status_code == write_status
+    if read_status == 401:
+        assert read.headers["WWW-Authenticate"].startswith("Bearer")
+    for response in (read, write):
+        if response.status_code >= 400:
+            assert response.mimetype == "application/problem+json"
+
+
+def test_write_key_deletes_a_classifier(served_dir: Path) -> None:
+    train_classifier(served_dir, "spare", folds=2)
+    client = make_client(served_dir, read_keys=frozenset({READ}), write_keys=frozenset({WRITE}))
+    assert (
+        client.delete(
+            "/v1/collections/digits/classifiers/spare", headers={"X-API-Key": READ}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.delete(
+            "/v1/collections/digits/classifiers/spare", headers={"X-API-Key": WRITE}
+        ).status_code
+        == 204
+    )
+    assert not (served_dir / "classifiers" / "spare").exists()
+
+
+# ----- settings -------------------------------------------------------------------------------
+
+
+def test_settings_from_file_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "lookalike.toml").write_text(
+        'read_keys = ["a"]\nmax_upload_bytes = 1000\n[collections]\nphotos = "/data/photos"\n'
+    )
+    settings = Settings.from_file(tmp_path / "lookalike.toml").with_env(
+        {"LOOKALIKE_WRITE_KEYS": "w1, w2", "LOOKALIKE_COLLECTIONS": "x=/data/x,y=/data/y"}
+    )
+    assert settings.read_keys == {"a"} and settings.write_keys == {"w1", "w2"}
+    assert settings.collections == {"x": Path("/data/x"), "y": Path("/data/y")}
+    assert settings.max_upload_bytes == 1000 and not settings.open_access
+    with pytest.raises(ValueError, match="unknown settings: colour"):
+        Settings.from_mapping({"colour": "red"})
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        Settings().with_env({"LOOKALIKE_COLLECTIONS": "nodir"})
+    with pytest.raises(ValueError, match="without API keys"):
+        serve(Settings(collections={"x": tmp_path}), host="0.0.0.0")
+
+
+# ----- a real server on loopback --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call(url: str, body: dict | None = None, key: str | None = READ) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None)
+    request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_real_server_serves_concurrent_searches_and_stops_on_sigterm(served_dir: Path) -> None:
+    port = free_port()
+    environment = {**os.environ, "LOOKALIKE_READ_KEYS": READ, "LOOKALIKE_WRITE_KEYS": WRITE}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "serve", f"digits={served_dir}", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if call(f"{base}/readyz", key=None)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        else:
+            pytest.fail("the server never became ready")
+        assert call(f"{base}/v1/collections/digits/search", {"id": 1}, key=None)[0] == 401
+        expected = call(f"{base}/v1/collections/digits/search", {"id": 1, "k": 5})[1]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: call(f"{base}/v1/collections/digits/search", {"id": 1, "k": 5}),
+                    range(64),
+                )
+            )
+        assert all(status == 200 and body == expected for status, body in answers)
+        status, body = call(f"{base}/v1/collections/digits/search", {"id": 10**6})
+        assert status == 404 and body["title"] == "Not Found"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode()
+    assert server.returncode == 0, output
+    assert "Handling signal: term" in output
+    assert np.isfinite(len(expected["results"][0]["hits"]))
