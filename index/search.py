@@ -56,6 +56,20 @@ class Hit:
         }
 
 
+@dataclass(frozen=True)
+class _Items:
+    """The item table sorted by id, with its ids: replaced as one object when items change."""
+
+    table: pa.Table
+    ids: np.ndarray
+
+    def row(self, item_id: int, where: Path) -> int:
+        row = int(np.searchsorted(self.ids, item_id))
+        if row >= len(self.ids) or self.ids[row] != item_id:
+            raise UnknownItem(f"no item with id {item_id} in {where}")
+        return row
+
+
 class Searcher:
     """A collection with its (checked) index, and the collection's own embedder for image queries."""
 
@@ -80,8 +94,7 @@ class Searcher:
     def refresh_items(self) -> None:
         """Re-read the item table (after items were added)."""
         table = self.collection.items(["id", "path", "label"]).sort_by("id")
-        self._items = table
-        self._item_ids = table.column("id").to_numpy()
+        self._snapshot = _Items(table, table.column("id").to_numpy())  # swapped whole: thread-safe
 
     # ----- queries ----------------------------------------------------------------------------
 
@@ -157,17 +170,19 @@ class Searcher:
         return self._backbone is not None
 
     def allowed_ids(self, filters: Filters) -> np.ndarray:
+        table = self._snapshot.table
         keep = pa.scalar(True)
         if filters.labels:
-            keep = pc.and_(keep, pc.is_in(self._items["label"], pa.array(list(filters.labels))))
+            keep = pc.and_(keep, pc.is_in(table["label"], pa.array(list(filters.labels))))
         if filters.path_prefix:
-            keep = pc.and_(keep, pc.starts_with(self._items["path"], filters.path_prefix))
+            keep = pc.and_(keep, pc.starts_with(table["path"], filters.path_prefix))
         keep = pc.fill_null(keep, False)
-        return self._items["id"].filter(keep).to_numpy()
+        return table["id"].filter(keep).to_numpy()
 
     def item(self, item_id: int) -> dict[str, Any]:
-        row = self._row(item_id)
-        return {name: self._items[name][row].as_py() for name in self._items.column_names}
+        snapshot = self._snapshot
+        row = snapshot.row(item_id, self.collection.path)
+        return {name: snapshot.table[name][row].as_py() for name in snapshot.table.column_names}
 
     # ----- internals --------------------------------------------------------------------------
 
@@ -186,28 +201,23 @@ class Searcher:
         return float(np.sqrt(max(score, 0.0))), None
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+        snapshot = self._snapshot
         hits = []
         for score, item_id in zip(scores, ids, strict=True):
             if item_id < 0:
                 continue
-            row = self._row(int(item_id))
+            row = snapshot.row(int(item_id), self.collection.path)
             distance, similarity = self._distance(float(score))
             hits.append(
                 Hit(
                     id=int(item_id),
                     distance=round(distance, 6),
                     similarity=None if similarity is None else round(similarity, 6),
-                    path=self._items["path"][row].as_py(),
-                    label=self._items["label"][row].as_py(),
+                    path=snapshot.table["path"][row].as_py(),
+                    label=snapshot.table["label"][row].as_py(),
                 )
             )
         return hits
-
-    def _row(self, item_id: int) -> int:
-        row = int(np.searchsorted(self._item_ids, item_id))
-        if row >= len(self._item_ids) or self._item_ids[row] != item_id:
-            raise UnknownItem(f"no item with id {item_id} in {self.collection.path}")
-        return row
 
     def close(self) -> None:
         if self._backbone is not None:

@@ -6,6 +6,7 @@ Layout::
     DIR/shards/000001/items.parquet   id (int64), path, sha256, width, height, bytes, mtime_ns, label
     DIR/shards/000001/<layer>.npy     float32 (rows, dim), row i belongs to items row i
     DIR/failed.jsonl             one JSON line per file that could not be embedded
+    DIR/deleted.jsonl            one JSON line per deleted item id (shards are never rewritten)
     DIR/.lock                    held (flock) by the one writer
 
 A shard is written under ``shards/.tmp-*`` and renamed into place once every file in it is
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FAILED = "failed.jsonl"
+DELETED = "deleted.jsonl"
 FORMAT_VERSION = 1
 SHARD_NAME = re.compile(r"^\d{6}$")
 ITEM_SCHEMA = pa.schema(
@@ -90,6 +92,7 @@ class Collection:
         self.manifest = manifest
         self.spec = BackboneSpec.from_dict(manifest["spec"])
         self._located: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._deleted: tuple[tuple[int, int], np.ndarray] | None = None
 
     @classmethod
     def create(cls, path: str | Path, spec: BackboneSpec) -> Collection:
@@ -154,11 +157,34 @@ class Collection:
         return [Shard(folder / name) for name in names]
 
     def __len__(self) -> int:
-        return sum(len(shard) for shard in self.shards())
+        stored = sum(len(shard) for shard in self.shards())
+        return stored - len(self.deleted_ids())
+
+    def deleted_ids(self) -> np.ndarray:
+        """Sorted ids of deleted items (tombstones in ``deleted.jsonl``; shards are immutable)."""
+        path = self.path / DELETED
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return np.empty(0, np.int64)
+        key = (stat.st_size, stat.st_mtime_ns)
+        if self._deleted is None or self._deleted[0] != key:
+            ids = []
+            for line in path.read_text().splitlines():
+                try:
+                    ids.append(int(json.loads(line)["id"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line torn by a crash mid-append: that delete was not acknowledged
+            self._deleted = (key, np.unique(np.asarray(ids, np.int64)))
+        return self._deleted[1]
 
     def items(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """Every item row (optionally some columns only), in id order of writing."""
-        tables = [shard.items(columns) for shard in self.shards()]
+        """Every live item row (optionally some columns only), in id order of writing."""
+        deleted = self.deleted_ids()
+        wanted = None if columns is None else list(columns)
+        if len(deleted) and wanted is not None and "id" not in wanted:
+            wanted = [*wanted, "id"]
+        tables = [shard.items(wanted) for shard in self.shards()]
         if not tables:
             schema = (
                 ITEM_SCHEMA
@@ -166,15 +192,26 @@ class Collection:
                 else pa.schema([ITEM_SCHEMA.field(c) for c in columns])
             )
             return schema.empty_table()
-        return pa.concat_tables(tables)
+        table = pa.concat_tables(tables)
+        if len(deleted):
+            table = table.filter(pc.invert(pc.is_in(table["id"], pa.array(deleted))))
+            if columns is not None:
+                table = table.select(list(columns))
+        return table
 
     def iter_embeddings(self, layer: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, xb) shard by shard, memory-mapped: bounded memory for any collection size."""
         layer = layer or self.spec.layers[0]
         self._check_layer(layer)
+        deleted = self.deleted_ids()
         for shard in self.shards():
             ids = shard.items(["id"]).column("id").to_numpy()
-            yield ids, shard.embeddings(layer)
+            vectors = shard.embeddings(layer)
+            if len(deleted):
+                keep = ~np.isin(ids, deleted)
+                if not keep.all():
+                    ids, vectors = ids[keep], vectors[keep]
+            yield ids, vectors
 
     def embeddings(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, xb) of the whole collection in memory."""
@@ -197,6 +234,7 @@ class Collection:
         found = (where < len(sorted_ids)) & (
             sorted_ids[np.minimum(where, len(sorted_ids) - 1)] == ids
         )
+        found &= ~np.isin(ids, self.deleted_ids())
         if not found.all():
             missing = ids[~found][:5].tolist()
             raise UnknownItem(f"no item with id {', '.join(map(str, missing))} in {self.path}")
@@ -264,8 +302,8 @@ class CollectionWriter:
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
         shards = collection.shards()
         self._next_shard = int(shards[-1].name) + 1 if shards else 1
-        ids = collection.items(["id"]).column("id")
-        self._next_id = int(pc.max(ids).as_py()) + 1 if len(ids) else 0
+        last = [pc.max(shard.items(["id"])["id"]).as_py() for shard in shards]  # deleted too:
+        self._next_id = max(last) + 1 if last else 0  # ids are never reused
         self._rows: list[dict[str, Any]] = []
         self._vectors: dict[str, list[np.ndarray]] = {layer: [] for layer in collection.spec.layers}
 
@@ -314,6 +352,23 @@ class CollectionWriter:
         log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
         return Shard(final)
+
+    def delete(self, ids: Sequence[int] | np.ndarray) -> None:
+        """Delete live items durably (tombstones, fsynced); an unknown or deleted id raises first."""
+        ids = np.unique(np.asarray(ids, np.int64))
+        self.flush()
+        _, known, _, _ = self.collection._locator()
+        gone = ids[~np.isin(ids, known) | np.isin(ids, self.collection.deleted_ids())]
+        if len(gone):
+            raise UnknownItem(
+                f"no item with id {', '.join(map(str, gone[:5].tolist()))} in {self.collection.path}"
+            )
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        lines = "".join(json.dumps({"id": int(i), "time": now}) + "\n" for i in ids)
+        with open(self.collection.path / DELETED, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def record_failure(self, failure: dict[str, Any]) -> None:
         """Append one failure line (path, reason, ...) durably."""

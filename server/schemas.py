@@ -48,6 +48,23 @@ class Images(ma.Schema):
     )
 
 
+class ItemsForm(Strict):
+    label = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 200))
+
+
+class AddedItem(ma.Schema):
+    id = ma.fields.Integer()
+    name = ma.fields.String()
+    path = ma.fields.String()
+    created = ma.fields.Boolean(
+        metadata={"description": "False: these bytes were already an item."}
+    )
+
+
+class AddedItems(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(AddedItem))
+
+
 class PredictForm(Strict):
     k = ma.fields.Integer(load_default=5, validate=ma.validate.Range(0, 100))
     embedding = ma.fields.Boolean(load_default=False)

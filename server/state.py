@@ -8,7 +8,15 @@ from pathlib import Path
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
 from lookalike.collection import Collection
-from lookalike.index import Searcher
+from lookalike.index import (
+    IndexMismatch,
+    Searcher,
+    build_index,
+    has_index,
+    open_index,
+    update_index,
+)
+from lookalike.ingest import Added, Upload, add_uploads
 
 from .errors import ApiError
 from .settings import Settings
@@ -22,6 +30,7 @@ class Served:
         self._lock = threading.Lock()
         self._searchers: dict[str, Searcher] = {}
         self._predictors: dict[tuple[str, str], tuple[float, Predictor]] = {}
+        self._writing = {name: threading.Lock() for name in settings.collections}  # one writer
 
     def names(self) -> list[str]:
         return sorted(self.settings.collections)
@@ -34,12 +43,33 @@ class Served:
         return self.settings.collections[name]
 
     def searcher(self, name: str) -> Searcher:
-        """The collection with its checked index (built by `lookalike index build`)."""
+        """The collection with its index, brought up to date with the collection on first use."""
         path = self.path(name)
         with self._lock:
             if name not in self._searchers:
-                self._searchers[name] = Searcher.open(path)
+                self._searchers[name] = _open_searcher(path)
             return self._searchers[name]
+
+    def add_images(self, name: str, uploads: list[Upload]) -> list[Added]:
+        """Store, embed and append uploads, then add them to the live index; durable on return."""
+        searcher = self.searcher(name)
+        with self._writing[name]:
+            added, ids, vectors = add_uploads(
+                searcher.collection, searcher.backbone(), uploads, self.settings.max_pixels
+            )
+            if len(ids):
+                searcher.refresh_items()  # before the index can return the new ids
+                searcher.index.add(ids, vectors[searcher.layer])
+        return added
+
+    def delete_item(self, name: str, item_id: int) -> None:
+        """Tombstone an item durably, then drop it from the live index."""
+        searcher = self.searcher(name)
+        with self._writing[name]:
+            with searcher.collection.writer() as writer:
+                writer.delete([item_id])
+            searcher.index.remove([item_id])
+            searcher.refresh_items()
 
     def collection(self, name: str) -> Collection:
         with self._lock:
@@ -85,3 +115,18 @@ class Served:
                 searcher.close()
             self._searchers.clear()
             self._predictors.clear()
+
+
+def _open_searcher(path: Path) -> Searcher:
+    """Build the index if there is none; catch it up if the collection moved on (uploads are
+    durable in the collection first, so a restart only has to add what the saved index lacks)."""
+    collection = Collection.open(path)
+    layer = collection.spec.layers[0]
+    if not has_index(collection.path, layer):
+        build_index(collection, layer, progress=False)
+    try:
+        index = open_index(collection, layer, read_only=False)
+    except IndexMismatch:
+        update_index(collection, layer)
+        index = open_index(collection, layer, read_only=False)
+    return Searcher(collection, index, layer)

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_spec
 
 from lookalike.collection import Collection
-from lookalike.errors import CollectionError, SpecMismatch
+from lookalike.errors import CollectionError, SpecMismatch, UnknownItem
 
 
 def rows(n: int, start: int = 0) -> list[dict]:
@@ -125,3 +125,33 @@ def test_failures_keep_latest_record_and_drop_embedded_paths(tmp_path: Path) -> 
         handle.write('{"path": "/img/torn')  # a line cut by a crash
     failures = collection.failures()
     assert [(f["path"], f["reason"]) for f in failures] == [("/img/x.jpg", "corrupt or truncated")]
+
+
+def test_deleted_items_vanish_from_every_reader_and_ids_are_not_reused(tmp_path: Path) -> None:
+    collection = Collection.create(tmp_path, make_spec())
+    written = vectors(6)
+    with collection.writer(shard_size=4) as writer:
+        writer.add(rows(6), written)
+        writer.delete([1, 5])
+        with pytest.raises(UnknownItem, match="no item with id 5"):
+            writer.delete([2, 5])  # already deleted: nothing of this call is written
+        with pytest.raises(UnknownItem, match="no item with id 77"):
+            writer.delete([77])
+    reopened = Collection.open(tmp_path)
+    assert len(reopened) == 4
+    assert reopened.items(["path"]).column("path").to_pylist() == [
+        "/img/0.jpg",
+        "/img/2.jpg",
+        "/img/3.jpg",
+        "/img/4.jpg",
+    ]
+    ids, xb = reopened.embeddings("layer3")
+    assert ids.tolist() == [0, 2, 3, 4]
+    assert np.array_equal(xb, written["layer3"][[0, 2, 3, 4]])
+    with pytest.raises(UnknownItem, match="no item with id 1"):
+        reopened.vectors([0, 1])
+    with reopened.writer() as writer:
+        assert writer.add(rows(1, 6), vectors(1)).tolist() == [6]
+    with open(tmp_path / "deleted.jsonl", "a") as handle:
+        handle.write('{"id": 0, "ti')  # a line torn by a crash: that delete was never acknowledged
+    assert len(Collection.open(tmp_path)) == 5

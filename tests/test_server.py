@@ -227,6 +227,9 @@ def test_auth_matrix(served_dir: Path, headers, read_status, write_status) -> No
     assert read.status_code == read_status
     write = client.delete("/v1/collections/digits/classifiers/nope", headers=headers)
     assert write.status_code == write_status
+    if write_status == 403:
+        refused = client.post("/v1/collections/digits/items", headers=headers, **upload(b"x"))
+        assert refused.status_code == 403
     if read_status == 401:
         assert read.headers["WWW-Authenticate"].startswith("Bearer")
     for response in (read, write):
@@ -331,3 +334,82 @@ def test_real_server_serves_concurrent_searches_and_stops_on_sigterm(served_dir:
     assert server.returncode == 0, output
     assert "Handling signal: term" in output
     assert np.isfinite(len(expected["results"][0]["hits"]))
+
+
+# ----- uploads and deletes --------------------------------------------------------------------
+
+
+def noise_png(seed: int) -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def writable(served_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the served collection that a test may change."""
+    import shutil
+
+    return Path(shutil.copytree(served_dir, tmp_path / "digits"))
+
+
+def test_upload_search_delete_and_restart(writable: Path, digit_dir: Path) -> None:
+    client = make_client(writable)
+    cat = jpeg_bytes(photo("chelsea").resize((96, 64)))
+    answer = client.post("/v1/collections/digits/items", **upload(cat, noise_png(1), label="new"))
+    assert answer.status_code == 201, answer.json
+    first, second = answer.json["items"]
+    assert first["created"] and second["created"] and first["id"] != second["id"]
+    assert Path(first["path"]).is_relative_to(writable / "uploads")
+    hits = client.post("/v1/collections/digits/search/images", **upload(cat, k=1)).json
+    assert hits["results"][0]["hits"][0]["id"] == first["id"]
+    assert client.get(f"/v1/collections/digits/items/{first['id']}").json["label"] == "new"
+    again = client.post("/v1/collections/digits/items", **upload(cat)).json["items"][0]
+    assert again == {**first, "created": False, "name": "q0.png"}
+    assert client.delete(f"/v1/collections/digits/items/{second['id']}").status_code == 204
+    assert client.get(f"/v1/collections/digits/items/{second['id']}").status_code == 404
+    assert client.delete(f"/v1/collections/digits/items/{second['id']}").status_code == 404
+    bad = client.post("/v1/collections/digits/items", **upload(noise_png(2), NOT_AN_IMAGE))
+    assert bad.status_code == 422 and "q1.png" in bad.json["detail"]
+    assert Collection.open(writable).items(["id"]).num_rows == 37  # 36 + cat; noise 2 not written
+
+    restarted = make_client(
+        writable
+    )  # a new process: the saved index catches up from the collection
+    after = restarted.post("/v1/collections/digits/search/images", **upload(cat, k=2)).json
+    ids = [hit["id"] for hit in after["results"][0]["hits"]]
+    assert ids[0] == first["id"] and second["id"] not in ids
+    listing = restarted.get("/v1/collections").json["collections"][0]
+    assert listing["items"] == 37
+
+
+def test_concurrent_uploads_and_searches_lose_nothing(writable: Path) -> None:
+    client_app = make_client(writable).application
+
+    def upload_one(seed: int) -> int:
+        with client_app.test_client() as client:
+            response = client.post("/v1/collections/digits/items", **upload(noise_png(100 + seed)))
+            assert response.status_code == 201, response.json
+            return response.json["items"][0]["id"]
+
+    def search_one(seed: int) -> int:
+        with client_app.test_client() as client:
+            response = client.post("/v1/collections/digits/search", json={"id": seed % 36, "k": 5})
+            assert response.status_code == 200, response.json
+            return len(response.json["results"][0]["hits"])
+
+    with ThreadPoolExecutor(6) as pool:
+        uploads = [pool.submit(upload_one, n) for n in range(12)]
+        searches = [pool.submit(search_one, n) for n in range(24)]
+        acknowledged = [future.result() for future in uploads]
+        assert all(future.result() == 5 for future in searches)
+    assert len(set(acknowledged)) == 12
+    stored = set(Collection.open(writable).items(["id"]).column("id").to_pylist())
+    assert set(acknowledged) <= stored and len(stored) == 48
+    restarted = make_client(writable)
+    for item_id in acknowledged:
+        hits = restarted.post("/v1/collections/digits/search", json={"id": item_id, "k": 1}).json
+        assert hits["results"][0]["hits"][0]["id"] == item_id

@@ -9,9 +9,12 @@ from flask_smorest import Blueprint
 from PIL import Image
 
 from lookalike.embedder.sources import decode_image
+from lookalike.ingest import Upload
 
+from .. import schemas
+from ..auth import WRITE, requires
 from ..errors import ApiError
-from .common import served, settings
+from .common import read_uploads, served, settings
 
 blp = Blueprint(
     "collections", __name__, url_prefix="/v1/collections", description="Collections and items."
@@ -49,11 +52,35 @@ def get_collection(name: str) -> dict:
     }
 
 
+@blp.route("/<name>/items", methods=["POST"])
+@blp.arguments(schemas.ItemsForm, location="form")
+@blp.arguments(schemas.Images, location="files")
+@blp.response(201, schemas.AddedItems)
+@requires(WRITE)
+def add_items(form: dict, files: dict, name: str) -> dict:
+    """Upload images: stored, embedded, indexed; their ids come back once they are durable."""
+    images, names = read_uploads(files)
+    uploads = [
+        Upload(data, filename, form.get("label"))
+        for data, filename in zip(images, names, strict=True)
+    ]
+    added = served().add_images(name, uploads)
+    return {"items": [a.__dict__ for a in added]}
+
+
 @blp.route("/<name>/items/<int:item_id>")
 def get_item(name: str, item_id: int) -> dict:
     """An item's metadata (id, path, label, size, sha256)."""
     searcher = served().searcher(name)
     return searcher.item(item_id)
+
+
+@blp.route("/<name>/items/<int:item_id>", methods=["DELETE"])
+@blp.response(204)
+@requires(WRITE)
+def delete_item(name: str, item_id: int) -> None:
+    """Delete an item: gone from search at once, durably."""
+    served().delete_item(name, item_id)
 
 
 @blp.route("/<name>/items/<int:item_id>/thumbnail")
