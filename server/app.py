@@ -9,7 +9,7 @@ from lookalike import __version__
 
 from .auth import check_api_key
 from .errors import from_http_exception, register_error_handlers
-from .routes import classifiers, collections, health, search
+from .routes import classifiers, collections, health, page, search
 from .settings import Settings
 from .state import Served
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.extensions["lookalike"] = Served(settings)
     api.register_blueprint(health.blp)
+    app.register_blueprint(page.bp)  # HTML, outside the API and its OpenAPI document
     for blueprint in V1_BLUEPRINTS:
         api.register_blueprint(blueprint)
     guarded = {blueprint.name for blueprint in V1_BLUEPRINTS}

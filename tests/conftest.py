@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +116,50 @@ def digit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ink = (255 - digits.images[row] * 255 / 16).astype(np.uint8)
             Image.fromarray(ink).resize((32, 32)).save(root / str(digit) / f"{row}.png")
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(
+    collections: dict[str, Path], environment: dict[str, str] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """`lookalike serve` (gunicorn) on a free loopback port; yields (base URL, output lines).
+
+    On exit it is stopped with SIGTERM; its output (filled in after the stop) and exit status
+    are checked by the caller through the yielded list.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "lookalike", "serve", "--port", str(port)]
+    command += [f"{name}={path}" for name, path in collections.items()]
+    server = subprocess.Popen(
+        command,
+        env={**os.environ, **(environment or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    output: list[str] = []
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                if server.poll() is not None:
+                    break
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the server never became ready")
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited: {server.communicate()[0].decode()}")
+        yield base, output
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output.append(server.communicate(timeout=60)[0].decode())
+        output.append(f"exit status {server.returncode}")

@@ -5,11 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, jpeg_bytes, photo
+from conftest import TINY, jpeg_bytes, photo, running_server
 
 from lookalike.bulk import embed_images
 from lookalike.classify import train_classifier
@@ -279,12 +274,6 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
 # ----- a real server on loopback --------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def call(url: str, body: dict | None = None, key: str | None = READ) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None)
     request.add_header("Content-Type", "application/json")
@@ -298,42 +287,19 @@ def call(url: str, body: dict | None = None, key: str | None = READ) -> tuple[in
 
 
 def test_real_server_serves_concurrent_searches_and_stops_on_sigterm(served_dir: Path) -> None:
-    port = free_port()
-    environment = {**os.environ, "LOOKALIKE_READ_KEYS": READ, "LOOKALIKE_WRITE_KEYS": WRITE}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lookalike", "serve", f"digits={served_dir}", "--port", str(port)],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if call(f"{base}/readyz", key=None)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server never became ready")
-        assert call(f"{base}/v1/collections/digits/search", {"id": 1}, key=None)[0] == 401
-        expected = call(f"{base}/v1/collections/digits/search", {"id": 1, "k": 5})[1]
+    keys = {"LOOKALIKE_READ_KEYS": READ, "LOOKALIKE_WRITE_KEYS": WRITE}
+    with running_server({"digits": served_dir}, keys) as (base, output):
+        search = f"{base}/v1/collections/digits/search"
+        assert call(search, {"id": 1}, key=None)[0] == 401
+        expected = call(search, {"id": 1, "k": 5})[1]
         with ThreadPoolExecutor(8) as pool:
-            answers = list(
-                pool.map(
-                    lambda _: call(f"{base}/v1/collections/digits/search", {"id": 1, "k": 5}),
-                    range(64),
-                )
-            )
+            answers = list(pool.map(lambda _: call(search, {"id": 1, "k": 5}), range(64)))
         assert all(status == 200 and body == expected for status, body in answers)
-        status, body = call(f"{base}/v1/collections/digits/search", {"id": 10**6})
+        status, body = call(search, {"id": 10**6})
         assert status == 404 and body["title"] == "Not Found"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output = server.communicate(timeout=60)[0].decode()
-    assert server.returncode == 0, output
-    assert "Handling signal: term" in output
-    assert np.isfinite(len(expected["results"][0]["hits"]))
+    assert output[-1] == "exit status 0", output
+    assert "Handling signal: term" in output[0]
+    assert len(expected["results"][0]["hits"]) == 5
 
 
 # ----- uploads and deletes --------------------------------------------------------------------

@@ -1,0 +1,26 @@
+"""The web page: drop an image, see its look-alikes (server-rendered HTML + a little JS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, render_template
+
+from .common import served
+
+HERE = Path(__file__).resolve().parent.parent
+bp = Blueprint(
+    "page",
+    __name__,
+    template_folder=str(HERE / "templates"),
+    static_folder=str(HERE / "static"),
+    static_url_path="/static",
+)
+
+
+@bp.route("/")
+def index() -> str:
+    state = served()
+    return render_template(
+        "index.html", collections=state.names(), needs_key=not state.settings.open_access
+    )
