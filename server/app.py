@@ -9,6 +9,8 @@ from lookalike import __version__
 
 from .auth import check_api_key
 from .errors import from_http_exception, register_error_handlers
+from .limits import install_rate_limits
+from .metrics import install_metrics
 from .routes import classifiers, collections, health, page, search
 from .settings import Settings
 from .state import Served
@@ -49,7 +51,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         },
     )
     register_error_handlers(app)
-    app.extensions["lookalike"] = Served(settings)
+    served = app.extensions["lookalike"] = Served(settings)
+    install_metrics(app, served)
+    install_rate_limits(app, settings)
     api.register_blueprint(health.blp)
     app.register_blueprint(page.bp)  # HTML, outside the API and its OpenAPI document
     for blueprint in V1_BLUEPRINTS:

@@ -95,6 +95,10 @@ class Served:
         with self._lock:
             self._predictors.pop((name, classifier), None)
 
+    def index_sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {name: len(searcher.index) for name, searcher in self._searchers.items()}
+
     def warm(self) -> None:
         """Open every collection's index and embedder now (what /readyz reports)."""
         for name in self.names():

@@ -379,3 +379,33 @@ def test_concurrent_uploads_and_searches_lose_nothing(writable: Path) -> None:
     for item_id in acknowledged:
         hits = restarted.post("/v1/collections/digits/search", json={"id": item_id, "k": 1}).json
         assert hits["results"][0]["hits"][0]["id"] == item_id
+
+
+# ----- metrics and rate limits ----------------------------------------------------------------
+
+
+def test_metrics_count_requests_and_report_index_sizes(served_dir: Path) -> None:
+    client = make_client(served_dir)
+    for _ in range(3):
+        assert client.post("/v1/collections/digits/search", json={"id": 2}).status_code == 200
+    client.post("/v1/collections/digits/search", json={"id": 99999})
+    text = client.get("/metrics").get_data(as_text=True)
+    search = 'method="POST",endpoint="/v1/collections/<name>/search"'
+    assert f'lookalike_requests_total{{{search},status="200"}} 3.0' in text
+    assert 'status="404"' in text
+    assert 'lookalike_index_items{collection="digits"} 36.0' in text
+    assert "lookalike_request_seconds_bucket" in text
+
+
+def test_rate_limit_answers_429_problem(served_dir: Path) -> None:
+    client = make_client(served_dir, rate_limit="3/minute")
+    statuses = [
+        client.post("/v1/collections/digits/search", json={"id": 2}).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    limited = client.post("/v1/collections/digits/search", json={"id": 2})
+    assert limited.mimetype == "application/problem+json" and limited.json["status"] == 429
+    assert "Retry-After" in limited.headers
+    assert all(client.get("/healthz").status_code == 200 for _ in range(5))  # probes unlimited
+    other = make_client(served_dir, rate_limit="3/minute")  # limits belong to one app
+    assert other.post("/v1/collections/digits/search", json={"id": 2}).status_code == 200
