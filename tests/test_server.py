@@ -390,7 +390,7 @@ def test_metrics_count_requests_and_report_index_sizes(served_dir: Path) -> None
         assert client.post("/v1/collections/digits/search", json={"id": 2}).status_code == 200
     client.post("/v1/collections/digits/search", json={"id": 99999})
     text = client.get("/metrics").get_data(as_text=True)
-    search = 'method="POST",endpoint="/v1/collections/<name>/search"'
+    search = 'endpoint="/v1/collections/<name>/search",method="POST"'
     assert f'lookalike_requests_total{{{search},status="200"}} 3.0' in text
     assert 'status="404"' in text
     assert 'lookalike_index_items{collection="digits"} 36.0' in text
