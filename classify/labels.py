@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +38,20 @@ class LabelledItems:
         return dict(sorted(Counter(self.labels.tolist()).items()))
 
 
-def load_labels(collection: Collection, labels: str | Path | None = None) -> LabelledItems:
+def load_labels(
+    collection: Collection, labels: str | Path | Mapping[int, str] | None = None
+) -> LabelledItems:
     """The labelled items of `collection`, checked to be trainable.
 
     `labels` is None or ``"folders"`` (the labels recorded at embed time by
     ``--labels-from-folders``), or a CSV/parquet file with a ``label`` column and an ``id`` or
     ``path`` column; relative paths are taken from the table's own folder. Items without a label
-    are left out; a label for an item the collection does not hold is an error.
+    are left out; a label for an item the collection does not hold is an error. A mapping
+    gives labels by item id directly (the HTTP API's inline labels).
     """
-    if labels is None or str(labels) == FOLDERS:
+    if isinstance(labels, Mapping):
+        found = _from_mapping(collection, labels)
+    elif labels is None or str(labels) == FOLDERS:
         items = collection.items(["id", "label"])
         keep = pc.is_valid(items["label"])
         found = LabelledItems(
@@ -111,6 +117,20 @@ def _from_table(collection: Collection, path: Path) -> LabelledItems:
         np.asarray(order, np.int64),
         np.asarray([chosen[i] for i in order], dtype=object),
         str(path),
+    )
+
+
+def _from_mapping(collection: Collection, labels: Mapping[int, str]) -> LabelledItems:
+    ids = np.asarray(sorted(int(i) for i in labels), np.int64)
+    known = collection.items(["id"])["id"].to_numpy()
+    unknown = ids[~np.isin(ids, known)]
+    if len(unknown):
+        raise LabelError(
+            f"{len(unknown)} of {len(ids)} labels name no item of {collection.path}, "
+            f"e.g. {', '.join(map(str, unknown[:3].tolist()))}"
+        )
+    return LabelledItems(
+        ids, np.asarray([str(labels[int(i)]) for i in ids], dtype=object), "labels given inline"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def evaluate(
 def train_classifier(
     collection: Collection | str | Path,
     name: str,
-    labels: str | Path | None = None,
+    labels: str | Path | Mapping[int, str] | None = None,
     model: str = DEFAULT_MODEL,
     layer: str | None = None,
     folds: int = DEFAULT_FOLDS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,11 +112,12 @@ def embed_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     pipeline: Pipeline | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EmbedReport:
     """Embed every image under `inputs` that the collection lacks; resumable after any interruption.
 
     Bad files (corrupt, truncated, empty, not an image, too many pixels) are recorded in
-    ``failed.jsonl`` and reported, never fatal.
+    ``failed.jsonl`` and reported, never fatal. `on_progress(done, total)` follows each batch.
     """
     sources = list(walk_images(inputs, labels_from_folders))
     collection, backbone = open_for_embedding(collection_dir, embedder, device, precision)
@@ -136,9 +137,13 @@ def embed_images(
         collection.writer(shard_size) as writer,
         tqdm(total=len(todo), unit="img", disable=not progress, desc="embedding") as bar,
     ):
+        done = 0
         for batch in pipeline.batches(todo, backbone.spec.preprocess):
             _write_batch(batch, backbone, writer, report)
+            done += len(batch.items) + len(batch.failures)
             bar.update(len(batch.items) + len(batch.failures))
+            if on_progress is not None:
+                on_progress(done, len(todo))
     report.seconds = time.perf_counter() - started
     log.info(report.summary())
     return report

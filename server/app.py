@@ -9,13 +9,14 @@ from lookalike import __version__
 
 from .auth import check_api_key
 from .errors import from_http_exception, register_error_handlers
+from .jobs import JobRunner
 from .limits import install_rate_limits
 from .metrics import install_metrics
-from .routes import classifiers, collections, health, page, search
+from .routes import classifiers, collections, health, jobs, page, search
 from .settings import Settings
 from .state import Served
 
-V1_BLUEPRINTS = (collections.blp, search.blp, classifiers.blp)
+V1_BLUEPRINTS = (collections.blp, search.blp, classifiers.blp, jobs.blp)
 
 
 class ProblemApi(Api):
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     served = app.extensions["lookalike"] = Served(settings)
+    app.extensions["lookalike-jobs"] = JobRunner()
     install_metrics(app, served)
     install_rate_limits(app, settings)
     api.register_blueprint(health.blp)

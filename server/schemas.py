@@ -109,3 +109,46 @@ class Prediction(ma.Schema):
 class Predictions(ma.Schema):
     classifier = ma.fields.String()
     predictions = ma.fields.List(ma.fields.Nested(Prediction))
+
+
+class EmbedJob(Strict):
+    collection = ma.fields.String(required=True)
+    folder = ma.fields.String(required=True, metadata={"description": "A folder on the server."})
+    labels_from_folders = ma.fields.Boolean(load_default=False)
+
+
+class Labels(ma.fields.Field):
+    """'folders', or an object mapping item ids to labels."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value == "folders" or (
+            isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        ):
+            return value
+        raise ma.ValidationError("labels is 'folders' or an object of item id -> label")
+
+
+class TrainJob(Strict):
+    name = ma.fields.String(required=True)
+    model = ma.fields.String(
+        load_default="logreg", validate=ma.validate.OneOf(["logreg", "linear-svm", "knn", "mlp"])
+    )
+    labels = Labels(load_default="folders")
+    folds = ma.fields.Integer(load_default=5, validate=ma.validate.Range(2, 20))
+    holdout = ma.fields.Float(
+        validate=ma.validate.Range(0, 1, min_inclusive=False, max_inclusive=False)
+    )
+    overwrite = ma.fields.Boolean(load_default=False)
+
+
+class Job(ma.Schema):
+    id = ma.fields.String()
+    kind = ma.fields.String()
+    collection = ma.fields.String()
+    state = ma.fields.String(metadata={"description": "queued, running, succeeded or failed"})
+    done = ma.fields.Integer()
+    total = ma.fields.Integer(allow_none=True)
+    result = ma.fields.Dict(allow_none=True)
+    error = ma.fields.Dict(allow_none=True)
+    created = ma.fields.String()
+    finished = ma.fields.String(allow_none=True)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from lookalike.bulk import embed_images
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
 from lookalike.collection import Collection
@@ -20,6 +25,8 @@ from lookalike.ingest import Added, Upload, add_uploads
 
 from .errors import ApiError
 from .settings import Settings
+
+WRITE_WAIT_SECONDS = 30.0
 
 
 class Served:
@@ -50,10 +57,58 @@ class Served:
                 self._searchers[name] = _open_searcher(path)
             return self._searchers[name]
 
+    @contextlib.contextmanager
+    def writing(self, name: str, wait: float = WRITE_WAIT_SECONDS) -> Iterator[Searcher]:
+        """The collection's one write slot (its searcher), or 409 if a job holds it too long."""
+        searcher = self.searcher(name)
+        if not self._writing[name].acquire(timeout=wait):
+            raise ApiError(
+                409,
+                f"collection {name!r} is busy with another write (an embed job?); retry shortly",
+                headers={"Retry-After": "5"},
+            )
+        try:
+            yield searcher
+        finally:
+            self._writing[name].release()
+
+    def catch_up(self, searcher: Searcher) -> tuple[int, int]:
+        """Bring the live index up to the collection (after a bulk embed); (added, removed)."""
+        wanted = searcher.collection.items(["id"])["id"].to_numpy()
+        have = searcher.index.ids()
+        missing, gone = np.setdiff1d(wanted, have), np.setdiff1d(have, wanted)
+        searcher.refresh_items()
+        for start in range(0, len(missing), 65536):
+            block = missing[start : start + 65536]
+            searcher.index.add(block, searcher.collection.vectors(block, searcher.layer))
+        if len(gone):
+            searcher.index.remove(gone)
+            searcher.refresh_items()
+        return len(missing), len(gone)
+
+    def embed_folder(self, name: str, folder: Path, labels_from_folders: bool, job) -> dict:
+        """A bulk embed into a served collection, then its live index caught up (a job's work)."""
+        with self.writing(name, wait=24 * 3600) as searcher:
+            report = embed_images(
+                [folder],
+                searcher.collection.path,
+                labels_from_folders=labels_from_folders,
+                progress=False,
+                on_progress=job.progress,
+            )
+            added, _ = self.catch_up(searcher)
+        return {
+            "found": report.found,
+            "embedded": report.embedded,
+            "skipped": report.skipped_done + report.skipped_known_bad,
+            "failed": len(report.failed),
+            "indexed": added,
+            "images_per_second": round(report.images_per_second, 2),
+        }
+
     def add_images(self, name: str, uploads: list[Upload]) -> list[Added]:
         """Store, embed and append uploads, then add them to the live index; durable on return."""
-        searcher = self.searcher(name)
-        with self._writing[name]:
+        with self.writing(name) as searcher:
             added, ids, vectors = add_uploads(
                 searcher.collection, searcher.backbone(), uploads, self.settings.max_pixels
             )
@@ -64,8 +119,7 @@ class Served:
 
     def delete_item(self, name: str, item_id: int) -> None:
         """Tombstone an item durably, then drop it from the live index."""
-        searcher = self.searcher(name)
-        with self._writing[name]:
+        with self.writing(name) as searcher:
             with searcher.collection.writer() as writer:
                 writer.delete([item_id])
             searcher.index.remove([item_id])

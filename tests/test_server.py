@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -409,3 +410,79 @@ def test_rate_limit_answers_429_problem(served_dir: Path) -> None:
     assert all(client.get("/healthz").status_code == 200 for _ in range(5))  # probes unlimited
     other = make_client(served_dir, rate_limit="3/minute")  # limits belong to one app
     assert other.post("/v1/collections/digits/search", json={"id": 2}).status_code == 200
+
+
+# ----- jobs -----------------------------------------------------------------------------------
+
+
+def wait_for(client, location: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(location).json
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job at {location} did not finish: {job}")
+
+
+def test_embed_job_on_an_allowed_folder_then_search(writable: Path, tmp_path: Path) -> None:
+    root = tmp_path / "incoming"
+    for n in range(3):
+        (root / "noise").mkdir(parents=True, exist_ok=True)
+        (root / "noise" / f"n{n}.png").write_bytes(noise_png(300 + n))
+    client = make_client(writable, allowed_roots=(root.resolve(),))
+    started = client.post(
+        "/v1/jobs/embed",
+        json={"collection": "digits", "folder": str(root), "labels_from_folders": True},
+    )
+    assert started.status_code == 202 and started.headers["Location"].startswith("/v1/jobs/")
+    job = wait_for(client, started.headers["Location"])
+    assert job["state"] == "succeeded", job
+    assert job["result"]["embedded"] == 3 and job["result"]["indexed"] == 3
+    assert job["done"] == job["total"] == 3
+    hits = client.post(
+        "/v1/collections/digits/search", json={"id": 0, "k": 39, "labels": ["noise"]}
+    ).json
+    assert len(hits["results"][0]["hits"]) == 3
+    assert client.get("/v1/jobs").json["jobs"][0]["id"] == job["id"]
+    outside = client.post("/v1/jobs/embed", json={"collection": "digits", "folder": str(tmp_path)})
+    assert outside.status_code == 403 and "outside the allowed roots" in outside.json["detail"]
+    escape = client.post("/v1/jobs/embed", json={"collection": "digits", "folder": f"{root}/../.."})
+    assert escape.status_code == 403
+    missing = client.post("/v1/jobs/embed", json={"collection": "nope", "folder": str(root)})
+    assert missing.status_code == 404
+    closed = make_client(writable).post(
+        "/v1/jobs/embed", json={"collection": "digits", "folder": str(root)}
+    )
+    assert closed.status_code == 403 and "no allowed_roots" in closed.json["detail"]
+    assert client.get("/v1/jobs/abc").status_code == 404
+
+
+def test_train_job_with_inline_labels_then_predict(writable: Path, digit_dir: Path) -> None:
+    client = make_client(writable)
+    items = Collection.open(writable).items(["id", "label"]).to_pylist()
+    labels = {str(row["id"]): "seven" if row["label"] == "7" else "other" for row in items}
+    started = client.post(
+        "/v1/collections/digits/classifiers", json={"name": "sevens", "labels": labels, "folds": 3}
+    )
+    assert started.status_code == 202
+    job = wait_for(client, started.headers["Location"])
+    assert job["state"] == "succeeded", job
+    assert job["result"]["classes"] == ["other", "seven"] and job["result"]["n_train"] == 36
+    answer = client.post(
+        "/v1/collections/digits/classifiers/sevens/predict",
+        **upload(digit_png(digit_dir, "7"), k=0),
+    ).json
+    assert answer["predictions"][0]["label"] == "seven"
+    again = client.post("/v1/collections/digits/classifiers", json={"name": "sevens"})
+    failed = wait_for(client, again.headers["Location"])
+    assert failed["state"] == "failed" and failed["error"]["status"] == 409
+    assert (
+        "--overwrite" in failed["error"]["detail"] or "already exists" in failed["error"]["detail"]
+    )
+    bad = client.post(
+        "/v1/collections/digits/classifiers", json={"name": "x", "labels": {"1": "a", "2": "a"}}
+    )
+    assert wait_for(client, bad.headers["Location"])["error"]["status"] == 422
+    invalid = client.post("/v1/collections/digits/classifiers", json={"name": "x", "labels": 5})
+    assert invalid.status_code == 422 and invalid.mimetype == "application/problem+json"
