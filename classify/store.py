@@ -1,6 +1,7 @@
 """Classifiers on disk: ``DIR/classifiers/NAME/`` holds the skops model, a JSON card and figures.
 
-Never pickle: skops loads only the scikit-learn and NumPy types it is allowed to, and the card
+Never pickle: skops loads only the types it trusts by default plus the few our estimators need
+(an explicit list, not a module prefix), and the card
 records the embedder spec the features came from, so a classifier is refused by a collection (or
 an embedder) with another spec.
 """
@@ -27,7 +28,14 @@ CLASSIFIERS = "classifiers"
 MODEL_FILE = "model.skops"
 CARD_FILE = "card.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
+# Types our estimators hold beyond skops's own trusted defaults; anything else is refused.
+EXTRA_TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    }
+)
 
 
 def check_name(name: str) -> str:
@@ -145,10 +153,10 @@ def load_classifier(
     check_card_spec(card, spec or collection.spec)
     path = classifier_dir(collection, name) / MODEL_FILE
     untrusted = sio.get_untrusted_types(file=path)
-    refused = [kind for kind in untrusted if not kind.startswith(TRUSTED_MODULES)]
+    refused = [kind for kind in untrusted if kind not in EXTRA_TRUSTED_TYPES]
     if refused:
         raise ClassifierError(
-            f"{path} holds types outside scikit-learn/NumPy ({', '.join(refused[:5])}); "
+            f"{path} holds types lookalike does not trust ({', '.join(refused[:5])}); "
             "refusing to load it"
         )
     return sio.load(path, trusted=untrusted), card

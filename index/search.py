@@ -63,9 +63,13 @@ class _Items:
     table: pa.Table
     ids: np.ndarray
 
-    def row(self, item_id: int, where: Path) -> int:
+    def find(self, item_id: int) -> int | None:
         row = int(np.searchsorted(self.ids, item_id))
-        if row >= len(self.ids) or self.ids[row] != item_id:
+        return row if row < len(self.ids) and self.ids[row] == item_id else None
+
+    def row(self, item_id: int, where: Path) -> int:
+        row = self.find(item_id)
+        if row is None:
             raise UnknownItem(f"no item with id {item_id} in {where}")
         return row
 
@@ -206,7 +210,9 @@ class Searcher:
         for score, item_id in zip(scores, ids, strict=True):
             if item_id < 0:
                 continue
-            row = snapshot.row(int(item_id), self.collection.path)
+            row = snapshot.find(int(item_id))
+            if row is None:
+                continue  # deleted between the index search and now
             distance, similarity = self._distance(float(score))
             hits.append(
                 Hit(

@@ -75,7 +75,8 @@ def plan(
     collection: Collection, sources: Iterable[ImageSource], retry_failed: bool, report: EmbedReport
 ) -> list[ImageSource]:
     """The sources still to embed: not yet in the collection and not a known-bad, unchanged file."""
-    done = set(collection.items(["path"]).column("path").to_pylist())
+    # deleted items count as done: a delete sticks when the same folder is embedded again
+    done = set(collection.items(["path"], include_deleted=True).column("path").to_pylist())
     known_bad = {f["path"]: (f.get("bytes"), f.get("mtime_ns")) for f in collection.failures()}
     todo: dict[str, ImageSource] = {}
     for source in sources:

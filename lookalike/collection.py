@@ -168,19 +168,24 @@ class Collection:
         except FileNotFoundError:
             return np.empty(0, np.int64)
         key = (stat.st_size, stat.st_mtime_ns)
-        if self._deleted is None or self._deleted[0] != key:
-            ids = []
-            for line in path.read_text().splitlines():
-                try:
-                    ids.append(int(json.loads(line)["id"]))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line torn by a crash mid-append: that delete was not acknowledged
-            self._deleted = (key, np.unique(np.asarray(ids, np.int64)))
-        return self._deleted[1]
+        cached = self._deleted  # read once: another thread may replace it
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        ids = []
+        for line in path.read_text().splitlines():
+            try:
+                ids.append(int(json.loads(line)["id"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line torn by a crash mid-append: that delete was not acknowledged
+        deleted = np.unique(np.asarray(ids, np.int64))
+        self._deleted = (key, deleted)
+        return deleted
 
-    def items(self, columns: Sequence[str] | None = None) -> pa.Table:
+    def items(
+        self, columns: Sequence[str] | None = None, include_deleted: bool = False
+    ) -> pa.Table:
         """Every live item row (optionally some columns only), in id order of writing."""
-        deleted = self.deleted_ids()
+        deleted = np.empty(0, np.int64) if include_deleted else self.deleted_ids()
         wanted = None if columns is None else list(columns)
         if len(deleted) and wanted is not None and "id" not in wanted:
             wanted = [*wanted, "id"]
@@ -248,7 +253,8 @@ class Collection:
         """Sorted ids with the shard and row of each; rebuilt when shards were added."""
         shards = self.shards()
         names = [s.name for s in shards]
-        if self._located is None or self._located[0] != names:
+        located = self._located  # read once: another thread may replace it
+        if located is None or located[0] != names:
             ids, shard_of, row_of = [], [], []
             for number, shard in enumerate(shards):
                 shard_ids = shard.items(["id"]).column("id").to_numpy()
@@ -257,13 +263,14 @@ class Collection:
                 row_of.append(np.arange(len(shard_ids)))
             ids_all = np.concatenate(ids) if ids else np.empty(0, np.int64)
             order = np.argsort(ids_all, kind="stable")
-            self._located = (
+            located = (
                 names,
                 ids_all[order],
                 np.concatenate(shard_of)[order] if ids else np.empty(0, np.int32),
                 np.concatenate(row_of)[order] if ids else np.empty(0, np.int64),
             )
-        return shards, *self._located[1:]
+            self._located = located
+        return shards, *located[1:]
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.spec.layers:
@@ -365,20 +372,14 @@ class CollectionWriter:
             )
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         lines = "".join(json.dumps({"id": int(i), "time": now}) + "\n" for i in ids)
-        with open(self.collection.path / DELETED, "a", encoding="utf-8") as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_durably(self.collection.path / DELETED, lines)
 
     def record_failure(self, failure: dict[str, Any]) -> None:
         """Append one failure line (path, reason, ...) durably."""
         line = json.dumps(
             {**failure, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         )
-        with open(self.collection.path / FAILED, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_durably(self.collection.path / FAILED, line + "\n")
 
     def close(self) -> None:
         try:
@@ -409,6 +410,22 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_durably(path: Path, lines: str) -> None:
+    """Append whole lines and fsync; a line torn by an earlier crash is closed off first, and a
+    new file is made durable in its folder."""
+    created = not path.exists()
+    with open(path, "a+b") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                lines = "\n" + lines
+        handle.write(lines.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    if created:
+        fsync_path(path.parent)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

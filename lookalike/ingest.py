@@ -46,7 +46,7 @@ def store_bytes(collection: Collection, data: bytes, image_format: str) -> Path:
     target = collection.path / UPLOADS / digest[:2] / f"{digest}{SUFFIX[image_format]}"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_durable_dirs(target.parent)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(partial, "wb") as handle:
         handle.write(data)
@@ -55,6 +55,17 @@ def store_bytes(collection: Collection, data: bytes, image_format: str) -> Path:
     os.replace(partial, target)
     fsync_path(target.parent)
     return target
+
+
+def _make_durable_dirs(folder: Path) -> None:
+    """mkdir -p, fsyncing the parent of each folder created, so a crash cannot lose them."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        fsync_path(created.parent)
 
 
 def add_uploads(

@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def authenticate() -> None:
-        if request.blueprint in guarded:
+        if request.blueprint in guarded or request.endpoint == "metrics":
             check_api_key(settings)
 
     return app

@@ -33,7 +33,7 @@ def presented_key() -> str | None:
     return request.headers.get("X-API-Key") or None
 
 
-def _matches(key: str, keys: frozenset[str]) -> bool:
+def matches(key: str, keys: frozenset[str]) -> bool:
     return any(hmac.compare_digest(key.encode(), known.encode()) for known in keys)
 
 
@@ -50,9 +50,9 @@ def check_api_key(settings: Settings) -> None:
             "this server needs an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
             headers={"WWW-Authenticate": 'Bearer realm="lookalike"'},
         )
-    if _matches(key, settings.write_keys):
+    if matches(key, settings.write_keys):
         return
-    if _matches(key, settings.read_keys):
+    if matches(key, settings.read_keys):
         if scope == READ:
             return
         raise ApiError(403, "this key may only read; the route needs a write key")

@@ -8,15 +8,16 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from .auth import presented_key
+from .auth import matches, presented_key
 from .settings import Settings
 
 UNLIMITED = ("health.healthz", "health.readyz", "metrics", "page.static")
 
 
-def client_key() -> str:
+def client_key(settings: Settings) -> str:
+    """A configured key's own bucket; anything else (no key, a made-up key) its address's."""
     key = presented_key()
-    if key:
+    if key and (matches(key, settings.read_keys) or matches(key, settings.write_keys)):
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return "address:" + get_remote_address()
 
@@ -26,7 +27,7 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
     if not settings.rate_limit:
         return None
     limiter = Limiter(
-        key_func=client_key,
+        key_func=lambda: client_key(settings),
         app=app,
         default_limits=[settings.rate_limit],
         storage_uri="memory://",

@@ -10,6 +10,7 @@ from gunicorn.app.base import BaseApplication
 
 from .app import create_app
 from .settings import Settings
+from .state import prepare_index
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def serve(
         )
     for name, path in settings.collections.items():
         log.info("serving %s from %s", name, path)
+        prepare_index(path)
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,

@@ -16,11 +16,13 @@ from lookalike.collection import Collection
 from lookalike.index import (
     IndexMismatch,
     Searcher,
+    VectorIndex,
     build_index,
     has_index,
     open_index,
     update_index,
 )
+from lookalike.index.maintain import metric_for
 from lookalike.ingest import Added, Upload, add_uploads
 
 from .errors import ApiError
@@ -89,14 +91,17 @@ class Served:
     def embed_folder(self, name: str, folder: Path, labels_from_folders: bool, job) -> dict:
         """A bulk embed into a served collection, then its live index caught up (a job's work)."""
         with self.writing(name, wait=24 * 3600) as searcher:
-            report = embed_images(
-                [folder],
-                searcher.collection.path,
-                labels_from_folders=labels_from_folders,
-                progress=False,
-                on_progress=job.progress,
-            )
-            added, _ = self.catch_up(searcher)
+            try:
+                report = embed_images(
+                    [folder],
+                    searcher.collection.path,
+                    labels_from_folders=labels_from_folders,
+                    progress=False,
+                    max_pixels=self.settings.max_pixels,
+                    on_progress=job.progress,
+                )
+            finally:  # shards written before a failure are durable: make them searchable too
+                added, _ = self.catch_up(searcher)
         return {
             "found": report.found,
             "embedded": report.embedded,
@@ -175,11 +180,32 @@ class Served:
             self._predictors.clear()
 
 
+def prepare_index(path: Path) -> None:
+    """Build the saved index, or catch it up with the collection and save it: done once before
+    the workers start, so none of them has to (uploads since the last save are added here)."""
+    collection = Collection.open(path)
+    layer = collection.spec.layers[0]
+    if not len(collection) and not has_index(collection.path, layer):
+        return
+    if not has_index(collection.path, layer):
+        build_index(collection, layer, progress=False)
+        return
+    try:
+        open_index(collection, layer)
+    except IndexMismatch:
+        update_index(collection, layer)
+
+
 def _open_searcher(path: Path) -> Searcher:
     """Build the index if there is none; catch it up if the collection moved on (uploads are
     durable in the collection first, so a restart only has to add what the saved index lacks)."""
     collection = Collection.open(path)
     layer = collection.spec.layers[0]
+    if not len(collection) and not has_index(collection.path, layer):
+        empty = VectorIndex.empty(
+            "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
+        )
+        return Searcher(collection, empty, layer)  # filled by uploads; built for real once saved
     if not has_index(collection.path, layer):
         build_index(collection, layer, progress=False)
     try:

@@ -189,3 +189,15 @@ def write_noise_images(folder: Path, count: int) -> Path:
         pixels = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{index:03d}.png")
     return folder
+
+
+def test_deleted_items_stay_deleted_when_the_folder_is_embedded_again(
+    mixed_dir, tmp_path: Path
+) -> None:
+    root, _, _ = mixed_dir
+    first = embed_images([root], tmp_path / "c", TINY, progress=False, num_workers=0)
+    with Collection.open(tmp_path / "c").writer() as writer:
+        writer.delete([0])
+    again = embed_images([root], tmp_path / "c", TINY, progress=False, num_workers=0)
+    assert again.embedded == 0 and again.skipped_done == first.embedded
+    assert len(Collection.open(tmp_path / "c")) == first.embedded - 1

@@ -155,3 +155,7 @@ def test_deleted_items_vanish_from_every_reader_and_ids_are_not_reused(tmp_path:
     with open(tmp_path / "deleted.jsonl", "a") as handle:
         handle.write('{"id": 0, "ti')  # a line torn by a crash: that delete was never acknowledged
     assert len(Collection.open(tmp_path)) == 5
+    with Collection.open(tmp_path).writer() as writer:
+        writer.delete([2])  # lands on a line of its own, after the torn one
+    after = Collection.open(tmp_path)
+    assert after.deleted_ids().tolist() == [1, 2, 5] and len(after) == 4

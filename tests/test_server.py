@@ -486,3 +486,33 @@ def test_train_job_with_inline_labels_then_predict(writable: Path, digit_dir: Pa
     assert wait_for(client, bad.headers["Location"])["error"]["status"] == 422
     invalid = client.post("/v1/collections/digits/classifiers", json={"name": "x", "labels": 5})
     assert invalid.status_code == 422 and invalid.mimetype == "application/problem+json"
+
+
+def test_made_up_keys_share_their_address_bucket_and_metrics_need_a_key(served_dir: Path) -> None:
+    client = make_client(
+        served_dir,
+        rate_limit="3/minute",
+        read_keys=frozenset({READ}),
+        write_keys=frozenset({WRITE}),
+    )
+    statuses = [
+        client.post(
+            "/v1/collections/digits/search", json={"id": 2}, headers={"X-API-Key": f"guess-{n}"}
+        ).status_code
+        for n in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"X-API-Key": READ}).status_code == 200
+
+
+def test_an_empty_collection_is_served_and_filled_by_uploads(tmp_path: Path) -> None:
+    from lookalike.embedder.backbone import get_backbone
+
+    with get_backbone(**TINY) as backbone:
+        Collection.create(tmp_path / "empty", backbone.spec)
+    client = make_client(tmp_path / "empty")
+    assert client.get("/v1/collections").json["collections"][0]["items"] == 0
+    added = client.post("/v1/collections/digits/items", **upload(noise_png(7))).json["items"][0]
+    hits = client.post("/v1/collections/digits/search", json={"id": added["id"], "k": 3}).json
+    assert [h["id"] for h in hits["results"][0]["hits"]] == [added["id"]]

@@ -70,7 +70,7 @@ def add_items(form: dict, files: dict, name: str) -> dict:
 
 @blp.route("/<name>/items/<int:item_id>")
 def get_item(name: str, item_id: int) -> dict:
-    """An item's metadata (id, path, label, size, sha256)."""
+    """An item's id, path and label."""
     searcher = served().searcher(name)
     return searcher.item(item_id)
 
