@@ -31,6 +31,8 @@ CLASSES = (
     "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot",
 )  # fmt: skip
 LAYERS = ("blocks.4", "blocks.5", "blocks.6", "embedding")
+STAGES_OF = ("blocks.4", "blocks.5", "blocks.6")
+STAGES = "blocks.4+5+6"
 EMBEDDERS = {"pretrained": "default", "random-init": None}
 
 
@@ -155,6 +157,11 @@ def main() -> int:
             f"  {kind} validation: "
             + ", ".join(f"{k} {v:.4f}" for k, v in results[kind]["validation"].items())
         )
+        # the stages side by side (`lookalike train --layer A --layer B ...`), same probe
+        results[f"{kind}-stages"] = pick(
+            f"{kind}-stages",
+            *({STAGES: np.hstack([part[s] for s in STAGES_OF])} for part in (train_of, val, test)),
+        )
     pixels = lambda x: x.reshape(len(x), -1).astype(np.float32) / 255  # noqa: E731
     results["pixels"] = pick(
         "pixels",
@@ -164,10 +171,10 @@ def main() -> int:
     )
 
     print("\naccuracy on the test set by training-set size (baseline: raw pixels, same probe)")
-    print(f"{'features':<14} {'layer':<10} " + " ".join(f"{s:>8}" for s in sizes))
+    print(f"{'features':<20} {'layer':<13} " + " ".join(f"{s:>8}" for s in sizes))
     for kind, result in results.items():
         row = " ".join(f"{result['test'][s]['accuracy']:>8.4f}" for s in sizes)
-        print(f"{kind:<14} {result['best_layer']:<10} {row}")
+        print(f"{kind:<20} {result['best_layer']:<13} {row}")
     for size in sizes:
         ours, pixel, random = (
             results[k]["test"][size]["accuracy"] for k in ("pretrained", "pixels", "random-init")
@@ -188,7 +195,8 @@ def main() -> int:
 
 
 def cache_ratio(collection, paths, labels, layer, work: Path, image_size: int) -> dict:
-    """Train from the cache (read vectors + fit) vs embed the same images again (same embedder)."""
+    """Train from the cache (read the vectors by id + fit, as `lookalike train` does) vs embed
+    the same images again (same embedder, same image size)."""
     scratch = work / "reembed"
     shutil.rmtree(scratch, ignore_errors=True)
     started = time.perf_counter()
@@ -200,8 +208,11 @@ def cache_ratio(collection, paths, labels, layer, work: Path, image_size: int) -
         progress=False,
     )
     embed_seconds = time.perf_counter() - started
+    items = collection.items(["id", "path"])  # resolving labels to ids: not timed
+    id_of = dict(zip(items["path"].to_pylist(), items["id"].to_pylist(), strict=True))
+    ids = [id_of[str(p.resolve())] for p in paths]
     started = time.perf_counter()
-    cached = features(collection, layer, paths)
+    cached = collection.vectors(ids, layer)
     model = make_model("logreg", len(labels), int(np.bincount(labels).min()))
     model.fit(cached, labels)
     train_seconds = time.perf_counter() - started
@@ -224,7 +235,7 @@ def chart(results: dict, sizes, out: Path) -> None:
 
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
-    for kind in ("pretrained", "random-init", "pixels"):
+    for kind in ("pretrained", "pretrained-stages", "random-init", "pixels"):
         accuracy = [results[kind]["test"][s]["accuracy"] for s in sizes]
         axes.plot(sizes, accuracy, marker="o", label=f"{kind} ({results[kind]['best_layer']})")
     axes.set_xscale("log")

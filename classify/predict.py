@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,16 +82,28 @@ class Predictor:
             )
         return cls(model, card, searcher)
 
+    @property
+    def layers(self) -> list[str]:
+        """The layers whose vectors, side by side, the classifier reads (older cards: one)."""
+        return list(self.card.get("layers") or [self.card["layer"]])
+
     def predict_vectors(
         self,
-        vectors: np.ndarray,
+        vectors: np.ndarray | Mapping[str, np.ndarray],
         sources: Sequence[str],
         k: int = 5,
         with_embedding: bool = False,
     ) -> list[Prediction]:
-        """Predictions for vectors of the classifier's layer (already embedded)."""
-        probabilities = self.model.predict_proba(np.asarray(vectors, np.float32))
-        neighbours = self.searcher.search_vectors(vectors, k) if k else [[] for _ in sources]
+        """Predictions for already-embedded vectors: one array (a one-layer classifier) or
+        arrays by layer. Neighbours are searched with the first layer's vectors."""
+        by_layer = vectors if isinstance(vectors, Mapping) else {self.layers[0]: vectors}
+        missing = [layer for layer in self.layers if layer not in by_layer]
+        if missing:
+            raise ValueError(f"classifier {self.card['name']!r} also needs layers {missing}")
+        features = np.hstack([np.asarray(by_layer[layer], np.float32) for layer in self.layers])
+        queries = np.asarray(by_layer[self.layers[0]], np.float32)
+        probabilities = self.model.predict_proba(features)
+        neighbours = self.searcher.search_vectors(queries, k) if k else [[] for _ in sources]
         return [
             Prediction(
                 source=source,
@@ -104,7 +116,7 @@ class Predictor:
                 embedding=vector.tolist() if with_embedding else None,
             )
             for source, row, hits, vector in zip(
-                sources, probabilities, neighbours, vectors, strict=True
+                sources, probabilities, neighbours, queries, strict=True
             )
         ]
 
@@ -120,15 +132,16 @@ class Predictor:
             f"upload {n + 1}" if isinstance(image, bytes) else str(image)
             for n, image in enumerate(images)
         ]
-        vectors = self.searcher.embed_images(images, max_pixels)
-        return self.predict_vectors(vectors, sources, k, with_embedding)
+        by_layer = self.searcher.embed_layers(images, max_pixels)
+        return self.predict_vectors(by_layer, sources, k, with_embedding)
 
     def predict_ids(
         self, ids: Sequence[int], k: int = 5, with_embedding: bool = False
     ) -> list[Prediction]:
         """Predict stored items from their cached embeddings (each is its own first neighbour)."""
-        vectors = self.searcher.collection.vectors(ids, self.card["layer"])
-        return self.predict_vectors(vectors, [f"id {i}" for i in ids], k, with_embedding)
+        collection = self.searcher.collection
+        by_layer = {layer: collection.vectors(ids, layer) for layer in self.layers}
+        return self.predict_vectors(by_layer, [f"id {i}" for i in ids], k, with_embedding)
 
     def close(self) -> None:
         self.searcher.close()

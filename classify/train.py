@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class TrainReport:
     def summary(self) -> str:
         card, scores = self.card, self.evaluation
         lines = [
-            f"classifier {card['name']!r} ({card['model']}, layer {card['layer']}) trained on "
+            f"classifier {card['name']!r} ({card['model']}, layer {'+'.join(card['layers'])}) trained on "
             f"{card['n_train']} items, {len(card['classes'])} classes, "
             f"in {card['fit_seconds']:.2f} s from cached features",
             f"{scores.method}: accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f}",
@@ -125,7 +125,7 @@ def train_classifier(
     name: str,
     labels: str | Path | Mapping[int, str] | None = None,
     model: str = DEFAULT_MODEL,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     folds: int = DEFAULT_FOLDS,
     holdout: float | None = None,
     overwrite: bool = False,
@@ -133,18 +133,21 @@ def train_classifier(
 ) -> TrainReport:
     """Fit `model` on the cached `layer` embeddings of the labelled items; evaluate, then save.
 
+    Several layers are read side by side (their vectors concatenated): stages of one backbone
+    often transfer better together than any one alone.
+
     The backbone never runs: features come from the collection's shards.
     """
     if not isinstance(collection, Collection):
         collection = Collection.open(collection)
     check_name(name)
     check_free(collection, name, overwrite)
-    layer = layer or collection.spec.layers[0]
+    layers = [layer] if isinstance(layer, str) else list(layer or collection.spec.layers[:1])
     labelled = load_labels(collection, labels)
     classes = labelled.classes
     targets = np.searchsorted(classes, labelled.labels.astype(str))
     started = time.perf_counter()
-    features = collection.vectors(labelled.ids, layer)
+    features = np.hstack([collection.vectors(labelled.ids, one) for one in layers])
     load_seconds = time.perf_counter() - started
 
     smallest_fit, fold_min_count = _smallest_fold(targets, folds, holdout)
@@ -154,12 +157,12 @@ def train_classifier(
     started = time.perf_counter()
     fitted = clone(estimator).fit(features, targets)
     fit_seconds = time.perf_counter() - started
-    card = _card(name, model, fitted, layer, collection, labelled, evaluation)
+    card = _card(name, model, fitted, layers, collection, labelled, evaluation)
     card.update(load_seconds=round(load_seconds, 3), fit_seconds=round(fit_seconds, 3))
     figure = confusion_png(
         evaluation.confusion,
         classes,
-        f"{name}: {model} on {layer} ({evaluation.method}, acc {evaluation.accuracy:.3f})",
+        f"{name}: {model} on {'+'.join(layers)} ({evaluation.method}, acc {evaluation.accuracy:.3f})",
     )
     path = save_classifier(
         collection, name, fitted, card, {CONFUSION_FILE: figure}, overwrite=overwrite
@@ -181,7 +184,7 @@ def _card(
     name: str,
     model: str,
     fitted: Pipeline,
-    layer: str,
+    layers: list[str],
     collection: Collection,
     labelled: LabelledItems,
     evaluation: Evaluation,
@@ -194,7 +197,8 @@ def _card(
         "class_counts": labelled.counts(),
         "n_train": len(labelled),
         "labels_source": labelled.source,
-        "layer": layer,
+        "layer": layers[0],  # the neighbours' layer
+        "layers": layers,
         "metrics": evaluation.to_dict(),
         "spec": collection.spec.to_dict(),
         "spec_fingerprint": collection.spec.fingerprint(),

@@ -148,6 +148,12 @@ class Searcher:
         self, images: Sequence[str | Path | bytes], max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> np.ndarray:
         """The `layer` vectors of image files or encoded bytes; a bad one raises `BadImage` naming it."""
+        return self.embed_layers(images, max_pixels)[self.layer]
+
+    def embed_layers(
+        self, images: Sequence[str | Path | bytes], max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> dict[str, np.ndarray]:
+        """Every layer of the collection's spec for each image, from one forward pass."""
         backbone = self.backbone()
         decoded = []
         for number, image in enumerate(images):
@@ -160,7 +166,7 @@ class Searcher:
             except BadImage as error:
                 name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
                 raise BadImage(f"{name}: {error}") from None
-        return backbone.embed(to_batch(decoded, backbone.spec.preprocess))[self.layer]
+        return backbone.embed(to_batch(decoded, backbone.spec.preprocess))
 
     def backbone(self) -> Backbone:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from lookalike.collection import Collection, CollectionWriter
 from lookalike.embedder.backbone import Backbone, get_backbone, spec_arguments
 from lookalike.embedder.pipeline import Batch, DataLoaderPipeline, Pipeline
+from lookalike.embedder.registry import DEFAULT_BACKBONE
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, walk_images
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,10 @@ def open_for_embedding(
         backbone = get_backbone(**embedder, device=device, precision=precision)
         return Collection.create(collection_dir, backbone.spec), backbone
     collection = Collection.open(collection_dir)
-    backbone = get_backbone(
-        **{**spec_arguments(collection.spec), **embedder}, device=device, precision=precision
-    )
+    arguments = {**spec_arguments(collection.spec), **embedder}
+    if "weights" in embedder and "name" not in embedder:
+        arguments["name"] = DEFAULT_BACKBONE  # weights without a name mean what they did at creation
+    backbone = get_backbone(**arguments, device=device, precision=precision)
     try:
         collection.check_spec(backbone.spec)
     except Exception:

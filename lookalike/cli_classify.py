@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import COLLECTION, LAYER, QUIET
+from lookalike.cli_options import COLLECTION, QUIET
 
 
 @click.command()
@@ -26,20 +26,25 @@ from lookalike.cli_options import COLLECTION, LAYER, QUIET
     type=click.Choice(["logreg", "linear-svm", "knn", "mlp"]),
     help="The estimator.",
 )
-@LAYER
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Layer(s) to train on; several are read side by side (default: the collection's first).",
+)
 @click.option("--folds", default=5, show_default=True, help="Stratified k-fold CV folds.")
 @click.option("--holdout", type=float, help="Evaluate on this held-out fraction instead of CV.")
 @click.option("--overwrite", is_flag=True, help="Replace a classifier of the same name.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the classifier card as JSON.")
 def train(
-    collection_dir, name, labels, model, layer, folds, holdout, overwrite, seed, as_json
+    collection_dir, name, labels, model, layers, folds, holdout, overwrite, seed, as_json
 ) -> None:
     """Train a classifier on the collection's cached embeddings (the backbone never runs)."""
     from lookalike.classify import train_classifier
 
     report = train_classifier(
-        collection_dir, name, labels, model, layer, folds, holdout, overwrite, seed
+        collection_dir, name, labels, model, layers or None, folds, holdout, overwrite, seed
     )
     click.echo(json.dumps(report.card, indent=2) if as_json else report.summary())
 

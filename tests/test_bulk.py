@@ -201,3 +201,11 @@ def test_deleted_items_stay_deleted_when_the_folder_is_embedded_again(
     again = embed_images([root], tmp_path / "c", TINY, progress=False, num_workers=0)
     assert again.embedded == 0 and again.skipped_done == first.embedded
     assert len(Collection.open(tmp_path / "c")) == first.embedded - 1
+
+
+def test_resuming_with_the_same_weights_option_and_no_name(mixed_dir, tmp_path: Path) -> None:
+    root, _, _ = mixed_dir
+    options = {"weights": None, "image_size": 64}  # the default backbone, random init
+    first = embed_images([root], tmp_path / "c", options, progress=False, num_workers=0)
+    again = embed_images([root], tmp_path / "c", options, progress=False, num_workers=0)
+    assert first.embedded > 0 and again.embedded == 0 and again.skipped_done == first.embedded

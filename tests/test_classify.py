@@ -373,3 +373,17 @@ def test_tiny_classes_get_clear_errors_or_work(tmp_path: Path) -> None:
         report = train_classifier(collection, model, model=model)
         assert report.evaluation.method == "stratified 2-fold CV"
         assert report.evaluation.confusion.sum() == 6
+
+
+def test_layers_side_by_side_train_and_predict_stored_items(synthetic: Collection) -> None:
+    report = train_classifier(synthetic, "both", layer=["layer3", "embedding"])
+    assert report.card["layers"] == ["layer3", "embedding"] and report.card["layer"] == "layer3"
+    assert report.evaluation.accuracy >= 0.95  # the informative layer carries the noisy one
+    predictor = Predictor.open(synthetic.path, "both")
+    [first, last] = predictor.predict_ids([0, 89], k=2)
+    assert (first.label, last.label) == ("cat", "fox")
+    assert first.neighbours[0].id == 0  # neighbours from the first layer
+    with pytest.raises(ValueError, match="also needs layers"):
+        predictor.predict_vectors(np.zeros((1, WIDTH), np.float32), ["v"])
+    with pytest.raises(KeyError, match="not in this collection"):
+        train_classifier(synthetic, "x", layer=["embedding", "nope"])
