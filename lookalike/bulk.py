@@ -63,7 +63,9 @@ def open_for_embedding(
     collection = Collection.open(collection_dir)
     arguments = {**spec_arguments(collection.spec), **embedder}
     if "weights" in embedder and "name" not in embedder:
-        arguments["name"] = DEFAULT_BACKBONE  # weights without a name mean what they did at creation
+        arguments["name"] = (
+            DEFAULT_BACKBONE  # weights without a name mean what they did at creation
+        )
     backbone = get_backbone(**arguments, device=device, precision=precision)
     try:
         collection.check_spec(backbone.spec)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from lookalike import __version__
-from lookalike.cli_options import COLLECTION, LAYER
+from lookalike.cli_options import COLLECTION, LAYER, collection_option
 from lookalike.errors import LookalikeError
 
 USER_ERRORS = (LookalikeError, ValueError, KeyError, OSError)
@@ -48,14 +48,7 @@ def _weights(value: str | None) -> str | None:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "-c",
-    "--collection",
-    "collection_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Collection directory (created on first use).",
-)
+@collection_option("Collection directory (created on first use).")
 @click.option(
     "--backbone",
     help="Backbone name: default, a torchvision model, timm:<name>, hub:<repo>:<entry>.",

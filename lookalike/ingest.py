@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.collection import Collection, fsync_path
+from lookalike.collection import Collection, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.preprocess import to_batch
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, sha256_hex
@@ -47,13 +47,7 @@ def store_bytes(collection: Collection, data: bytes, image_format: str) -> Path:
     if target.exists():
         return target
     _make_durable_dirs(target.parent)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
-    fsync_path(target.parent)
+    write_atomic(target, data)
     return target
 
 

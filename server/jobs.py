@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +47,21 @@ class JobRunner:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lookalike-job")
         self._jobs: dict[str, Job] = {}
+        self._futures: dict[str, Future] = {}
         self._lock = threading.Lock()
 
     def submit(self, kind: str, collection: str, work: Callable[[Job], dict[str, Any]]) -> Job:
         job = Job(kind, collection)
         with self._lock:
             self._jobs[job.id] = job
-        self._executor.submit(self._run, job, work)
+            self._futures[job.id] = self._executor.submit(self._run, job, work)
+        return job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job has finished (or `timeout` seconds passed); the job either way."""
+        job = self.get(job_id)
+        with contextlib.suppress(TimeoutError):
+            self._futures[job_id].result(timeout)
         return job
 
     def _run(self, job: Job, work: Callable[[Job], dict[str, Any]]) -> None:

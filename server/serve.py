@@ -13,6 +13,7 @@ from .settings import Settings
 from .state import prepare_index
 
 log = logging.getLogger(__name__)
+READY_LINE = "lookalike worker ready:"
 
 
 class LookalikeServer(BaseApplication):
@@ -30,6 +31,9 @@ class LookalikeServer(BaseApplication):
     def load(self):
         app = create_app(self.settings)
         app.extensions["lookalike"].warm()  # in the worker, after the fork: no torch state forked
+        logging.getLogger("gunicorn.error").info(
+            "%s %s", READY_LINE, ", ".join(self.settings.collections)
+        )
         return app
 
 

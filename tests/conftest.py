@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from PIL import Image
 
 from lookalike.embedder.spec import BackboneSpec, Preprocess
+from lookalike.server.serve import READY_LINE
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 # resnet18 with random weights at 64 px: a real torchvision model that runs in milliseconds.
@@ -144,22 +146,28 @@ def running_server(
     )
     base = f"http://127.0.0.1:{port}"
     output: list[str] = []
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_lines() -> None:
+        for line in server.stdout:
+            lines.put(line.decode(errors="replace"))
+        lines.put("")  # the server closed its output: it exited
+
+    threading.Thread(target=read_lines, daemon=True).start()
     try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                if server.poll() is not None:
-                    break
-                time.sleep(0.5)
-        else:
-            raise AssertionError("the server never became ready")
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited: {server.communicate()[0].decode()}")
+        while True:  # wait for the worker's ready line (its model and index are loaded)
+            line = lines.get(timeout=240)
+            output.append(line)
+            if not line:
+                raise AssertionError(f"the server exited: {''.join(output)}")
+            if READY_LINE in line:
+                break
+        with urllib.request.urlopen(f"{base}/readyz", timeout=30) as response:
+            assert response.status == 200
         yield base, output
     finally:
         server.send_signal(signal.SIGTERM)
-        output.append(server.communicate(timeout=60)[0].decode())
-        output.append(f"exit status {server.returncode}")
+        server.wait(timeout=60)
+        while (line := lines.get(timeout=10)) != "":
+            output.append(line)
+        output[:] = ["".join(output), f"exit status {server.returncode}"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -416,13 +415,12 @@ def test_rate_limit_answers_429_problem(served_dir: Path) -> None:
 
 
 def wait_for(client, location: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(location).json
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job at {location} did not finish: {job}")
+    """The job at `location` once it has finished (waited for in the server, then read over HTTP)."""
+    job_id = location.rsplit("/", 1)[-1]
+    client.application.extensions["lookalike-jobs"].wait(job_id, timeout)
+    job = client.get(location).json
+    assert job["state"] in ("succeeded", "failed"), job
+    return job
 
 
 def test_embed_job_on_an_allowed_folder_then_search(writable: Path, tmp_path: Path) -> None:
