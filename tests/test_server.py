@@ -514,3 +514,28 @@ def test_an_empty_collection_is_served_and_filled_by_uploads(tmp_path: Path) -> 
     added = client.post("/v1/collections/digits/items", **upload(noise_png(7))).json["items"][0]
     hits = client.post("/v1/collections/digits/search", json={"id": added["id"], "k": 3}).json
     assert [h["id"] for h in hits["results"][0]["hits"]] == [added["id"]]
+
+
+def test_every_write_route_refuses_a_read_key_and_readyz_waits_for_loading(
+    served_dir: Path,
+) -> None:
+    client = make_client(served_dir, read_keys=frozenset({READ}), write_keys=frozenset({WRITE}))
+    app = client.application
+    writes = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if getattr(view, "lookalike_scope", None) == "write":
+            writes += [(method, rule.rule) for method in rule.methods - {"HEAD", "OPTIONS"}]
+    assert len(writes) >= 5  # items POST/DELETE, classifiers POST/DELETE, embed jobs
+    for method, rule in writes:
+        url = (
+            rule.replace("<name>", "digits")
+            .replace("<int:item_id>", "1")
+            .replace("<classifier>", "x")
+        )
+        response = client.open(url, method=method, headers={"X-API-Key": READ}, json={})
+        assert response.status_code == 403, (method, url, response.json)
+    assert client.get("/readyz").status_code == 503  # nothing loaded yet in this app
+    assert client.get("/readyz").mimetype == "application/problem+json"
+    app.extensions["lookalike"].warm()
+    assert client.get("/readyz").json["collections"] == {"digits": "ready"}
