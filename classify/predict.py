@@ -14,8 +14,8 @@ from sklearn.pipeline import Pipeline
 from lookalike.collection import Collection
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
 from lookalike.errors import ClassifierError
-from lookalike.index import Hit, IndexMismatch, Searcher, VectorIndex, has_index, open_index
-from lookalike.index.maintain import metric_for
+from lookalike.index import Hit, IndexMismatch, Searcher, has_index, open_index
+from lookalike.index.maintain import exact_index
 
 from .store import load_classifier
 
@@ -68,7 +68,7 @@ class Predictor:
                 log.warning("%s; neighbours from an exact in-memory search instead", error)
         if index is None:
             log.info("no usable index over %s; neighbours from an exact search", layer)
-            index = _exact_index(collection, layer)
+            index = exact_index(collection, layer)
         return cls(model, card, Searcher(collection, index, layer))
 
     @classmethod
@@ -145,12 +145,3 @@ class Predictor:
 
     def close(self) -> None:
         self.searcher.close()
-
-
-def _exact_index(collection: Collection, layer: str) -> VectorIndex:
-    index = VectorIndex.empty(
-        "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
-    )
-    for ids, xb in collection.iter_embeddings(layer):
-        index.add(ids, np.asarray(xb))
-    return index

@@ -85,6 +85,15 @@ def update_index(collection: Collection, layer: str | None = None) -> UpdateRepo
     layer = layer or collection.spec.layers[0]
     index = load_index(index_dir(collection.path, layer))
     check_spec(index, collection)
+    added, removed = sync_index(index, collection, layer)
+    if added or removed:
+        save_index(index, index_dir(collection.path, layer))
+    return UpdateReport(added, removed, len(index))
+
+
+def sync_index(index: VectorIndex, collection: Collection, layer: str) -> tuple[int, int]:
+    """Add the collection's items the index lacks and drop ids it no longer has (in memory);
+    returns (added, removed)."""
     wanted = collection.items(["id"]).column("id").to_numpy()
     have = index.ids()
     missing = np.setdiff1d(wanted, have)
@@ -94,9 +103,17 @@ def update_index(collection: Collection, layer: str | None = None) -> UpdateRepo
     for start in range(0, len(missing), 65536):
         block = missing[start : start + 65536]
         index.add(block, collection.vectors(block, layer))
-    if len(missing) or len(gone):
-        save_index(index, index_dir(collection.path, layer))
-    return UpdateReport(len(missing), len(gone), len(index))
+    return len(missing), len(gone)
+
+
+def exact_index(collection: Collection, layer: str) -> VectorIndex:
+    """An exact in-memory Flat index over the layer's stored vectors (nothing saved)."""
+    index = VectorIndex.empty(
+        "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
+    )
+    for ids, xb in collection.iter_embeddings(layer):
+        index.add(ids, np.asarray(xb))
+    return index
 
 
 def open_index(

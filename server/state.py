@@ -7,8 +7,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from lookalike.bulk import embed_images
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
@@ -22,7 +20,7 @@ from lookalike.index import (
     open_index,
     update_index,
 )
-from lookalike.index.maintain import metric_for
+from lookalike.index.maintain import exact_index, sync_index
 from lookalike.ingest import Added, Upload, add_uploads
 
 from .errors import ApiError
@@ -76,17 +74,8 @@ class Served:
 
     def catch_up(self, searcher: Searcher) -> tuple[int, int]:
         """Bring the live index up to the collection (after a bulk embed); (added, removed)."""
-        wanted = searcher.collection.items(["id"])["id"].to_numpy()
-        have = searcher.index.ids()
-        missing, gone = np.setdiff1d(wanted, have), np.setdiff1d(have, wanted)
-        searcher.refresh_items()
-        for start in range(0, len(missing), 65536):
-            block = missing[start : start + 65536]
-            searcher.index.add(block, searcher.collection.vectors(block, searcher.layer))
-        if len(gone):
-            searcher.index.remove(gone)
-            searcher.refresh_items()
-        return len(missing), len(gone)
+        searcher.refresh_items()  # first: hits for ids not (or no longer) in it are skipped
+        return sync_index(searcher.index, searcher.collection, searcher.layer)
 
     def embed_folder(self, name: str, folder: Path, labels_from_folders: bool, job) -> dict:
         """A bulk embed into a served collection, then its live index caught up (a job's work)."""
@@ -180,37 +169,26 @@ class Served:
             self._predictors.clear()
 
 
-def prepare_index(path: Path) -> None:
-    """Build the saved index, or catch it up with the collection and save it: done once before
-    the workers start, so none of them has to (uploads since the last save are added here)."""
+def prepare_index(path: Path, read_only: bool = True) -> tuple[Collection, VectorIndex | None]:
+    """The collection and its saved index, built or caught up with the collection (and saved)
+    first; None for an empty collection with no index yet. `serve()` calls it once before the
+    workers start, so no worker has to build or catch up (uploads since the last save)."""
     collection = Collection.open(path)
     layer = collection.spec.layers[0]
-    if not len(collection) and not has_index(collection.path, layer):
-        return
     if not has_index(collection.path, layer):
+        if not len(collection):
+            return collection, None
         build_index(collection, layer, progress=False)
-        return
     try:
-        open_index(collection, layer)
+        return collection, open_index(collection, layer, read_only=read_only)
     except IndexMismatch:
         update_index(collection, layer)
+        return collection, open_index(collection, layer, read_only=read_only)
 
 
 def _open_searcher(path: Path) -> Searcher:
-    """Build the index if there is none; catch it up if the collection moved on (uploads are
-    durable in the collection first, so a restart only has to add what the saved index lacks)."""
-    collection = Collection.open(path)
+    """A writable searcher over the prepared index; an empty collection gets an empty exact
+    index, filled by uploads (and saved for real at the next start)."""
+    collection, index = prepare_index(path, read_only=False)
     layer = collection.spec.layers[0]
-    if not len(collection) and not has_index(collection.path, layer):
-        empty = VectorIndex.empty(
-            "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
-        )
-        return Searcher(collection, empty, layer)  # filled by uploads; built for real once saved
-    if not has_index(collection.path, layer):
-        build_index(collection, layer, progress=False)
-    try:
-        index = open_index(collection, layer, read_only=False)
-    except IndexMismatch:
-        update_index(collection, layer)
-        index = open_index(collection, layer, read_only=False)
-    return Searcher(collection, index, layer)
+    return Searcher(collection, index or exact_index(collection, layer), layer)
