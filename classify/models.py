@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from lookalike.errors import LabelError
+from lookalike.errors import InvalidArgument, LabelError
 
 DEFAULT_MODEL = "logreg"
 
@@ -88,5 +88,5 @@ def make_model(name: str, smallest_fit: int, min_class_count: int, seed: int = 0
     fewest examples of one class there; both bound internal choices (neighbours, calibration folds).
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        raise InvalidArgument(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return MODELS[name](smallest_fit, min_class_count, seed)

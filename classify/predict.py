@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from lookalike.collection import Collection
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
-from lookalike.errors import ClassifierError
+from lookalike.errors import ClassifierError, InvalidArgument
 from lookalike.index import Hit, IndexMismatch, Searcher, has_index, open_index
 from lookalike.index.maintain import exact_index
 
@@ -99,7 +99,7 @@ class Predictor:
         by_layer = vectors if isinstance(vectors, Mapping) else {self.layers[0]: vectors}
         missing = [layer for layer in self.layers if layer not in by_layer]
         if missing:
-            raise ValueError(f"classifier {self.card['name']!r} also needs layers {missing}")
+            raise InvalidArgument(f"classifier {self.card['name']!r} also needs layers {missing}")
         features = np.hstack([np.asarray(by_layer[layer], np.float32) for layer in self.layers])
         queries = np.asarray(by_layer[self.layers[0]], np.float32)
         probabilities = self.model.predict_proba(features)

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from lookalike import __version__
 from lookalike.collection import Collection
+from lookalike.errors import InvalidArgument
 
 from .labels import LabelledItems, load_labels
 from .models import DEFAULT_MODEL, make_model
@@ -85,7 +86,7 @@ def evaluate(
     """Scores on data the model did not see: stratified k-fold CV, or a stratified held-out split."""
     if holdout is not None:
         if not 0 < holdout < 1:
-            raise ValueError(f"--holdout is a fraction between 0 and 1, got {holdout}")
+            raise InvalidArgument(f"--holdout is a fraction between 0 and 1, got {holdout}")
         fit_rows, test_rows = train_test_split(
             np.arange(len(targets)), test_size=holdout, stratify=targets, random_state=seed
         )
@@ -95,7 +96,7 @@ def evaluate(
     else:
         splits = min(folds, int(np.bincount(targets).min()))
         if splits < 2:
-            raise ValueError(f"--folds must be at least 2, got {folds}")
+            raise InvalidArgument(f"--folds must be at least 2, got {folds}")
         cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
         truth, predicted = targets, cross_val_predict(model, features, targets, cv=cv)
         method = f"stratified {splits}-fold CV"

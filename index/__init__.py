@@ -6,7 +6,7 @@ from .evaluate import Evaluation, evaluate_index
 from .maintain import IndexMismatch, build_index, open_index, update_index
 from .search import Filters, Hit, Searcher
 from .store import has_index, index_dir, load_index, save_index
-from .vector_index import VectorIndex
+from .vector_index import VectorIndex, set_search_threads
 
 __all__ = [
     "Duplicates",
@@ -26,5 +26,6 @@ __all__ = [
     "load_index",
     "open_index",
     "save_index",
+    "set_search_threads",
     "update_index",
 ]

@@ -3,8 +3,10 @@
 The rule, from ``bench/index_bench.py`` on a 2-core machine (100k x 1280 clustered, L2-normalised
 vectors, ratios against exact search in the same run; the README has the table):
 
-- up to ``FLAT_MAX`` vectors: ``Flat``, exact. No training, always right, and a query over
-  20k x 1280 vectors takes about a millisecond, so an approximate index buys little.
+- up to ``FLAT_MAX_VALUES`` floats (n x d <= 5.2M: ~4k vectors of width 1280, 20k of width 256): ``Flat``,
+  exact. No training, always right, and one query scans at most 20 MiB (a couple of milliseconds).
+  Exact search is bound by memory bandwidth: a single query over 20k x 1280 took 10 ms, too slow
+  for a server answering 1000 queries/s (``bench/server_bench.py``).
 - above that, while raw vectors fit the budget: ``IVF<nlist>,Flat`` with nlist ~ 4 sqrt(n), a
   power of two. Measured at 100k: 35x exact QPS at recall@10 0.97 (25x at 0.98 on more spread
   data), against 25x (12x) for HNSW32, with a faster build, and it memory-maps.
@@ -21,7 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-FLAT_MAX = 20_000
+from lookalike.errors import InvalidArgument
+
+FLAT_MAX_VALUES = 20 * 2**20 // 4  # 20 MiB of float32 scanned per query
 DEFAULT_MEMORY_BUDGET = 8 * 2**30  # bytes
 
 
@@ -43,8 +47,8 @@ def choose_index(
 ) -> IndexPlan:
     """The index for `n` vectors of width `d` (see the module docstring for the rule)."""
     raw = n * d * 4
-    if n <= FLAT_MAX:
-        return IndexPlan("Flat", f"{n} <= {FLAT_MAX} vectors: exact search is fast enough")
+    if n * d <= FLAT_MAX_VALUES:
+        return IndexPlan("Flat", f"{n} x {d} <= {FLAT_MAX_VALUES:,} values: exact search is fast")
     nlist = IndexPlan.nlist_for(n)
     if raw <= memory_budget:
         return IndexPlan(
@@ -59,7 +63,7 @@ def choose_index(
     per_vector = max(1, memory_budget // max(n, 1) - 16)
     m = next((m for m in (64, 48, 32, 24, 16, 12, 8, 4) if m <= per_vector and d % m == 0), None)
     if m is None:
-        raise ValueError(
+        raise InvalidArgument(
             f"{n} vectors of width {d} do not fit a {memory_budget / 2**30:.1f} GiB budget even "
             "compressed; raise the memory budget"
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.collection import Collection
+from lookalike.errors import InvalidArgument
 
 from .vector_index import VectorIndex, drop_own, exact_neighbours, recall_at_k
 
@@ -46,7 +47,7 @@ def evaluate_index(
     """Stored vectors as held-out queries: exact (raw vectors, blockwise) vs the index, timed alike."""
     ids = index.ids()
     if len(ids) < 2:
-        raise ValueError("the index needs at least 2 vectors to evaluate")
+        raise InvalidArgument("the index needs at least 2 vectors to evaluate")
     chosen = np.sort(np.random.default_rng(seed).choice(ids, min(queries, len(ids)), replace=False))
     xq = collection.vectors(chosen, layer)
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from lookalike.collection import Collection
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import CollectionError, SpecMismatch
+from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
 
 from .choose import DEFAULT_MEMORY_BUDGET, choose_index
 from .store import index_dir, load_index, save_index
@@ -41,7 +41,7 @@ def build_index(
     """Choose, train, fill and tune an index over `layer` of the collection, and save it."""
     layer = layer or collection.spec.layers[0]
     if not 0 < target_recall <= 1:
-        raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
+        raise InvalidArgument(f"target recall must be in (0, 1], got {target_recall}")
     n, d = len(collection), collection.spec.dims[layer]
     if n == 0:
         raise CollectionError(f"{collection.path} is empty: embed images before building an index")

@@ -21,7 +21,7 @@ from lookalike.collection import Collection
 from lookalike.embedder.backbone import Backbone, backbone_from_spec
 from lookalike.embedder.preprocess import to_batch
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image
-from lookalike.errors import BadImage, SpecMismatch, UnknownItem
+from lookalike.errors import BadImage, InvalidArgument, SpecMismatch, UnknownItem
 
 from .maintain import open_index
 from .vector_index import MAX_K, VectorIndex
@@ -66,6 +66,14 @@ class _Items:
     def find(self, item_id: int) -> int | None:
         row = int(np.searchsorted(self.ids, item_id))
         return row if row < len(self.ids) and self.ids[row] == item_id else None
+
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        """The row of each id, -1 where the table does not hold it (one vectorised lookup)."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        rows = np.searchsorted(self.ids, item_ids)
+        held = rows < len(self.ids)
+        held[held] = self.ids[rows[held]] == item_ids[held]
+        return np.where(held, rows, -1)
 
     def row(self, item_id: int, where: Path) -> int:
         row = self.find(item_id)
@@ -120,14 +128,14 @@ class Searcher:
         if vectors.ndim == 1:
             vectors = vectors[None]
         if vectors.ndim != 2 or vectors.shape[1] != self.index.meta.dim:
-            raise ValueError(
+            raise InvalidArgument(
                 f"query vectors have shape {vectors.shape}; this index holds vectors of width "
                 f"{self.index.meta.dim} ({self.collection.spec.backbone}, layer {self.layer})"
             )
         if k is None and threshold is None:
-            raise ValueError("give k, a distance threshold, or both")
+            raise InvalidArgument("give k, a distance threshold, or both")
         if k is not None and not 0 < k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {k}")
         allowed = self.allowed_ids(filters) if filters else None
         if threshold is None:
             scores, ids = self.index.search(vectors, k, allowed)
@@ -198,10 +206,10 @@ class Searcher:
 
     def _radius(self, threshold: float) -> float:
         if not np.isfinite(threshold) or threshold < 0:
-            raise ValueError(f"threshold must be a distance >= 0, got {threshold}")
+            raise InvalidArgument(f"threshold must be a distance >= 0, got {threshold}")
         if self.metric == "ip":
             if threshold > 2:
-                raise ValueError(f"a cosine distance is at most 2, got threshold {threshold}")
+                raise InvalidArgument(f"a cosine distance is at most 2, got threshold {threshold}")
             return 1.0 - threshold - 1e-6  # FAISS keeps inner products above the radius
         return threshold**2
 
@@ -212,21 +220,19 @@ class Searcher:
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
         snapshot = self._snapshot
+        rows = snapshot.rows(ids)
+        found = rows >= 0  # not -1 padding, not deleted between the index search and now
+        metadata = snapshot.table.select(["path", "label"]).take(rows[found]).to_pylist()
         hits = []
-        for score, item_id in zip(scores, ids, strict=True):
-            if item_id < 0:
-                continue
-            row = snapshot.find(int(item_id))
-            if row is None:
-                continue  # deleted between the index search and now
+        for score, item_id, meta in zip(scores[found], ids[found], metadata, strict=True):
             distance, similarity = self._distance(float(score))
             hits.append(
                 Hit(
                     id=int(item_id),
                     distance=round(distance, 6),
                     similarity=None if similarity is None else round(similarity, 6),
-                    path=snapshot.table["path"][row].as_py(),
-                    label=snapshot.table["label"][row].as_py(),
+                    path=meta["path"],
+                    label=meta["label"],
                 )
             )
         return hits

@@ -20,6 +20,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from lookalike.errors import InvalidArgument
+
 from .locking import ReadWriteLock
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -65,7 +67,9 @@ class VectorIndex:
         self.labels = faiss.vector_to_array(index.id_map).astype(np.int64)
         self.live = np.ones(len(self.labels), bool) if live is None else live.astype(bool)
         if len(self.live) != len(self.labels):
-            raise ValueError(f"mask of {len(self.live)} rows for an index of {len(self.labels)}")
+            raise InvalidArgument(
+                f"mask of {len(self.live)} rows for an index of {len(self.labels)}"
+            )
         self.read_only = read_only
         self.lock = ReadWriteLock()
         self._ivf = faiss.try_extract_index_ivf(self.inner)
@@ -77,11 +81,11 @@ class VectorIndex:
     @classmethod
     def empty(cls, factory: str, metric: str, dim: int, spec: dict[str, Any]) -> VectorIndex:
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+            raise InvalidArgument(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
         try:
             index = faiss.index_factory(dim, f"IDMap2,{factory}", METRICS[metric])
         except RuntimeError:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{factory!r} is not a FAISS factory string FAISS can build at width {dim} "
                 "(e.g. Flat, HNSW32,Flat, IVF1024,Flat, IVF1024,PQ32)"
             ) from None
@@ -115,7 +119,7 @@ class VectorIndex:
         nlist = self._ivf.nlist if self._ivf is not None else 1
         wanted = self.training_size()
         if len(xb) < nlist:
-            raise ValueError(f"{self.meta.factory} needs at least {nlist} vectors to train")
+            raise InvalidArgument(f"{self.meta.factory} needs at least {nlist} vectors to train")
         sample = xb
         if len(xb) > wanted:
             chosen = np.random.default_rng(seed).choice(len(xb), wanted, replace=False)
@@ -148,7 +152,7 @@ class VectorIndex:
     def _add(self, ids: np.ndarray, xb: np.ndarray) -> None:
         taken = np.intersect1d(ids, self.labels[self.live])
         if len(taken):
-            raise ValueError(f"ids already indexed: {taken[:5].tolist()} (use upsert)")
+            raise InvalidArgument(f"ids already indexed: {taken[:5].tolist()} (use upsert)")
         for start in range(0, len(ids), 65536):
             self.index.add_with_ids(xb[start : start + 65536], ids[start : start + 65536])
         self.labels = np.concatenate([self.labels, ids])
@@ -193,7 +197,7 @@ class VectorIndex:
         """
         xq = self._check_queries(xq)
         if not 0 < k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {k}")
         with self.lock.read():
             mask = self._mask(allowed)
             if mask is None:
@@ -319,27 +323,38 @@ class VectorIndex:
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise ValueError("this index was loaded memory-mapped (read-only); load it writable")
+            raise InvalidArgument(
+                "this index was loaded memory-mapped (read-only); load it writable"
+            )
 
     def _check_rows(self, ids, xb) -> tuple[np.ndarray, np.ndarray]:
         self._check_writable()
         ids = np.asarray(ids, dtype=np.int64).ravel()
         xb = self._check_queries(xb)
         if len(ids) != len(xb):
-            raise ValueError(f"{len(ids)} ids for {len(xb)} vectors")
+            raise InvalidArgument(f"{len(ids)} ids for {len(xb)} vectors")
         if len(np.unique(ids)) != len(ids):
-            raise ValueError("duplicate ids in one call")
+            raise InvalidArgument("duplicate ids in one call")
         return ids, xb
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
         xq = _as_matrix(xq)
         if xq.shape[1] != self.meta.dim:
-            raise ValueError(
+            raise InvalidArgument(
                 f"vectors have width {xq.shape[1]}; this index holds width {self.meta.dim}"
             )
         if not np.isfinite(xq).all():
-            raise ValueError("vectors contain NaN or infinity")
+            raise InvalidArgument("vectors contain NaN or infinity")
         return xq
+
+
+def set_search_threads(threads: int) -> None:
+    """FAISS's OpenMP threads for this process.
+
+    A server answers one query per request and gets its parallelism from concurrent requests:
+    one thread per query measured 0.84 ms against 1.6 ms with two (IVF1024 over 100k x 1280).
+    """
+    faiss.omp_set_num_threads(threads)
 
 
 def _as_matrix(x: np.ndarray) -> np.ndarray:
@@ -347,7 +362,7 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
     if x.ndim == 1:
         x = x[None]
     if x.ndim != 2:
-        raise ValueError(f"expected a vector or a matrix of vectors, got shape {x.shape}")
+        raise InvalidArgument(f"expected a vector or a matrix of vectors, got shape {x.shape}")
     return np.ascontiguousarray(x)
 
 

@@ -29,10 +29,11 @@ def _collections(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--port", default=8000, show_default=True)
 @click.option("--workers", default=1, show_default=True, help="Processes (each loads the model).")
 @click.option("--threads", default=8, show_default=True, help="Request threads per process.")
+@click.option("--access-log", is_flag=True, help="Log every request to stderr (off, as gunicorn).")
 @click.option(
     "--open", "allow_open", is_flag=True, help="Allow serving beyond loopback with no API keys."
 )
-def serve(collections, config, host, port, workers, threads, allow_open) -> None:
+def serve(collections, config, host, port, workers, threads, access_log, allow_open) -> None:
     """Serve COLLECTIONS (DIR or NAME=DIR) over HTTP with gunicorn; settings also from LOOKALIKE_*."""
     from lookalike.collection import Collection
     from lookalike.server.serve import serve as run
@@ -51,4 +52,4 @@ def serve(collections, config, host, port, workers, threads, allow_open) -> None
             path
         )  # a missing or damaged collection fails here, not at the first request
     click.echo(f"serving {', '.join(settings.collections)} on http://{host}:{port}/")
-    run(settings, host, port, workers, threads, allow_open)
+    run(settings, host, port, workers, threads, allow_open, access_log)

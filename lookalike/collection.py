@@ -38,6 +38,8 @@ from lookalike import __version__
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, SpecMismatch, UnknownItem
 
+from .errors import InvalidArgument, UnknownLayer
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -78,7 +80,7 @@ class Shard:
     def embeddings(self, layer: str, mmap: bool = True) -> np.ndarray:
         path = self.path / layer_filename(layer)
         if not path.exists():
-            raise KeyError(f"shard {self.name} has no layer {layer!r}")
+            raise UnknownLayer(f"shard {self.name} has no layer {layer!r}")
         return np.load(path, mmap_mode="r" if mmap else None)
 
     def __len__(self) -> int:
@@ -275,7 +277,7 @@ class Collection:
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.spec.layers:
-            raise KeyError(
+            raise UnknownLayer(
                 f"layer {layer!r} is not in this collection; it has {list(self.spec.layers)}"
             )
 
@@ -320,7 +322,7 @@ class CollectionWriter:
         spec = self.collection.spec
         for layer in spec.layers:
             if vectors[layer].shape != (len(rows), spec.dims[layer]):
-                raise ValueError(
+                raise InvalidArgument(
                     f"layer {layer!r}: got shape {vectors[layer].shape}, expected ({len(rows)}, {spec.dims[layer]})"
                 )
         ids = np.arange(self._next_id, self._next_id + len(rows), dtype=np.int64)

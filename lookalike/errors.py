@@ -35,3 +35,14 @@ class UnknownClassifier(ClassifierError):
 
 class ClassifierExists(ClassifierError):
     """A classifier of that name exists and replacing it was not asked for."""
+
+
+class InvalidArgument(LookalikeError, ValueError):
+    """An argument the caller got wrong: a shape, a range, an unknown name or option."""
+
+
+class UnknownLayer(LookalikeError, KeyError):
+    """A layer the collection or backbone does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from json import JSONDecodeError
 from typing import Any
 
 from flask import Flask, Response, json
@@ -37,8 +36,6 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (LabelError, 422),
     (ClassifierError, 422),
     (LookalikeError, 422),
-    (ValueError, 422),
-    (KeyError, 422),
 )
 
 
@@ -99,9 +96,7 @@ def from_http_exception(error: HTTPException) -> Response:
 
 
 def status_of(error: Exception) -> int | None:
-    """The status of a library error; None for anything else (a damaged file is not the client's)."""
-    if isinstance(error, UnicodeError | JSONDecodeError):
-        return None
+    """The status of a library error (LookalikeError); None for anything else, a server fault."""
     for kind, status in STATUS_OF:
         if isinstance(error, kind):
             return status
@@ -125,5 +120,4 @@ def register_error_handlers(app: Flask) -> None:
         if status is None:
             log.exception("unhandled error")
             return problem(500, "an internal error occurred; it has been logged")
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        return problem(status, str(message))
+        return problem(status, str(error))

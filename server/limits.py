@@ -8,7 +8,8 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from .auth import matches, presented_key
+from .auth import matches, presented_keys
+from .errors import ApiError
 from .settings import Settings
 
 UNLIMITED = ("health.healthz", "health.readyz", "metrics", "page.static")
@@ -16,9 +17,13 @@ UNLIMITED = ("health.healthz", "health.readyz", "metrics", "page.static")
 
 def client_key(settings: Settings) -> str:
     """A configured key's own bucket; anything else (no key, a made-up key) its address's."""
-    key = presented_key()
-    if key and (matches(key, settings.read_keys) or matches(key, settings.write_keys)):
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    try:
+        keys = presented_keys()
+    except ApiError:  # a malformed header: the auth check answers 401; count it by address
+        keys = []
+    for key in keys:
+        if matches(key, settings.read_keys) or matches(key, settings.write_keys):
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return "address:" + get_remote_address()
 
 

@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 import marshmallow as ma
+import numpy as np
 from flask_smorest.fields import Upload
 
 from lookalike.index.vector_index import MAX_K
+
+
+class Vector(ma.fields.List):
+    """An embedding: a JSON array of finite numbers, loaded as one float32 array in one step.
+
+    Documented as an array of numbers; validating element by element (`List(Float)`) cost
+    ~13 ms a request for 1280 values, this costs ~0.05 ms.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(ma.fields.Float(allow_nan=False), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> np.ndarray:
+        if not isinstance(value, list) or not value:
+            raise ma.ValidationError("expected a non-empty array of numbers")
+        if not set(map(type, value)) <= {float, int}:  # no bools, strings, lists (set: C speed)
+            raise ma.ValidationError("expected an array of numbers")
+        with np.errstate(over="ignore"):
+            vector = np.array(value, dtype=np.float32)
+        if not np.isfinite(vector).all():
+            raise ma.ValidationError("expected finite numbers (float32 range, no NaN)")
+        return vector
+
+    def _serialize(self, value, attr, obj, **kwargs) -> list[float] | None:
+        return None if value is None else np.asarray(value, dtype=np.float32).tolist()
 
 
 class Strict(ma.Schema):
@@ -24,9 +50,7 @@ class Filters(Strict):
 
 
 class SearchJson(Filters):
-    vector = ma.fields.List(
-        ma.fields.Float(allow_nan=False), metadata={"description": "A query embedding."}
-    )
+    vector = Vector(metadata={"description": "A query embedding."})
     id = ma.fields.Integer(metadata={"description": "Search from a stored item."})
     spec_fingerprint = ma.fields.String(
         metadata={"description": "The embedder fingerprint the vector came from (checked)."}
@@ -38,17 +62,22 @@ class SearchJson(Filters):
             raise ma.ValidationError("give exactly one of 'vector' and 'id'", "_schema")
 
 
-class SearchForm(Filters):
-    """Form fields beside uploaded images (labels: repeat the field)."""
+class Images(Strict):
+    """Multipart: the `image` files (repeat the part for several)."""
 
-
-class Images(ma.Schema):
     image = ma.fields.List(
-        Upload(), required=True, metadata={"description": "One or more image files."}
+        Upload(),
+        required=True,
+        validate=ma.validate.Length(min=1),
+        metadata={"description": "One or more image files (JPEG, PNG, WebP, GIF, BMP, TIFF)."},
     )
 
 
-class ItemsForm(Strict):
+class SearchUpload(Images, Filters):
+    """Images and search options in one multipart body (labels: repeat the field)."""
+
+
+class ItemsUpload(Images):
     label = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 200))
 
 
@@ -65,7 +94,7 @@ class AddedItems(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(AddedItem))
 
 
-class PredictForm(Strict):
+class PredictUpload(Images):
     k = ma.fields.Integer(load_default=5, validate=ma.validate.Range(0, 100))
     embedding = ma.fields.Boolean(load_default=False)
 
@@ -89,7 +118,7 @@ class SearchResults(ma.Schema):
 
 class Embedding(ma.Schema):
     source = ma.fields.String()
-    vector = ma.fields.List(ma.fields.Float())
+    vector = Vector()
 
 
 class Embeddings(ma.Schema):
@@ -103,7 +132,7 @@ class Prediction(ma.Schema):
     label = ma.fields.String()
     probabilities = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
     neighbours = ma.fields.List(ma.fields.Nested(Hit))
-    embedding = ma.fields.List(ma.fields.Float())
+    embedding = Vector()
 
 
 class Predictions(ma.Schema):
@@ -152,3 +181,65 @@ class Job(ma.Schema):
     error = ma.fields.Dict(allow_none=True)
     created = ma.fields.String()
     finished = ma.fields.String(allow_none=True)
+
+
+class Problem(ma.Schema):
+    """RFC 9457 problem details: every error answer (`application/problem+json`)."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # extension members: `errors`, `collections`, ...
+
+    type = ma.fields.String(required=True)
+    title = ma.fields.String(required=True)
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String()
+    errors = ma.fields.Dict(metadata={"description": "Validation messages, by location and field."})
+
+
+class Health(Strict):
+    status = ma.fields.String(required=True)
+
+
+class Readiness(Strict):
+    status = ma.fields.String(required=True)
+    collections = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+
+
+class CollectionSummary(Strict):
+    name = ma.fields.String(required=True)
+    items = ma.fields.Integer(required=True)
+    backbone = ma.fields.String(required=True)
+    spec_fingerprint = ma.fields.String(required=True)
+    dims = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
+
+
+class Collections(Strict):
+    collections = ma.fields.List(ma.fields.Nested(CollectionSummary))
+
+
+class CollectionDetail(Strict):
+    name = ma.fields.String(required=True)
+    items = ma.fields.Integer(required=True)
+    spec = ma.fields.Dict(metadata={"description": "The embedder spec (backbone, weights, ...)."})
+    spec_fingerprint = ma.fields.String(required=True)
+
+
+class Item(Strict):
+    id = ma.fields.Integer(required=True)
+    path = ma.fields.String(required=True)
+    sha256 = ma.fields.String(allow_none=True)
+    width = ma.fields.Integer(allow_none=True)
+    height = ma.fields.Integer(allow_none=True)
+    bytes = ma.fields.Integer(allow_none=True)
+    mtime_ns = ma.fields.Integer(allow_none=True)
+    label = ma.fields.String(allow_none=True)
+
+
+class Classifiers(Strict):
+    classifiers = ma.fields.List(
+        ma.fields.Dict(), metadata={"description": "Model cards: classes, metrics, embedder spec."}
+    )
+
+
+class Jobs(Strict):
+    jobs = ma.fields.List(ma.fields.Nested(Job))

@@ -8,6 +8,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from lookalike.errors import InvalidArgument
+from lookalike.index import set_search_threads
+
 from .app import create_app
 from .settings import Settings
 from .state import prepare_index
@@ -29,6 +32,7 @@ class LookalikeServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        set_search_threads(1)  # one query per request; concurrent requests use the cores
         app = create_app(self.settings)
         app.extensions["lookalike"].warm()  # in the worker, after the fork: no torch state forked
         logging.getLogger("gunicorn.error").info(
@@ -53,10 +57,11 @@ def serve(
     workers: int = 1,
     threads: int = 8,
     allow_open: bool = False,
+    access_log: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests finish (up to 30 s) before workers exit."""
     if settings.open_access and not is_loopback(host) and not allow_open:
-        raise ValueError(
+        raise InvalidArgument(
             f"refusing to serve {host} without API keys: set read_keys/write_keys "
             "(LOOKALIKE_READ_KEYS, LOOKALIKE_WRITE_KEYS), or pass --open to allow it"
         )
@@ -70,7 +75,7 @@ def serve(
         "worker_class": "gthread",
         "timeout": 120,
         "graceful_timeout": 30,
-        "accesslog": "-",
+        "accesslog": "-" if access_log else None,  # /metrics counts requests either way
         "limit_request_line": 8190,
     }
     LookalikeServer(settings, options).run()

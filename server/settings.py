@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lookalike.errors import InvalidArgument
+
 ENV_PREFIX = "LOOKALIKE_"
 MiB = 2**20
 
@@ -40,7 +42,7 @@ class Settings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise InvalidArgument(
                 f"unknown settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         values = dict(data)
@@ -88,7 +90,7 @@ class Settings:
 def _pair(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
-        raise ValueError(f"a collection is NAME=DIR, got {text!r}")
+        raise InvalidArgument(f"a collection is NAME=DIR, got {text!r}")
     return name, path
 
 

@@ -86,3 +86,8 @@ def test_drop_an_image_see_its_lookalikes_then_click_one(browser, digit_dir: Pat
             )
         )
         assert browser.find_element(By.ID, "status").text == "6 neighbours"
+
+        browser.get(base + "/docs")  # the API docs page renders the spec, with no CDN reachable
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) >= 18)
+        paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert "/v1/collections/{name}/search" in paths

@@ -30,7 +30,9 @@ def built(factory: str, n: int = 3000, seed: int = 0) -> tuple[VectorIndex, np.n
 
 
 def test_choice_rule_follows_size_and_budget() -> None:
-    assert choose_index(5_000, 1280, "ip").factory == "Flat"
+    assert choose_index(3_000, 1280, "ip").factory == "Flat"
+    assert choose_index(20_000, 256, "ip").factory == "Flat"
+    assert choose_index(20_000, 1280, "ip").factory.startswith("IVF")
     assert choose_index(100_000, 1280, "ip").factory == "IVF1024,Flat"
     assert choose_index(3_000_000, 512, "ip").factory == "IVF8192,Flat"
     assert choose_index(3_000_000, 1280, "ip", memory_budget=8 * 2**30).factory.endswith(",SQ8")

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from lookalike.classify import delete_classifier, list_classifiers
 
 from .. import schemas
 from ..auth import WRITE, requires
+from ..json import Blueprint
 from .common import read_uploads, served, settings
 
 blp = Blueprint("classifiers", __name__, url_prefix="/v1/collections", description="Classifiers.")
 
 
 @blp.route("/<name>/classifiers")
+@blp.response(200, schemas.Classifiers())
 def classifiers(name: str) -> dict:
     """The cards of the collection's classifiers (classes, metrics, embedder spec)."""
     return {"classifiers": list_classifiers(served().collection(name))}
@@ -29,13 +29,12 @@ def delete(name: str, classifier: str) -> None:
 
 
 @blp.route("/<name>/classifiers/<classifier>/predict", methods=["POST"])
-@blp.arguments(schemas.PredictForm, location="form")
-@blp.arguments(schemas.Images, location="files")
+@blp.arguments(schemas.PredictUpload(), location="multipart")
 @blp.response(200, schemas.Predictions)
-def predict(form: dict, files: dict, name: str, classifier: str) -> dict:
+def predict(form: dict, name: str, classifier: str) -> dict:
     """Class probabilities and labelled neighbours of uploaded images, in one answer."""
     predictor = served().predictor(name, classifier)
-    images, names = read_uploads(files)
+    images, names = read_uploads(form)
     predictions = predictor.predict_images(
         images, form["k"], form["embedding"], settings().max_pixels
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 from flask import Response
-from flask_smorest import Blueprint
 from PIL import Image
 
 from lookalike.embedder.sources import decode_image
@@ -14,6 +13,7 @@ from lookalike.ingest import Upload
 from .. import schemas
 from ..auth import WRITE, requires
 from ..errors import ApiError
+from ..json import Blueprint
 from .common import read_uploads, served, settings
 
 blp = Blueprint(
@@ -23,6 +23,7 @@ THUMBNAIL_SIZE = 256
 
 
 @blp.route("")
+@blp.response(200, schemas.Collections())
 def list_collections() -> dict:
     """The collections this server serves, with their size and embedder."""
     out = []
@@ -41,6 +42,7 @@ def list_collections() -> dict:
 
 
 @blp.route("/<name>")
+@blp.response(200, schemas.CollectionDetail())
 def get_collection(name: str) -> dict:
     """One collection: its embedder spec and size."""
     collection = served().collection(name)
@@ -53,13 +55,12 @@ def get_collection(name: str) -> dict:
 
 
 @blp.route("/<name>/items", methods=["POST"])
-@blp.arguments(schemas.ItemsForm, location="form")
-@blp.arguments(schemas.Images, location="files")
+@blp.arguments(schemas.ItemsUpload(), location="multipart")
 @blp.response(201, schemas.AddedItems)
 @requires(WRITE)
-def add_items(form: dict, files: dict, name: str) -> dict:
+def add_items(form: dict, name: str) -> dict:
     """Upload images: stored, embedded, indexed; their ids come back once they are durable."""
-    images, names = read_uploads(files)
+    images, names = read_uploads(form)
     uploads = [
         Upload(data, filename, form.get("label"))
         for data, filename in zip(images, names, strict=True)
@@ -69,6 +70,7 @@ def add_items(form: dict, files: dict, name: str) -> dict:
 
 
 @blp.route("/<name>/items/<int:item_id>")
+@blp.response(200, schemas.Item())
 def get_item(name: str, item_id: int) -> dict:
     """An item's id, path and label."""
     searcher = served().searcher(name)

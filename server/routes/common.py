@@ -22,9 +22,9 @@ def settings() -> Settings:
     return served().settings
 
 
-def read_uploads(files: dict[str, Any]) -> tuple[list[bytes], list[str]]:
+def read_uploads(body: dict[str, Any]) -> tuple[list[bytes], list[str]]:
     """The bytes and names of the uploaded `image` files (at most max_images_per_request)."""
-    uploads: list[FileStorage] = files.get("image") or []
+    uploads: list[FileStorage] = body.get("image") or []
     limit = settings().max_images_per_request
     if len(uploads) > limit:
         raise ApiError(413, f"{len(uploads)} images in one request; the limit is {limit}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
+from .. import schemas
 from ..errors import ApiError
+from ..json import Blueprint
 from .common import served
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes.")
@@ -12,6 +12,7 @@ blp = Blueprint("health", __name__, description="Liveness and readiness probes."
 
 @blp.route("/healthz")
 @blp.doc(security=[])
+@blp.response(200, schemas.Health())
 def healthz() -> dict:
     """The process is up."""
     return {"status": "ok"}
@@ -19,6 +20,8 @@ def healthz() -> dict:
 
 @blp.route("/readyz")
 @blp.doc(security=[])
+@blp.response(200, schemas.Readiness())
+@blp.alt_response(503, description="Not every collection is loaded yet.")
 def readyz() -> dict:
     """Every served collection has its index and embedder loaded (503 until then)."""
     states = served().ready()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import current_app, url_for
-from flask_smorest import Blueprint
 
 from lookalike.classify import train_classifier
 
@@ -13,6 +12,7 @@ from .. import schemas
 from ..auth import WRITE, requires
 from ..errors import ApiError
 from ..jobs import JobRunner
+from ..json import Blueprint
 from .common import served, settings
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1", description="Background jobs.")
@@ -40,7 +40,7 @@ def allowed_folder(folder: str) -> Path:
 
 
 @blp.route("/jobs/embed", methods=["POST"])
-@blp.arguments(schemas.EmbedJob)
+@blp.arguments(schemas.EmbedJob())
 @blp.response(202, schemas.Job)
 @requires(WRITE)
 def embed_job(body: dict):
@@ -57,7 +57,7 @@ def embed_job(body: dict):
 
 
 @blp.route("/collections/<name>/classifiers", methods=["POST"])
-@blp.arguments(schemas.TrainJob)
+@blp.arguments(schemas.TrainJob())
 @blp.response(202, schemas.Job)
 @requires(WRITE)
 def train_job(body: dict, name: str):
@@ -95,6 +95,7 @@ def get_job(job_id: str) -> dict:
 
 
 @blp.route("/jobs")
+@blp.response(200, schemas.Jobs())
 def list_jobs() -> dict:
     """Every job of this server process, newest first."""
     return {"jobs": [job.to_dict() for job in runner().all()]}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, render_template
+from flask import Blueprint, Response, render_template, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
 
 from .common import served
 
@@ -24,3 +25,9 @@ def index() -> str:
     return render_template(
         "index.html", collections=state.names(), needs_key=not state.settings.open_access
     )
+
+
+@bp.route("/docs/assets/<path:filename>")
+def docs_assets(filename: str) -> Response:
+    """Swagger UI's files for the /docs page, from the installed bundle (no CDN)."""
+    return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -1,0 +1,71 @@
+"""The OpenAPI document against the live server: schemathesis generates requests for every
+operation from the spec; no answer may be a 5xx or break the spec (status, content type, body).
+
+One check is left out: "a schema-valid request must succeed". The spec cannot say that a vector's
+width must match the collection's embedder, or that a stored id must exist, so such requests are
+rightly answered 4xx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import schemathesis
+from conftest import TINY, running_server
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from lookalike.bulk import embed_images
+from lookalike.classify import train_classifier
+from lookalike.collection import Collection
+from lookalike.index import build_index
+
+WRITE_KEY = "fuzz-writer"
+EXAMPLES_PER_OPERATION = 12  # 18 operations: a few hundred requests, well under a minute
+
+
+@pytest.fixture(scope="module")
+def live_schema(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    collection = tmp_path_factory.mktemp("fuzzed") / "digits"
+    embed_images(
+        [digit_dir], collection, TINY, labels_from_folders=True, progress=False, num_workers=0
+    )
+    build_index(Collection.open(collection), progress=False)
+    train_classifier(collection, "digits", folds=3)
+    allowed = tmp_path_factory.mktemp("allowed")
+    env = {
+        "LOOKALIKE_ALLOWED_ROOTS": str(allowed),
+        "LOOKALIKE_READ_KEYS": "fuzz-reader",
+        "LOOKALIKE_WRITE_KEYS": WRITE_KEY,
+    }
+    with running_server({"digits": collection}, env) as (base, output):
+        yield schemathesis.openapi.from_url(f"{base}/openapi.json")
+    assert "Traceback" not in "".join(output), "a request made the server log a traceback"
+
+
+def test_every_operation_answers_within_its_spec(live_schema) -> None:
+    operations = [result.ok() for result in live_schema.get_all_operations()]
+    assert len(operations) >= 18, "the spec lost operations"
+    failures = {}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        def answers_within_spec(case) -> None:
+            case.call_and_validate(
+                headers={"X-API-Key": WRITE_KEY},  # the auth checks also try it without
+                excluded_checks=[positive_data_acceptance],
+            )
+
+        try:
+            answers_within_spec()
+        except Exception as error:  # every operation runs; all failures are reported together
+            failures[operation.label] = str(error)[:700]
+    assert not failures, "\n\n".join(f"{label}: {error}" for label, error in failures.items())
