@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,15 @@ class Collection:
         stored = sum(len(shard) for shard in self.shards())
         return stored - len(self.deleted_ids())
 
+    def generation(self) -> tuple[int, int]:
+        """A stamp that changes whenever items are added or deleted, by any process (two stats):
+        the shards folder's mtime (a shard is renamed in) and the tombstone file's size."""
+        try:
+            deleted = (self.path / DELETED).stat().st_size
+        except FileNotFoundError:
+            deleted = 0
+        return ((self.path / "shards").stat().st_mtime_ns, deleted)
+
     def deleted_ids(self) -> np.ndarray:
         """Sorted ids of deleted items (tombstones in ``deleted.jsonl``; shards are immutable)."""
         path = self.path / DELETED
@@ -296,17 +306,18 @@ class Collection:
         embedded = set(self.items(["path"]).column("path").to_pylist())
         return [r for p, r in latest.items() if p not in embedded]
 
-    def writer(self, shard_size: int = 1024) -> CollectionWriter:
-        return CollectionWriter(self, shard_size)
+    def writer(self, shard_size: int = 1024, wait: float = 0.0) -> CollectionWriter:
+        """The collection's one writer; waits up to `wait` seconds for another process's."""
+        return CollectionWriter(self, shard_size, wait)
 
 
 class CollectionWriter:
     """The one writer of a collection (an exclusive lock): appends items and vectors as shards."""
 
-    def __init__(self, collection: Collection, shard_size: int) -> None:
+    def __init__(self, collection: Collection, shard_size: int, wait: float = 0.0) -> None:
         self.collection = collection
         self.shard_size = shard_size
-        self._lock = acquire_lock(collection.path / ".lock")
+        self._lock = acquire_lock(collection.path / ".lock", wait)
         shards_dir = collection.path / "shards"
         for stale in shards_dir.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
@@ -397,14 +408,21 @@ class CollectionWriter:
         self.close()
 
 
-def acquire_lock(path: Path):
+def acquire_lock(path: Path, wait: float = 0.0):
+    """An exclusive flock on `path`, retried for up to `wait` seconds; CollectionError after."""
     handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise CollectionError(f"{path.parent} is being written by another process") from None
-    return handle
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise CollectionError(
+                    f"{path.parent} is being written by another process"
+                ) from None
+            time.sleep(0.01)
 
 
 def fsync_path(path: Path) -> None:

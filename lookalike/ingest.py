@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from lookalike.collection import Collection, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
-from lookalike.embedder.preprocess import to_batch
+from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, sha256_hex
 from lookalike.errors import BadImage
 
@@ -67,51 +68,64 @@ def add_uploads(
     backbone: Backbone,
     uploads: Sequence[Upload],
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    wait: float = 0.0,
 ) -> tuple[list[Added], np.ndarray, dict[str, np.ndarray]]:
     """Validate, store, embed and append `uploads`.
 
     Returns one `Added` per upload, then the ids and vectors (by layer) of the items created.
-    Every image is decoded before anything is written, so one bad upload rejects them all; the
-    same bytes twice (in this call or before) give the existing item. When this returns, the new
-    items are in a fsynced shard.
+    Every image is decoded before anything is written, so one bad upload rejects them all; only
+    one decoded image is held at a time (each becomes a small tensor at once). The same bytes twice
+    (in this call, before, or from another process at the same moment) give the existing item:
+    the check runs under the collection's writer lock, waited for up to `wait` seconds. When this
+    returns, the new items are in a fsynced shard.
     """
     collection.check_spec(backbone.spec)
-    decoded: list[tuple[Image.Image, str]] = []
+    transform = build_transform(backbone.spec.preprocess)
+    pixels, facts = [], []
     for number, upload in enumerate(uploads):
         try:
             image = decode_image(upload.data, max_pixels)
         except BadImage as error:
             raise BadImage(f"{upload.name or f'image {number + 1}'}: {error}") from None
-        decoded.append((image, Image.open(io.BytesIO(upload.data)).format))
-    items = collection.items(["id", "path"])
-    known = dict(zip(items["path"].to_pylist(), items["id"].to_pylist(), strict=True))
-    paths: list[str] = []
-    rows: dict[str, dict] = {}
-    for upload, (image, image_format) in zip(uploads, decoded, strict=True):
-        path = str(store_bytes(collection, upload.data, image_format))
-        paths.append(path)
-        if path not in known and path not in rows:
-            rows[path] = {
-                "path": path,
-                "sha256": sha256_hex(upload.data),
-                "width": image.width,
-                "height": image.height,
-                "bytes": len(upload.data),
-                "mtime_ns": os.stat(path).st_mtime_ns,
-                "label": upload.label,
-                "image": image,
-            }
-    fresh = list(rows.values())
-    ids = np.empty(0, np.int64)
-    vectors = {layer: np.empty((0, dim), np.float32) for layer, dim in collection.spec.dims.items()}
-    if fresh:
-        pixels = to_batch([row.pop("image") for row in fresh], backbone.spec.preprocess)
-        vectors = backbone.embed(pixels)
-        with collection.writer(shard_size=len(fresh)) as writer:
-            ids = writer.add(fresh, vectors)
-    created = dict(zip((row["path"] for row in fresh), ids.tolist(), strict=True))
+        pixels.append(transform(image))
+        facts.append((image.width, image.height, Image.open(io.BytesIO(upload.data)).format))
+        del image  # the next decode reuses the memory
+    paths = [
+        str(store_bytes(collection, upload.data, image_format))
+        for upload, (_, _, image_format) in zip(uploads, facts, strict=True)
+    ]
+    vectors = backbone.embed(torch.stack(pixels)) if uploads else {}
+    with collection.writer(shard_size=max(1, len(uploads)), wait=wait) as writer:
+        items = collection.items(["id", "path"])  # under the lock: no concurrent duplicate
+        known = dict(zip(items["path"].to_pylist(), items["id"].to_pylist(), strict=True))
+        fresh: dict[str, int] = {}  # path -> position of its first upload
+        for position, path in enumerate(paths):
+            if path not in known and path not in fresh:
+                fresh[path] = position
+        rows = [_row(uploads[i], paths[i], facts[i]) for i in fresh.values()]
+        positions = list(fresh.values())
+        fresh_vectors = {layer: v[positions] for layer, v in vectors.items()} if rows else {}
+        ids = writer.add(rows, fresh_vectors) if rows else np.empty(0, np.int64)
+    if not rows:
+        fresh_vectors = {
+            layer: np.empty((0, dim), np.float32) for layer, dim in collection.spec.dims.items()
+        }
+    created = dict(zip(fresh, ids.tolist(), strict=True))
     added = [
         Added(created.get(path, known.get(path, -1)), upload.name, path, path in created)
         for upload, path in zip(uploads, paths, strict=True)
     ]
-    return added, ids, vectors
+    return added, ids, fresh_vectors
+
+
+def _row(upload: Upload, path: str, facts: tuple[int, int, str]) -> dict:
+    width, height, _ = facts
+    return {
+        "path": path,
+        "sha256": sha256_hex(upload.data),
+        "width": width,
+        "height": height,
+        "bytes": len(upload.data),
+        "mtime_ns": os.stat(path).st_mtime_ns,
+        "label": upload.label,
+    }

@@ -38,6 +38,7 @@ class Served:
         self._searchers: dict[str, Searcher] = {}
         self._predictors: dict[tuple[str, str], tuple[float, Predictor]] = {}
         self._writing = {name: threading.Lock() for name in settings.collections}  # one writer
+        self._seen: dict[str, tuple[int, int]] = {}  # each collection's generation, as last synced
 
     def names(self) -> list[str]:
         return sorted(self.settings.collections)
@@ -50,12 +51,32 @@ class Served:
         return self.settings.collections[name]
 
     def searcher(self, name: str) -> Searcher:
-        """The collection with its index, brought up to date with the collection on first use."""
+        """The collection with its index, in step with what every process has written to it.
+
+        Other server workers (processes) add and delete items too: a change of the collection's
+        generation (two stats a request) makes this process catch its index and items up first.
+        """
         path = self.path(name)
         with self._lock:
             if name not in self._searchers:
+                generation = Collection.open(path).generation()
                 self._searchers[name] = _open_searcher(path)
-            return self._searchers[name]
+                self._seen[name] = generation
+            searcher = self._searchers[name]
+        if searcher.collection.generation() != self._seen.get(name):
+            self._sync(name, searcher)
+        return searcher
+
+    def _sync(self, name: str, searcher: Searcher) -> None:
+        """Catch up with writes made elsewhere; a write under way in this process does it itself."""
+        if not self._writing[name].acquire(blocking=False):
+            return
+        try:
+            generation = searcher.collection.generation()  # before the sync: nothing missed
+            self.catch_up(searcher)
+            self._seen[name] = generation
+        finally:
+            self._writing[name].release()
 
     @contextlib.contextmanager
     def writing(self, name: str, wait: float = WRITE_WAIT_SECONDS) -> Iterator[Searcher]:
@@ -104,7 +125,11 @@ class Served:
         """Store, embed and append uploads, then add them to the live index; durable on return."""
         with self.writing(name) as searcher:
             added, ids, vectors = add_uploads(
-                searcher.collection, searcher.backbone(), uploads, self.settings.max_pixels
+                searcher.collection,
+                searcher.backbone(),
+                uploads,
+                self.settings.max_pixels,
+                wait=WRITE_WAIT_SECONDS,  # another worker process may be writing
             )
             if len(ids):
                 searcher.refresh_items()  # before the index can return the new ids
@@ -114,7 +139,7 @@ class Served:
     def delete_item(self, name: str, item_id: int) -> None:
         """Tombstone an item durably, then drop it from the live index."""
         with self.writing(name) as searcher:
-            with searcher.collection.writer() as writer:
+            with searcher.collection.writer(wait=WRITE_WAIT_SECONDS) as writer:
                 writer.delete([item_id])
             searcher.index.remove([item_id])
             searcher.refresh_items()

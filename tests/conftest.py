@@ -128,7 +128,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    collections: dict[str, Path], environment: dict[str, str] | None = None
+    collections: dict[str, Path],
+    environment: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[str, list[str]]]:
     """`lookalike serve` (gunicorn) on a free loopback port; yields (base URL, output lines).
 
@@ -137,6 +139,7 @@ def running_server(
     """
     port = free_port()
     command = [sys.executable, "-m", "lookalike", "serve", "--port", str(port)]
+    command += ["--workers", str(workers)]
     command += [f"{name}={path}" for name, path in collections.items()]
     server = subprocess.Popen(
         command,
@@ -155,13 +158,13 @@ def running_server(
 
     threading.Thread(target=read_lines, daemon=True).start()
     try:
-        while True:  # wait for the worker's ready line (its model and index are loaded)
+        ready = 0
+        while ready < workers:  # every worker's ready line (its model and index are loaded)
             line = lines.get(timeout=240)
             output.append(line)
             if not line:
                 raise AssertionError(f"the server exited: {''.join(output)}")
-            if READY_LINE in line:
-                break
+            ready += READY_LINE in line
         with urllib.request.urlopen(f"{base}/readyz", timeout=30) as response:
             assert response.status == 200
         yield base, output

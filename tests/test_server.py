@@ -401,6 +401,67 @@ def test_concurrent_uploads_and_searches_lose_nothing(writable: Path) -> None:
         assert hits["results"][0]["hits"][0]["id"] == item_id
 
 
+def test_workers_see_each_others_writes(writable: Path) -> None:
+    """Two apps on one collection stand for two worker processes: each has its own index."""
+    first, second = make_client(writable), make_client(writable)
+    assert second.post("/v1/collections/digits/search", json={"id": 0, "k": 1}).status_code == 200
+    added = first.post("/v1/collections/digits/items", **upload(noise_png(7))).json["items"][0]
+    hits = second.post("/v1/collections/digits/search", json={"id": added["id"], "k": 1}).json
+    assert hits["results"][0]["hits"][0]["id"] == added["id"]  # the other worker found it
+    assert second.get(f"/v1/collections/digits/items/{added['id']}").status_code == 200
+    assert second.delete(f"/v1/collections/digits/items/{added['id']}").status_code == 204
+    assert first.get(f"/v1/collections/digits/items/{added['id']}").status_code == 404
+    hits = first.post("/v1/collections/digits/search", json={"id": 0, "k": 40}).json
+    assert added["id"] not in [h["id"] for h in hits["results"][0]["hits"]]
+
+
+def test_the_same_bytes_from_two_workers_at_once_make_one_item(writable: Path) -> None:
+    clients = [make_client(writable) for _ in range(4)]
+    image = noise_png(11)
+
+    def post(client) -> int:
+        response = client.post("/v1/collections/digits/items", **upload(image))
+        assert response.status_code == 201, response.json
+        return response.json["items"][0]["id"]
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = set(pool.map(post, clients))
+    assert len(ids) == 1
+    assert len(Collection.open(writable)) == 37
+
+
+def test_a_two_worker_server_answers_every_acknowledged_upload(writable: Path) -> None:
+    with running_server({"digits": writable}, workers=2) as (base, output):
+        acknowledged = []
+        for seed in range(12):  # new connections: the kernel hands each to either worker
+            request = urllib.request.Request(
+                f"{base}/v1/collections/digits/items",
+                *multipart(noise_png(200 + seed)),
+            )
+            with urllib.request.urlopen(request) as answer:
+                acknowledged.append(json.load(answer)["items"][0]["id"])
+            for _ in range(3):
+                with urllib.request.urlopen(
+                    f"{base}/v1/collections/digits/items/{acknowledged[-1]}"
+                ) as answer:
+                    assert json.load(answer)["id"] == acknowledged[-1]
+    assert output[-1] == "exit status 0", output[0]
+    assert len(set(acknowledged)) == 12
+
+
+def multipart(image: bytes) -> tuple[bytes, dict[str, str]]:
+    boundary = "lookalike-test"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 # ----- metrics and rate limits ----------------------------------------------------------------
 
 
