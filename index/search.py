@@ -58,10 +58,23 @@ class Hit:
 
 @dataclass(frozen=True)
 class _Items:
-    """The item table sorted by id, with its ids: replaced as one object when items change."""
+    """The item table sorted by id, with its ids, paths and labels as arrays (a hit's metadata
+    in microseconds): replaced as one object when items change."""
 
     table: pa.Table
     ids: np.ndarray
+    paths: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> _Items:
+        table = table.sort_by("id")
+        return cls(
+            table,
+            table.column("id").to_numpy(),
+            np.array(table.column("path").to_pylist(), dtype=object),
+            np.array(table.column("label").to_pylist(), dtype=object),
+        )
 
     def find(self, item_id: int) -> int | None:
         row = int(np.searchsorted(self.ids, item_id))
@@ -105,8 +118,7 @@ class Searcher:
 
     def refresh_items(self) -> None:
         """Re-read the item table (after items were added)."""
-        table = self.collection.items(["id", "path", "label"]).sort_by("id")
-        self._snapshot = _Items(table, table.column("id").to_numpy())  # swapped whole: thread-safe
+        self._snapshot = _Items.of(self.collection.items(["id", "path", "label"]))  # swapped whole
 
     # ----- queries ----------------------------------------------------------------------------
 
@@ -222,17 +234,23 @@ class Searcher:
         snapshot = self._snapshot
         rows = snapshot.rows(ids)
         found = rows >= 0  # not -1 padding, not deleted between the index search and now
-        metadata = snapshot.table.select(["path", "label"]).take(rows[found]).to_pylist()
+        rows = rows[found]
         hits = []
-        for score, item_id, meta in zip(scores[found], ids[found], metadata, strict=True):
-            distance, similarity = self._distance(float(score))
+        for score, item_id, path, label in zip(
+            scores[found].tolist(),
+            ids[found].tolist(),
+            snapshot.paths[rows],
+            snapshot.labels[rows],
+            strict=True,
+        ):
+            distance, similarity = self._distance(score)
             hits.append(
                 Hit(
-                    id=int(item_id),
+                    id=item_id,
                     distance=round(distance, 6),
                     similarity=None if similarity is None else round(similarity, 6),
-                    path=meta["path"],
-                    label=meta["label"],
+                    path=path,
+                    label=label,
                 )
             )
         return hits

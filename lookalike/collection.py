@@ -37,9 +37,13 @@ import pyarrow.parquet as pq
 
 from lookalike import __version__
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import CollectionError, SpecMismatch, UnknownItem
-
-from .errors import InvalidArgument, UnknownLayer
+from lookalike.errors import (
+    CollectionError,
+    InvalidArgument,
+    SpecMismatch,
+    UnknownItem,
+    UnknownLayer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +250,7 @@ class Collection:
         """The stored vectors of `ids`, in that order; an unknown id raises `UnknownItem`."""
         layer = layer or self.spec.layers[0]
         self._check_layer(layer)
-        ids = np.asarray(ids, dtype=np.int64).ravel()
+        ids = as_ids(ids)
         shards, sorted_ids, shard_of, row_of = self._locator()
         where = np.searchsorted(sorted_ids, ids)
         found = (where < len(sorted_ids)) & (
@@ -376,7 +380,7 @@ class CollectionWriter:
 
     def delete(self, ids: Sequence[int] | np.ndarray) -> None:
         """Delete live items durably (tombstones, fsynced); an unknown or deleted id raises first."""
-        ids = np.unique(np.asarray(ids, np.int64))
+        ids = np.unique(as_ids(ids))
         self.flush()
         _, known, _, _ = self.collection._locator()
         gone = ids[~np.isin(ids, known) | np.isin(ids, self.collection.deleted_ids())]
@@ -406,6 +410,14 @@ class CollectionWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Item ids as int64; an id beyond int64 cannot exist (UnknownItem, not an overflow)."""
+    try:
+        return np.asarray(ids, dtype=np.int64).ravel()
+    except OverflowError:
+        raise UnknownItem("no item with an id beyond 64 bits") from None
 
 
 def acquire_lock(path: Path, wait: float = 0.0):

@@ -20,7 +20,7 @@ from .routes import classifiers, collections, health, jobs, page, search
 from .settings import Settings
 from .state import Served
 
-V1_BLUEPRINTS = (collections.blp, search.blp, classifiers.blp, jobs.blp)
+V1_BLUEPRINTS = (collections.blp, search.blp, search.embed_blp, classifiers.blp, jobs.blp)
 
 
 class ProblemApi(Api):

@@ -8,6 +8,8 @@ from flask_smorest.fields import Upload
 
 from lookalike.index.vector_index import MAX_K
 
+MAX_ID = 2**63 - 1  # ids are int64
+
 
 class Vector(ma.fields.List):
     """An embedding: a JSON array of finite numbers, loaded as one float32 array in one step.
@@ -51,7 +53,10 @@ class Filters(Strict):
 
 class SearchJson(Filters):
     vector = Vector(metadata={"description": "A query embedding."})
-    id = ma.fields.Integer(metadata={"description": "Search from a stored item."})
+    id = ma.fields.Integer(
+        validate=ma.validate.Range(0, MAX_ID),
+        metadata={"description": "Search from a stored item."},
+    )
     spec_fingerprint = ma.fields.String(
         metadata={"description": "The embedder fingerprint the vector came from (checked)."}
     )
@@ -122,9 +127,28 @@ class Embedding(ma.Schema):
 
 
 class Embeddings(ma.Schema):
+    collection = ma.fields.String()
     spec_fingerprint = ma.fields.String()
     layer = ma.fields.String()
     embeddings = ma.fields.List(ma.fields.Nested(Embedding))
+
+
+class PredictIds(Strict):
+    ids = ma.fields.List(
+        ma.fields.Integer(validate=ma.validate.Range(0, MAX_ID)),
+        required=True,
+        validate=ma.validate.Length(1, 1000),
+        metadata={"description": "Stored item ids: predicted from their cached embeddings."},
+    )
+    k = ma.fields.Integer(load_default=5, validate=ma.validate.Range(0, 100))
+    embedding = ma.fields.Boolean(load_default=False)
+
+
+class EmbedUpload(Images):
+    collection = ma.fields.String(
+        load_default=None,
+        metadata={"description": "Whose embedder to use; may be left out when one is served."},
+    )
 
 
 class Prediction(ma.Schema):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,41 @@ def test_docs_page_and_its_assets_are_served_locally(client) -> None:
     assert client.get("/docs/assets/../../app.py").status_code == 404
 
 
+def test_embed_without_naming_the_collection_when_one_is_served(client, digit_dir: Path) -> None:
+    image = digit_png(digit_dir)
+    named = client.post("/v1/collections/digits/embed", **upload(image)).json
+    unnamed = client.post("/v1/embed", **upload(image)).json
+    assert unnamed["collection"] == "digits"
+    assert unnamed["spec_fingerprint"] == named["spec_fingerprint"]
+    assert np.allclose(unnamed["embeddings"][0]["vector"], named["embeddings"][0]["vector"])
+    unknown = client.post("/v1/embed", **upload(image, collection="nope"))
+    assert unknown.status_code == 404 and unknown.mimetype == "application/problem+json"
+
+
+def test_embed_must_name_one_of_several_collections(served_dir: Path, digit_dir: Path) -> None:
+    settings = Settings(collections={"a": served_dir, "b": served_dir})
+    several = create_app(settings).test_client()
+    answer = several.post("/v1/embed", **upload(digit_png(digit_dir)))
+    assert answer.status_code == 422 and "several collections" in answer.json["detail"]
+    named = several.post("/v1/embed", **upload(digit_png(digit_dir), collection="b"))
+    assert named.status_code == 200 and named.json["collection"] == "b"
+
+
+def test_predict_stored_items_by_id(client) -> None:
+    answer = client.post(
+        "/v1/collections/digits/classifiers/digits/predict/items", json={"ids": [0, 5], "k": 2}
+    )
+    assert answer.status_code == 200, answer.json
+    first, second = answer.json["predictions"]
+    assert first["source"] == "id 0" and first["neighbours"][0]["id"] == 0
+    assert second["neighbours"][0]["id"] == 5
+    assert first["label"] in first["probabilities"]
+    unknown = client.post(
+        "/v1/collections/digits/classifiers/digits/predict/items", json={"ids": [424242]}
+    )
+    assert unknown.status_code == 404 and "424242" in unknown.json["detail"]
+
+
 # ----- one error shape ------------------------------------------------------------------------
 
 NOT_AN_IMAGE = b"this is not an image"
@@ -134,6 +170,14 @@ ERRORS = [
     ("get", "/v1/collections/nope", {}, 404, "no collection named 'nope'"),
     ("get", "/v1/collections/digits/items/999", {}, 404, "no item with id 999"),
     ("get", "/v1/collections/digits/items/abc", {}, 404, None),
+    ("get", "/v1/collections/digits/items/99999999999999999999999", {}, 404, None),
+    (
+        "post",
+        "/v1/collections/digits/search",
+        {"data": '{"id": 1000000000000000000000000000000}', "content_type": "application/json"},
+        422,
+        None,
+    ),
     ("get", "/no/such/route", {}, 404, None),
     ("put", "/v1/collections/digits/search", {}, 405, None),
     ("post", "/v1/collections/digits/search", {"json": {"k": 3}}, 422, None),
@@ -609,11 +653,8 @@ def test_every_write_route_refuses_a_read_key_and_readyz_waits_for_loading(
             writes += [(method, rule.rule) for method in rule.methods - {"HEAD", "OPTIONS"}]
     assert len(writes) >= 5  # items POST/DELETE, classifiers POST/DELETE, embed jobs
     for method, rule in writes:
-        url = (
-            rule.replace("<name>", "digits")
-            .replace("<int:item_id>", "1")
-            .replace("<classifier>", "x")
-        )
+        url = re.sub(r"<int[^>]*:item_id>", "1", rule.replace("<name>", "digits"))
+        url = url.replace("<classifier>", "x")
         response = client.open(url, method=method, headers={"X-API-Key": READ}, json={})
         assert response.status_code == 403, (method, url, response.json)
     assert client.get("/readyz").status_code == 503  # nothing loaded yet in this app

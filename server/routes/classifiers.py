@@ -38,8 +38,22 @@ def predict(form: dict, name: str, classifier: str) -> dict:
     predictions = predictor.predict_images(
         images, form["k"], form["embedding"], settings().max_pixels
     )
+    return _answer(classifier, names, predictions)
+
+
+@blp.route("/<name>/classifiers/<classifier>/predict/items", methods=["POST"])
+@blp.arguments(schemas.PredictIds())
+@blp.response(200, schemas.Predictions)
+def predict_items(body: dict, name: str, classifier: str) -> dict:
+    """Predict stored items by id, from their cached embeddings (no image is sent or decoded)."""
+    predictor = served().predictor(name, classifier)
+    predictions = predictor.predict_ids(body["ids"], body["k"], body["embedding"])
+    return _answer(classifier, [f"id {i}" for i in body["ids"]], predictions)
+
+
+def _answer(classifier: str, sources: list[str], predictions: list) -> dict:
     out = []
-    for source, prediction in zip(names, predictions, strict=True):
+    for source, prediction in zip(sources, predictions, strict=True):
         answer = prediction.to_dict()
         answer["source"] = source
         out.append(answer)

@@ -69,7 +69,7 @@ def add_items(form: dict, name: str) -> dict:
     return {"items": [a.__dict__ for a in added]}
 
 
-@blp.route("/<name>/items/<int:item_id>")
+@blp.route("/<name>/items/<int(max=9223372036854775807):item_id>")
 @blp.response(200, schemas.Item())
 def get_item(name: str, item_id: int) -> dict:
     """An item's id, path and label."""
@@ -77,7 +77,7 @@ def get_item(name: str, item_id: int) -> dict:
     return searcher.item(item_id)
 
 
-@blp.route("/<name>/items/<int:item_id>", methods=["DELETE"])
+@blp.route("/<name>/items/<int(max=9223372036854775807):item_id>", methods=["DELETE"])
 @blp.response(204)
 @requires(WRITE)
 def delete_item(name: str, item_id: int) -> None:
@@ -85,7 +85,7 @@ def delete_item(name: str, item_id: int) -> None:
     served().delete_item(name, item_id)
 
 
-@blp.route("/<name>/items/<int:item_id>/thumbnail")
+@blp.route("/<name>/items/<int(max=9223372036854775807):item_id>/thumbnail")
 @blp.doc(responses={"200": {"content": {"image/jpeg": {}}}})
 def get_thumbnail(name: str, item_id: int) -> Response:
     """A JPEG thumbnail of an item: only files the collection records are ever read."""

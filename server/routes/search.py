@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app
 
 from .. import schemas
+from ..errors import ApiError
 from ..json import Blueprint
 from .common import filters_from, read_uploads, served, settings
 
@@ -62,14 +63,37 @@ def search_images(form: dict, name: str) -> Response:
 @blp.response(200, schemas.Embeddings)
 def embed(body: dict, name: str) -> dict:
     """Embed uploaded images with the collection's embedder (for clients with their own store)."""
+    return _embeddings(name, body)
+
+
+embed_blp = Blueprint("embed", __name__, url_prefix="/v1", description="Images to vectors.")
+
+
+@embed_blp.route("/embed", methods=["POST"])
+@embed_blp.arguments(schemas.EmbedUpload(), location="multipart")
+@embed_blp.response(200, schemas.Embeddings)
+def embed_with_served(body: dict) -> dict:
+    """Embed uploaded images with a served collection's embedder (`collection` may be left out
+    when the server serves one)."""
+    names = served().names()
+    name = body["collection"]
+    if name is None:
+        if len(names) != 1:
+            raise ApiError(422, f"several collections are served ({', '.join(names)}): name one")
+        name = names[0]
+    return _embeddings(name, body)
+
+
+def _embeddings(name: str, body: dict) -> dict:
     searcher = served().searcher(name)
-    images, names = read_uploads(body)
+    images, sources = read_uploads(body)
     vectors = searcher.embed_images(images, settings().max_pixels)
     return {
+        "collection": name,
         "spec_fingerprint": searcher.collection.spec.fingerprint(),
         "layer": searcher.layer,
         "embeddings": [
             {"source": source, "vector": vector}
-            for source, vector in zip(names, vectors, strict=True)
+            for source, vector in zip(sources, vectors, strict=True)
         ],
     }
