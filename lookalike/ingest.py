@@ -80,6 +80,9 @@ def add_uploads(
     returns, the new items are in a fsynced shard.
     """
     collection.check_spec(backbone.spec)
+    if not uploads:
+        nothing = {layer: np.empty((0, d), np.float32) for layer, d in collection.spec.dims.items()}
+        return [], np.empty(0, np.int64), nothing
     transform = build_transform(backbone.spec.preprocess)
     pixels, facts = [], []
     for number, upload in enumerate(uploads):
@@ -94,22 +97,18 @@ def add_uploads(
         str(store_bytes(collection, upload.data, image_format))
         for upload, (_, _, image_format) in zip(uploads, facts, strict=True)
     ]
-    vectors = backbone.embed(torch.stack(pixels)) if uploads else {}
-    with collection.writer(shard_size=max(1, len(uploads)), wait=wait) as writer:
+    vectors = backbone.embed(torch.stack(pixels))
+    with collection.writer(shard_size=len(uploads), wait=wait) as writer:
         items = collection.items(["id", "path"])  # under the lock: no concurrent duplicate
         known = dict(zip(items["path"].to_pylist(), items["id"].to_pylist(), strict=True))
         fresh: dict[str, int] = {}  # path -> position of its first upload
         for position, path in enumerate(paths):
             if path not in known and path not in fresh:
                 fresh[path] = position
-        rows = [_row(uploads[i], paths[i], facts[i]) for i in fresh.values()]
         positions = list(fresh.values())
-        fresh_vectors = {layer: v[positions] for layer, v in vectors.items()} if rows else {}
-        ids = writer.add(rows, fresh_vectors) if rows else np.empty(0, np.int64)
-    if not rows:
-        fresh_vectors = {
-            layer: np.empty((0, dim), np.float32) for layer, dim in collection.spec.dims.items()
-        }
+        rows = [_row(uploads[i], paths[i], facts[i]) for i in positions]
+        fresh_vectors = {layer: v[positions] for layer, v in vectors.items()}
+        ids = writer.add(rows, fresh_vectors)
     created = dict(zip(fresh, ids.tolist(), strict=True))
     added = [
         Added(created.get(path, known.get(path, -1)), upload.name, path, path in created)
