@@ -445,6 +445,23 @@ def test_concurrent_uploads_and_searches_lose_nothing(writable: Path) -> None:
         assert hits["results"][0]["hits"][0]["id"] == item_id
 
 
+def test_thumbnail_of_a_missing_or_damaged_file_is_a_404(writable: Path) -> None:
+    client = make_client(writable)
+    first, second = (
+        client.post("/v1/collections/digits/items", **upload(noise_png(seed))).json["items"][0]
+        for seed in (31, 32)
+    )
+    ok = client.get(f"/v1/collections/digits/items/{first['id']}/thumbnail")
+    assert ok.status_code == 200 and ok.mimetype == "image/jpeg"
+    Path(first["path"]).unlink()
+    Path(second["path"]).write_bytes(b"no longer a PNG")
+    for item, words in ((first, "no longer on disk"), (second, "no longer an image")):
+        answer = client.get(f"/v1/collections/digits/items/{item['id']}/thumbnail")
+        assert answer.status_code == 404 and words in answer.json["detail"]
+        assert answer.mimetype == "application/problem+json"
+    assert client.get("/v1/collections/digits/items/4242/thumbnail").status_code == 404
+
+
 def test_workers_see_each_others_writes(writable: Path) -> None:
     """Two apps on one collection stand for two worker processes: each has its own index."""
     first, second = make_client(writable), make_client(writable)

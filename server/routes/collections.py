@@ -8,6 +8,7 @@ from flask import Response
 from PIL import Image
 
 from lookalike.embedder.sources import decode_image
+from lookalike.errors import BadImage
 from lookalike.ingest import Upload
 
 from .. import schemas
@@ -95,6 +96,8 @@ def get_thumbnail(name: str, item_id: int) -> Response:
             image = decode_image(handle.read(), settings().max_pixels)
     except OSError:
         raise ApiError(404, f"the file of item {item_id} is no longer on disk") from None
+    except BadImage as error:  # changed on disk since it was embedded
+        raise ApiError(404, f"the file of item {item_id} is no longer an image: {error}") from None
     image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
