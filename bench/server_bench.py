@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ import numpy as np
 from lookalike.collection import Collection
 from lookalike.embedder import get_backbone
 from lookalike.embedder.preprocess import build_transform
+from lookalike.index import set_search_threads
 from lookalike.index.maintain import build_index
 from lookalike.index.search import Searcher
 from lookalike.server.serve import READY_LINE
@@ -86,15 +88,23 @@ def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
     return float(np.percentile(seconds, 50) * 1e3), float(np.percentile(seconds, 99) * 1e3)
 
 
-def in_process_vector_search(searcher: Searcher, queries: np.ndarray, k: int) -> dict:
-    """Sequential single-query calls of the library function the route calls."""
+def in_process_vector_search(searcher: Searcher, queries: np.ndarray, k: int, threads: int) -> dict:
+    """The library function the route calls, one query a call, from `threads` threads at once."""
+    set_search_threads(1)
     searcher.search_vectors(queries[0], k)
-    times = []
+    times: list[float] = []
+
+    def run(part: np.ndarray) -> None:
+        set_search_threads(1)  # as the server's request threads do
+        for query in part:
+            t = time.perf_counter()
+            searcher.search_vectors(query, k)
+            times.append(time.perf_counter() - t)
+
+    parts = np.array_split(queries, threads)
     started = time.perf_counter()
-    for query in queries:
-        t = time.perf_counter()
-        searcher.search_vectors(query, k)
-        times.append(time.perf_counter() - t)
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(run, parts))
     total = time.perf_counter() - started
     p50, p99 = percentiles_ms(times)
     return {"rps": len(queries) / total, "p50": p50, "p99": p99}
@@ -240,7 +250,8 @@ def main() -> None:
     # stored items plus a little noise: queries land where the catalogue is
     queries = collection.vectors(np.random.default_rng(1).integers(0, n, 2000))
     queries = queries + 0.05 * np.random.default_rng(2).standard_normal(queries.shape, np.float32)
-    baseline = in_process_vector_search(searcher, queries, args.k)
+    single = in_process_vector_search(searcher, queries, args.k, threads=1)
+    baseline = in_process_vector_search(searcher, queries, args.k, threads=args.workers)
     bodies = WORKDIR / "queries.jsonl"
     bodies.write_text(
         "\n".join(json.dumps({"vector": np.round(q, 6).tolist(), "k": args.k}) for q in queries)
@@ -257,8 +268,10 @@ def main() -> None:
             f"\nvector search, k={args.k}, {args.connections} keep-alive connections, {seconds} s"
         )
         print(f"{'':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-        print(f"{'in-process (baseline)':<28} {baseline['rps']:>8.0f} {baseline['p50']:>8.2f} "
-              f"{baseline['p99']:>8.2f}")  # fmt: skip
+        print(f"{'in-process, 1 thread':<28} {single['rps']:>8.0f} {single['p50']:>8.2f} "
+              f"{single['p99']:>8.2f}")  # fmt: skip
+        print(f"{f'in-process, {args.workers} threads (baseline)':<28} {baseline['rps']:>8.0f} "
+              f"{baseline['p50']:>8.2f} {baseline['p99']:>8.2f}")  # fmt: skip
         if shutil.which("wrk"):
             run_wrk(f"{base}/v1/collections/bench/search", bodies, args.connections, 2)  # warm
             http = run_wrk(f"{base}/v1/collections/bench/search", bodies, args.connections, seconds)

@@ -8,6 +8,7 @@ from flask import Flask, request
 from flask_smorest import Api
 
 from lookalike import __version__
+from lookalike.index import set_search_threads
 
 from . import schemas
 from .auth import check_api_key
@@ -83,6 +84,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in V1_BLUEPRINTS:
         api.register_blueprint(blueprint)
     guarded = {blueprint.name for blueprint in V1_BLUEPRINTS}
+
+    @app.before_request
+    def one_search_thread() -> None:
+        set_search_threads(1)  # OpenMP's setting is per thread: each request thread sets its own
 
     @app.before_request
     def authenticate() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from lookalike.errors import InvalidArgument
-from lookalike.index import set_search_threads
 
 from .app import create_app
 from .settings import Settings
@@ -32,7 +31,6 @@ class LookalikeServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        set_search_threads(1)  # one query per request; concurrent requests use the cores
         app = create_app(self.settings)
         app.extensions["lookalike"].warm()  # in the worker, after the fork: no torch state forked
         logging.getLogger("gunicorn.error").info(
