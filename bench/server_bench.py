@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8, help="per worker (serve's default)")
     parser.add_argument("--images", type=int, default=60, help="image search requests")
     parser.add_argument("-k", type=int, default=10)
     args = parser.parse_args()
