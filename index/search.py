@@ -158,11 +158,9 @@ class Searcher:
         decoded = []
         for number, image in enumerate(images):
             try:
-                decoded.append(
-                    decode_image(
-                        image if isinstance(image, bytes) else Path(image).read_bytes(), max_pixels
-                    )
-                )
+                data = image if isinstance(image, bytes) else Path(image).read_bytes()
+                short_side = backbone.spec.preprocess.resize  # large JPEGs decode at a lower scale
+                decoded.append(decode_image(data, max_pixels, short_side))
             except BadImage as error:
                 name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
                 raise BadImage(f"{name}: {error}") from None
