@@ -103,8 +103,8 @@ def default_num_workers() -> int:
 class ThreadPipeline:
     """The CPU path: read, hash, decode and preprocess in a pool of threads; batches keep file order.
 
-    Up to `prefetch` batches are decoded ahead of the one being embedded. A failed file becomes a
-    failure row in its batch, never dropped.
+    Up to `prefetch` batches are decoded ahead of the one being embedded; ``num_threads=0``
+    decodes in the calling thread. A failed file becomes a failure row in its batch, never dropped.
     """
 
     def __init__(
@@ -115,11 +115,16 @@ class ThreadPipeline:
         prefetch: int = 2,
     ) -> None:
         self.batch_size = batch_size
-        self.num_threads = num_threads or cpu_cores()
+        self.num_threads = cpu_cores() if num_threads is None else num_threads
         self.max_pixels = max_pixels
         self.prefetch = prefetch
 
     def batches(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
+        if self.num_threads == 0:  # in the calling thread, as DataLoader's num_workers=0
+            for start in range(0, len(sources), self.batch_size):
+                chunk = sources[start : start + self.batch_size]
+                yield collate([load_sample(s, preprocess, self.max_pixels) for s in chunk])
+            return
         pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="lookalike-decode")
         waiting = iter(sources)
         pending: deque[Future] = deque()
