@@ -235,3 +235,17 @@ def test_auto_keeps_torch_on_a_gpu(tmp_path: Path) -> None:
         assert backbone.engine_name == "torch"
     with pytest.raises(ValueError, match="runs on the CPU"):
         get_backbone(**TINY, device="cuda", engine="onnx")
+
+
+def test_cli_embed_takes_an_engine(photo_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    tiny = ["--backbone", "resnet18", "--weights", "none", "--image-size", "64", "-q"]
+    for engine in ("torch", "onnx"):
+        result = CliRunner().invoke(
+            main, ["embed", str(photo_dir), "-c", str(tmp_path / engine), *tiny, "--engine", engine]
+        )
+        assert result.exit_code == 0, result.output
+        assert f"({engine})" in result.output and "4 embedded" in result.output
