@@ -184,13 +184,14 @@ def _checked(
     """Open the engine at `path`, or raise `EngineRefused` saying why it cannot stand in for torch."""
     try:
         engine = OnnxEngine(path, backbone.spec.layers)
+        if engine.fingerprint != backbone.spec.fingerprint():
+            raise EngineRefused(f"{path} was exported for spec {engine.fingerprint}")
+        found = engine.run(pixels.numpy())
     except EngineRefused:
         raise
     except Exception as error:  # onnxruntime raises its own (Fail, InvalidGraph, ...) on bad files
-        raise EngineRefused(f"{path} does not load: {error}") from error
-    if engine.fingerprint != backbone.spec.fingerprint():
-        raise EngineRefused(f"{path} was exported for spec {engine.fingerprint}")
-    cosines = min_cosines(reference, engine.run(pixels.numpy()))
+        raise EngineRefused(f"{path} does not load or run: {error}") from error
+    cosines = min_cosines(reference, found)
     drifted = {layer: round(c, 6) for layer, c in cosines.items() if c < min_cosine}
     if drifted:
         raise EngineRefused(

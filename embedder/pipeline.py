@@ -124,7 +124,10 @@ class ThreadPipeline:
             for start in range(0, len(sources), self.batch_size):
                 chunk = sources[start : start + self.batch_size]
                 yield collate([load_sample(s, preprocess, self.max_pixels) for s in chunk])
-            return
+        else:
+            yield from self._threaded(sources, preprocess)
+
+    def _threaded(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
         pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="lookalike-decode")
         waiting = iter(sources)
         pending: deque[Future] = deque()
@@ -143,7 +146,7 @@ class ThreadPipeline:
                     samples.append(pending.popleft().result())
                     submit_next()
                 yield collate(samples)
-        finally:
+        finally:  # also when the consumer stops early: queued files are dropped, running ones end
             pool.shutdown(wait=True, cancel_futures=True)
 
 
