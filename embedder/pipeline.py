@@ -1,23 +1,28 @@
-"""Batch extraction: read and decode image files in DataLoader workers, embed batches on the device.
+"""Batch extraction: read and decode image files in threads (or DataLoader workers), in order.
 
 The pipeline is a swappable piece: anything with `batches(sources, preprocess)` yielding `Batch`es
-slots into the bulk job (a GPU fast path later, the CPU DataLoader path now).
+slots into the bulk job. `ThreadPipeline` is the CPU default: PIL's decoder and resampler, hashlib
+and NumPy release the GIL, so decode threads overlap each other and the engine (ONNX Runtime and
+torch release it too) without copying pixels between processes.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lookalike.errors import BadImage
 
-from .preprocess import build_transform
-from .sources import DEFAULT_MAX_PIXELS, ImageSource, decode_image, sha256_hex
+from .preprocess import to_array
+from .sources import DEFAULT_MAX_PIXELS, ImageSource, decode, sha256_hex
 from .spec import Preprocess
 
 
@@ -36,6 +41,27 @@ class Pipeline(Protocol):
     ) -> Iterator[Batch]: ...
 
 
+def load_sample(source: ImageSource, preprocess: Preprocess, max_pixels: int) -> dict[str, Any]:
+    """Read, hash, decode and preprocess one file: ``{"item", "pixels"}``, or ``{"failure"}``.
+
+    JPEGs much larger than the resize are decoded at a reduced scale (`decode`'s `short_side`); the
+    item row keeps the full image's size.
+    """
+    row: dict[str, Any] = {"path": str(source.path), "label": source.label}
+    try:
+        stat = source.path.stat()
+        data = source.path.read_bytes()
+    except OSError as error:
+        return {"failure": {**row, "reason": f"cannot read: {error.strerror or error}"}}
+    row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
+    try:
+        decoded = decode(data, max_pixels, short_side=preprocess.resize)
+    except BadImage as error:
+        return {"failure": {**row, "reason": str(error)}}
+    row.update(sha256=sha256_hex(data), width=decoded.width, height=decoded.height)
+    return {"item": row, "pixels": to_array(decoded.image, preprocess)}
+
+
 class ImageFiles(Dataset):
     """Reads, hashes, decodes and preprocesses one file per index; a bad file becomes a failure row."""
 
@@ -43,32 +69,19 @@ class ImageFiles(Dataset):
         self, sources: Sequence[ImageSource], preprocess: Preprocess, max_pixels: int
     ) -> None:
         self.sources = sources
-        self.transform = build_transform(preprocess)
+        self.preprocess = preprocess
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.sources)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        source = self.sources[index]
-        row: dict[str, Any] = {"path": str(source.path), "label": source.label}
-        try:
-            stat = source.path.stat()
-            data = source.path.read_bytes()
-        except OSError as error:
-            return {"failure": {**row, "reason": f"cannot read: {error.strerror or error}"}}
-        row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
-        try:
-            image = decode_image(data, self.max_pixels)
-        except BadImage as error:
-            return {"failure": {**row, "reason": str(error)}}
-        row.update(sha256=sha256_hex(data), width=image.width, height=image.height)
-        return {"item": row, "pixels": self.transform(image)}
+        return load_sample(self.sources[index], self.preprocess, self.max_pixels)
 
 
 def collate(samples: list[dict[str, Any]]) -> Batch:
     good = [s for s in samples if "item" in s]
-    pixels = torch.stack([s["pixels"] for s in good]) if good else None
+    pixels = torch.from_numpy(np.stack([s["pixels"] for s in good])) if good else None
     return Batch(
         pixels=pixels,
         items=[s["item"] for s in good],
@@ -76,10 +89,65 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
     )
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def default_num_workers() -> int:
     """Decode workers: one core left for the model, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, (cores or 1) - 1))
+    return max(1, min(8, cpu_cores() - 1))
+
+
+class ThreadPipeline:
+    """The CPU path: read, hash, decode and preprocess in a pool of threads; batches keep file order.
+
+    Up to `prefetch` batches are decoded ahead of the one being embedded; ``num_threads=0``
+    decodes in the calling thread. A failed file becomes a failure row in its batch, never dropped.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        num_threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        prefetch: int = 2,
+    ) -> None:
+        self.batch_size = batch_size
+        self.num_threads = cpu_cores() if num_threads is None else num_threads
+        self.max_pixels = max_pixels
+        self.prefetch = prefetch
+
+    def batches(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
+        if self.num_threads == 0:  # in the calling thread, as DataLoader's num_workers=0
+            for start in range(0, len(sources), self.batch_size):
+                chunk = sources[start : start + self.batch_size]
+                yield collate([load_sample(s, preprocess, self.max_pixels) for s in chunk])
+        else:
+            yield from self._threaded(sources, preprocess)
+
+    def _threaded(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
+        pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="lookalike-decode")
+        waiting = iter(sources)
+        pending: deque[Future] = deque()
+
+        def submit_next() -> None:
+            source = next(waiting, None)
+            if source is not None:
+                pending.append(pool.submit(load_sample, source, preprocess, self.max_pixels))
+
+        try:
+            for _ in range(self.batch_size * (self.prefetch + 1)):
+                submit_next()
+            while pending:
+                samples = []
+                while pending and len(samples) < self.batch_size:
+                    samples.append(pending.popleft().result())
+                    submit_next()
+                yield collate(samples)
+        finally:  # also when the consumer stops early: queued files are dropped, running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class DataLoaderPipeline:

@@ -9,13 +9,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike.errors import BadImage
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 64_000_000  # under Pillow's own bomb warning (89 M), above any camera's output
+ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,31 @@ def _walk_folder(root: Path, labels_from_folders: bool) -> Iterator[ImageSource]
                 yield ImageSource(here / name, label)
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright RGB image, maybe decoded at a reduced scale, and the full upright size."""
+
+    image: Image.Image
+    width: int
+    height: int
+
+
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, short_side: int | None = None
+) -> Image.Image:
+    """Decode bytes into an upright RGB image, or raise `BadImage` saying why not (see `decode`)."""
+    return decode(data, max_pixels, short_side).image
+
+
+def decode(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, short_side: int | None = None
+) -> DecodedImage:
     """Decode bytes into an upright RGB image, or raise `BadImage` saying why not.
 
     The format must be allowlisted and the pixel count under `max_pixels`, both checked from the
-    header before any pixel is decoded. Transparent images are composited onto white.
+    header before any pixel is decoded. Transparent images are composited onto white. With
+    `short_side`, a JPEG at least twice that size is decoded by libjpeg at 1/2, 1/4 or 1/8 scale
+    (Pillow's `draft`), its short side kept at `short_side` or more: 4-5x less work for a photo.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
@@ -69,13 +90,17 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             raise BadImage(
                 f"format {image.format} is not allowed; allowed: {sorted(ALLOWED_FORMATS)}"
             )
-        pixels = image.width * image.height
-        if pixels > max_pixels:
+        width, height = image.size
+        if width * height > max_pixels:
             raise BadImage(
-                f"image is {image.width}x{image.height} = {pixels:,} pixels, over the limit of {max_pixels:,}"
+                f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
             )
+        if image.getexif().get(ExifTags.Base.Orientation) in ROTATED_ORIENTATIONS:
+            width, height = height, width
+        if short_side and image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (short_side, short_side))  # the largest scale-down keeping both
         image.load()
-        return _to_rgb(ImageOps.exif_transpose(image))
+        return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), width, height)
     except BadImage:
         raise
     except UnidentifiedImageError:

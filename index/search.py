@@ -96,21 +96,34 @@ class _Items:
 
 
 class Searcher:
-    """A collection with its (checked) index, and the collection's own embedder for image queries."""
+    """A collection with its (checked) index, and the collection's own embedder for image queries.
 
-    def __init__(self, collection: Collection, index: VectorIndex, layer: str) -> None:
+    The embedder runs on `engine` (auto: ONNX Runtime on a CPU where it exports and matches torch,
+    its export cached in the collection's ``engines/`` folder; torch elsewhere).
+    """
+
+    def __init__(
+        self, collection: Collection, index: VectorIndex, layer: str, engine: str = "auto"
+    ) -> None:
         self.collection = collection
         self.index = index
         self.layer = layer
+        self.engine = engine
         self._backbone: Backbone | None = None
         self._backbone_lock = threading.Lock()
         self.refresh_items()
 
     @classmethod
-    def open(cls, collection_dir: str | Path, layer: str | None = None, read_only: bool = True):
+    def open(
+        cls,
+        collection_dir: str | Path,
+        layer: str | None = None,
+        read_only: bool = True,
+        engine: str = "auto",
+    ):
         collection = Collection.open(collection_dir)
         layer = layer or collection.spec.layers[0]
-        return cls(collection, open_index(collection, layer, read_only=read_only), layer)
+        return cls(collection, open_index(collection, layer, read_only=read_only), layer, engine)
 
     @property
     def metric(self) -> str:
@@ -178,11 +191,9 @@ class Searcher:
         decoded = []
         for number, image in enumerate(images):
             try:
-                decoded.append(
-                    decode_image(
-                        image if isinstance(image, bytes) else Path(image).read_bytes(), max_pixels
-                    )
-                )
+                data = image if isinstance(image, bytes) else Path(image).read_bytes()
+                short_side = backbone.spec.preprocess.resize  # large JPEGs decode at a lower scale
+                decoded.append(decode_image(data, max_pixels, short_side))
             except BadImage as error:
                 name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
                 raise BadImage(f"{name}: {error}") from None
@@ -192,7 +203,9 @@ class Searcher:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""
         with self._backbone_lock:
             if self._backbone is None:
-                self._backbone = backbone_from_spec(self.collection.spec)
+                self._backbone = backbone_from_spec(
+                    self.collection.spec, engine=self.engine, collection_dir=self.collection.path
+                )
         return self._backbone
 
     @property

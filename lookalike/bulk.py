@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from lookalike.collection import Collection, CollectionWriter
 from lookalike.embedder.backbone import Backbone, get_backbone, spec_arguments
-from lookalike.embedder.pipeline import Batch, DataLoaderPipeline, Pipeline
+from lookalike.embedder.engines import use_engine
+from lookalike.embedder.pipeline import Batch, DataLoaderPipeline, Pipeline, ThreadPipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, walk_images
 
 log = logging.getLogger(__name__)
+
+GPU_BATCH_SIZE = 128
+CPU_BATCH_SIZE = 8  # measured by bench/embed_bench.py on 2 cores (README "Speed")
 
 
 @dataclass
@@ -31,6 +36,7 @@ class EmbedReport:
     skipped_known_bad: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    engine: str = "torch"
 
     @property
     def images_per_second(self) -> float:
@@ -40,7 +46,8 @@ class EmbedReport:
         return (
             f"{self.collection}: {self.found} images found, {self.embedded} embedded, "
             f"{self.skipped_done} skipped as done, {self.skipped_known_bad} skipped as known-bad, "
-            f"{len(self.failed)} failed; {self.images_per_second:.1f} images/s over {self.seconds:.1f} s"
+            f"{len(self.failed)} failed; {self.images_per_second:.1f} images/s over {self.seconds:.1f} s "
+            f"({self.engine})"
         )
 
 
@@ -49,17 +56,20 @@ def open_for_embedding(
     embedder: Mapping[str, Any] | None = None,
     device: str | None = None,
     precision: str = "auto",
+    engine: str = "auto",
 ) -> tuple[Collection, Backbone]:
-    """The collection at `collection_dir` and the backbone to fill it with.
+    """The collection at `collection_dir` and the backbone to fill it with, on `engine`.
 
     A new collection takes the `embedder` options (`get_backbone` arguments; empty means the
     offline default). An existing one keeps its own spec: options that would change it are refused
-    with `SpecMismatch`, naming the fields that differ.
+    with `SpecMismatch`, naming the fields that differ. The engine never changes the spec; its
+    export is cached in the collection's ``engines/`` folder.
     """
     embedder = dict(embedder or {})
     if not Collection.exists(collection_dir):
         backbone = get_backbone(**embedder, device=device, precision=precision)
-        return Collection.create(collection_dir, backbone.spec), backbone
+        collection = Collection.create(collection_dir, backbone.spec)
+        return collection, _on_engine(backbone, engine, collection)
     collection = Collection.open(collection_dir)
     arguments = {**spec_arguments(collection.spec), **embedder}
     if "weights" in embedder and "name" not in embedder:
@@ -72,7 +82,15 @@ def open_for_embedding(
     except Exception:
         backbone.close()
         raise
-    return collection, backbone
+    return collection, _on_engine(backbone, engine, collection)
+
+
+def _on_engine(backbone: Backbone, engine: str, collection: Collection) -> Backbone:
+    try:
+        return use_engine(backbone, engine, collection.path)
+    except Exception:
+        backbone.close()
+        raise
 
 
 def plan(
@@ -112,6 +130,7 @@ def embed_images(
     num_workers: int | None = None,
     device: str | None = None,
     precision: str = "auto",
+    engine: str = "auto",
     shard_size: int = 1024,
     retry_failed: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -123,19 +142,18 @@ def embed_images(
 
     Bad files (corrupt, truncated, empty, not an image, too many pixels) are recorded in
     ``failed.jsonl`` and reported, never fatal. `on_progress(done, total)` follows each batch.
+    `engine`: auto (ONNX Runtime on a CPU where the backbone exports, else torch), onnx or torch.
+    On a CPU, files are decoded by `num_workers` threads (default: one per core) while the engine
+    runs; on a GPU by DataLoader worker processes.
     """
     sources = list(walk_images(inputs, labels_from_folders))
-    collection, backbone = open_for_embedding(collection_dir, embedder, device, precision)
-    report = EmbedReport(collection=collection.path, found=len(sources))
+    collection, backbone = open_for_embedding(collection_dir, embedder, device, precision, engine)
+    report = EmbedReport(
+        collection=collection.path, found=len(sources), engine=backbone.engine_name
+    )
     todo = plan(collection, sources, retry_failed, report)
     if pipeline is None:
-        on_gpu = backbone.device.type == "cuda"
-        pipeline = DataLoaderPipeline(
-            batch_size=batch_size or (128 if on_gpu else 4),
-            num_workers=num_workers,
-            max_pixels=max_pixels,
-            pin_memory=on_gpu,
-        )
+        pipeline = default_pipeline(backbone.device, batch_size, num_workers, max_pixels)
     started = time.perf_counter()
     with (
         backbone,
@@ -152,6 +170,22 @@ def embed_images(
     report.seconds = time.perf_counter() - started
     log.info(report.summary())
     return report
+
+
+def default_pipeline(
+    device: torch.device, batch_size: int | None, num_workers: int | None, max_pixels: int
+) -> Pipeline:
+    """Decode threads on a CPU (they overlap the engine in one process), worker processes on a GPU."""
+    if device.type == "cuda":
+        return DataLoaderPipeline(
+            batch_size=batch_size or GPU_BATCH_SIZE,
+            num_workers=num_workers,
+            max_pixels=max_pixels,
+            pin_memory=True,
+        )
+    return ThreadPipeline(
+        batch_size=batch_size or CPU_BATCH_SIZE, num_threads=num_workers, max_pixels=max_pixels
+    )
 
 
 def _write_batch(

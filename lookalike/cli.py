@@ -76,9 +76,11 @@ def _weights(value: str | None) -> str | None:
     is_flag=True,
     help="Label each image by its first sub-folder under the root.",
 )
-@click.option("--batch-size", type=int, help="Images per batch (default: 4 on CPU, 128 on GPU).")
+@click.option("--batch-size", type=int, help="Images per batch (default: 8 on CPU, 128 on GPU).")
 @click.option(
-    "--workers", type=int, help="Decode worker processes (default: cores - 1, at most 8)."
+    "--workers",
+    type=int,
+    help="Decoders: threads on CPU (default: one per core), processes on GPU (cores - 1, at most 8).",
 )
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
 @click.option(
@@ -86,6 +88,13 @@ def _weights(value: str | None) -> str | None:
     default="auto",
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     help="Autocast precision on GPU.",
+)
+@click.option(
+    "--engine",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "onnx", "torch"]),
+    help="auto: ONNX Runtime on a CPU where the backbone exports and matches torch, else torch.",
 )
 @click.option(
     "--shard-size", default=1024, show_default=True, help="Items per shard (the unit of resume)."
@@ -111,6 +120,7 @@ def embed(
     workers,
     device,
     precision,
+    engine,
     shard_size,
     retry_failed,
     max_pixels,
@@ -139,6 +149,7 @@ def embed(
         num_workers=workers,
         device=device,
         precision=precision,
+        engine=engine,
         shard_size=shard_size,
         retry_failed=retry_failed,
         max_pixels=max_pixels,

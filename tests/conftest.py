@@ -28,6 +28,19 @@ PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 TINY = {"name": "resnet18", "weights": None, "image_size": 64}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ONNX exports made without a collection go to a temporary cache, not the user's."""
+    folder = tmp_path_factory.mktemp("lookalike-cache")
+    previous = os.environ.get("LOOKALIKE_CACHE")
+    os.environ["LOOKALIKE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["LOOKALIKE_CACHE"]
+    else:
+        os.environ["LOOKALIKE_CACHE"] = previous
+
+
 def photo(name: str) -> Image.Image:
     import skimage.data
 

@@ -101,8 +101,10 @@ def test_index_that_disagrees_with_the_collection_is_refused_until_updated(
     report = update_index(collection)
     assert (report.added, report.removed, report.total) == (4, 0, len(collection))
     assert len(open_index(collection)) == len(collection)
-    hits = Searcher.open(collection_dir).search_images([photo_dir / "rocket.jpg"], k=1)
-    assert hits[0][0].path == str(photo_dir / "rocket.jpg")
+    # the same bytes sit under two paths: a tie that rounding in the engine may break either way
+    hits = Searcher.open(collection_dir).search_images([photo_dir / "rocket.jpg"], k=2)
+    assert str(photo_dir / "rocket.jpg") in {hit.path for hit in hits[0]}
+    assert max(hit.distance for hit in hits[0]) < 1e-4
 
 
 def test_index_from_another_spec_is_refused(indexed) -> None:
