@@ -209,11 +209,12 @@ def image_search(base: str, jpegs: list[bytes], k: int) -> dict:
     return {"p50": p50, "p99": p99}
 
 
-def bare_model_ms(jpegs: list[bytes], repeats: int) -> tuple[float, float]:
-    """The model alone on one preprocessed image (batch 1): p50 and p99 in ms."""
+def bare_model_ms(jpegs: list[bytes], repeats: int, folder: Path) -> tuple[float, float, str]:
+    """The model the server runs (same engine choice), alone on one preprocessed image (batch 1):
+    p50 and p99 in ms, and the engine."""
     from PIL import Image
 
-    with get_backbone() as backbone:
+    with get_backbone(engine="auto", collection_dir=folder) as backbone:
         transform = build_transform(backbone.spec.preprocess)
         tensors = [transform(Image.open(io.BytesIO(j)).convert("RGB"))[None] for j in jpegs]
         backbone.embed(tensors[0])
@@ -222,7 +223,8 @@ def bare_model_ms(jpegs: list[bytes], repeats: int) -> tuple[float, float]:
             started = time.perf_counter()
             backbone.embed(tensors[i % len(tensors)])
             times.append(time.perf_counter() - started)
-    return percentiles_ms(times)
+        engine = backbone.engine_name
+    return (*percentiles_ms(times), engine)
 
 
 def main() -> None:
@@ -257,7 +259,7 @@ def main() -> None:
         "\n".join(json.dumps({"vector": np.round(q, 6).tolist(), "k": args.k}) for q in queries)
     )
     jpegs = photo_jpegs(args.images)
-    model_p50, model_p99 = bare_model_ms(jpegs, args.images)
+    model_p50, model_p99, engine = bare_model_ms(jpegs, args.images, folder)
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -286,7 +288,7 @@ def main() -> None:
         result = image_search(base, jpegs, args.k)
         print("\nimage search (640x480 JPEG upload -> decode -> embed -> search), one client")
         print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8}")
-        print(f"{'bare model, batch 1':<28} {model_p50:>8.1f} {model_p99:>8.1f}")
+        print(f"{f'bare model ({engine}), batch 1':<28} {model_p50:>8.1f} {model_p99:>8.1f}")
         print(f"{'HTTP /search/images':<28} {result['p50']:>8.1f} {result['p99']:>8.1f}")
         print(f"HTTP / bare model (p50): {result['p50'] / model_p50:.2f}")
     finally:

@@ -65,6 +65,45 @@ class DecodedImage:
     height: int
 
 
+@dataclass(frozen=True)
+class Header:
+    """What an image's header says: its format and upright size."""
+
+    format: str
+    width: int
+    height: int
+
+
+def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """The format and upright size of encoded bytes, checked (allowlist, pixel limit) without
+    decoding a pixel; `BadImage` saying why not."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        return _header(Image.open(io.BytesIO(data)), max_pixels)
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as error:
+        raise BadImage(f"decompression bomb: {error}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise BadImage(f"corrupt or truncated image: {error}") from None
+
+
+def _header(image: Image.Image, max_pixels: int) -> Header:
+    if image.format not in ALLOWED_FORMATS:
+        raise BadImage(f"format {image.format} is not allowed; allowed: {sorted(ALLOWED_FORMATS)}")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadImage(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+        )
+    if image.getexif().get(ExifTags.Base.Orientation) in ROTATED_ORIENTATIONS:
+        width, height = height, width
+    return Header(image.format, width, height)
+
+
 def decode_image(
     data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, short_side: int | None = None
 ) -> Image.Image:
@@ -86,21 +125,11 @@ def decode(
         raise BadImage("empty file (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
-        if image.format not in ALLOWED_FORMATS:
-            raise BadImage(
-                f"format {image.format} is not allowed; allowed: {sorted(ALLOWED_FORMATS)}"
-            )
-        width, height = image.size
-        if width * height > max_pixels:
-            raise BadImage(
-                f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
-            )
-        if image.getexif().get(ExifTags.Base.Orientation) in ROTATED_ORIENTATIONS:
-            width, height = height, width
+        header = _header(image, max_pixels)
         if short_side and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (short_side, short_side))  # the largest scale-down keeping both
         image.load()
-        return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), width, height)
+        return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), header.width, header.height)
     except BadImage:
         raise
     except UnidentifiedImageError:

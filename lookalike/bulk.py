@@ -14,14 +14,16 @@ from tqdm.auto import tqdm
 
 from lookalike.collection import Collection, CollectionWriter
 from lookalike.embedder.backbone import Backbone, get_backbone, spec_arguments
+from lookalike.embedder.device_pipeline import DevicePipeline
 from lookalike.embedder.engines import use_engine
-from lookalike.embedder.pipeline import Batch, DataLoaderPipeline, Pipeline, ThreadPipeline
+from lookalike.embedder.pipeline import Batch, Pipeline, ThreadPipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, walk_images
 
 log = logging.getLogger(__name__)
 
 GPU_BATCH_SIZE = 128
+GPU_READ_THREADS = 8  # file reads and hashing ahead of the GPU
 CPU_BATCH_SIZE = 8  # measured by bench/embed_bench.py on 2 cores (README "Speed")
 
 
@@ -176,12 +178,12 @@ def default_pipeline(
     device: torch.device, batch_size: int | None, num_workers: int | None, max_pixels: int
 ) -> Pipeline:
     """Decode threads on a CPU (they overlap the engine in one process), worker processes on a GPU."""
-    if device.type == "cuda":
-        return DataLoaderPipeline(
+    if device.type == "cuda":  # JPEGs decoded in batches on the GPU (nvJPEG)
+        return DevicePipeline(
+            device,
             batch_size=batch_size or GPU_BATCH_SIZE,
-            num_workers=num_workers,
+            read_threads=num_workers or GPU_READ_THREADS,
             max_pixels=max_pixels,
-            pin_memory=True,
         )
     return ThreadPipeline(
         batch_size=batch_size or CPU_BATCH_SIZE, num_threads=num_workers, max_pixels=max_pixels

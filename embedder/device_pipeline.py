@@ -1,0 +1,154 @@
+"""The GPU path: JPEGs decoded in batches on the model's device (nvJPEG through
+`torchvision.io.decode_jpeg(device="cuda")`), resized, cropped and normalised there too.
+
+Files are read and hashed by a pool of threads one chunk ahead of the device. A file that is not a
+JPEG, or that the device decoder refuses, is decoded by Pillow on the CPU (`sources.decode`) and
+joins the batch; a file nothing can decode becomes a failure row, never silently dropped. The same
+code runs with ``device="cpu"`` (torchvision's libjpeg), which is how the tests check it without a
+GPU; on a CPU the `ThreadPipeline` is faster and is the default there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from lookalike.errors import BadImage
+
+from .pipeline import Batch
+from .sources import DEFAULT_MAX_PIXELS, ImageSource, check_header, decode, sha256_hex
+from .spec import Preprocess
+
+JPEG_FORMATS = ("JPEG", "MPO")
+
+
+class DevicePipeline:
+    """Batches of preprocessed pixels already on `device`, decoded there where it can."""
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        batch_size: int = 128,
+        read_threads: int = 8,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.read_threads = read_threads
+        self.max_pixels = max_pixels
+
+    def batches(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
+        chunks = [sources[i : i + self.batch_size] for i in range(0, len(sources), self.batch_size)]
+        with ThreadPoolExecutor(self.read_threads, thread_name_prefix="lookalike-read") as pool:
+            ahead: list[list[Future]] = [
+                [pool.submit(_read, s) for s in chunk] for chunk in chunks[:1]
+            ]
+            for number in range(len(chunks)):
+                if number + 1 < len(chunks):  # the next chunk's files load while this one runs
+                    ahead.append([pool.submit(_read, s) for s in chunks[number + 1]])
+                yield self._batch([future.result() for future in ahead.pop(0)], preprocess)
+
+    def _batch(self, files: list[dict[str, Any]], preprocess: Preprocess) -> Batch:
+        items, failures, images = [], [], []
+        jpegs: list[int] = []
+        for file in files:
+            row = file["row"]
+            if "reason" in file:
+                failures.append({**row, "reason": file["reason"]})
+                continue
+            try:
+                header = check_header(file["data"], self.max_pixels)
+            except BadImage as error:
+                failures.append({**row, "reason": str(error)})
+                continue
+            row.update(sha256=file["sha256"], width=header.width, height=header.height)
+            if header.format in JPEG_FORMATS and _ends_whole(file["data"]):
+                jpegs.append(len(images))  # truncated ones go to Pillow, which refuses them
+            images.append(file["data"])
+            items.append(row)
+        decoded = self._decode(images, jpegs)
+        kept = [i for i, image in enumerate(decoded) if not isinstance(image, BadImage)]
+        failures += [
+            {**items[i], "reason": str(decoded[i])} for i in range(len(items)) if i not in kept
+        ]
+        pixels = [_preprocess(decoded[i], preprocess) for i in kept]
+        return Batch(
+            pixels=torch.stack(pixels).contiguous(memory_format=torch.channels_last)
+            if pixels
+            else None,
+            items=[items[i] for i in kept],
+            failures=failures,
+        )
+
+    def _decode(self, images: list[bytes], jpegs: list[int]) -> list[torch.Tensor | BadImage]:
+        """(3, H, W) uint8 tensors on the device, upright; a BadImage where nothing decodes."""
+        out: list[torch.Tensor | BadImage | None] = [None] * len(images)
+        if jpegs:
+            encoded = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]
+            try:
+                batch = decode_jpeg(
+                    encoded, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
+                )
+                for i, tensor in zip(jpegs, batch, strict=True):
+                    out[i] = tensor
+            except RuntimeError:
+                pass  # one bad file fails the batch call: those left None go one by one below
+        for i, image in enumerate(out):
+            if image is None:
+                out[i] = self._decode_one(images[i], i in jpegs)
+        return out  # type: ignore[return-value]
+
+    def _decode_one(self, data: bytes, is_jpeg: bool) -> torch.Tensor | BadImage:
+        if is_jpeg:
+            try:
+                encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return decode_jpeg(
+                    encoded, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
+                )
+            except RuntimeError:
+                pass  # e.g. a CMYK or lossless JPEG the device decoder refuses: Pillow next
+        try:
+            image = decode(data, self.max_pixels).image
+        except BadImage as error:
+            return error
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
+        return pixels.to(self.device, non_blocking=True)
+
+
+def _ends_whole(jpeg: bytes) -> bool:
+    """Whether a JPEG ends with its end-of-image marker (libjpeg would fill a truncated one grey)."""
+    return jpeg.rstrip(b"\0")[-2:] == b"\xff\xd9"
+
+
+def _read(source: ImageSource) -> dict[str, Any]:
+    """One file's bytes, stat and hash (threads: file reads and hashlib release the GIL)."""
+    row: dict[str, Any] = {"path": str(source.path), "label": source.label}
+    try:
+        stat = source.path.stat()
+        data = source.path.read_bytes()
+    except OSError as error:
+        return {"row": row, "reason": f"cannot read: {error.strerror or error}"}
+    row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
+    if not data:
+        return {"row": row, "reason": "empty file (0 bytes)"}
+    return {"row": row, "data": data, "sha256": sha256_hex(data)}
+
+
+def _preprocess(pixels: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """The weights' transform on a (3, H, W) uint8 tensor, on its device."""
+    resized = F.resize(
+        pixels,
+        [preprocess.resize],
+        interpolation=InterpolationMode(preprocess.interpolation),
+        antialias=True,
+    )
+    cropped = F.center_crop(resized, [preprocess.crop])
+    scaled = F.to_dtype(cropped, torch.float32, scale=True)
+    return F.normalize(scaled, mean=list(preprocess.mean), std=list(preprocess.std))
