@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -79,16 +80,8 @@ def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     decoding a pixel; `BadImage` saying why not."""
     if not data:
         raise BadImage("empty file (0 bytes)")
-    try:
+    with _pillow_errors_as_bad_image():
         return _header(Image.open(io.BytesIO(data)), max_pixels)
-    except BadImage:
-        raise
-    except UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as error:
-        raise BadImage(f"decompression bomb: {error}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise BadImage(f"corrupt or truncated image: {error}") from None
 
 
 def _header(image: Image.Image, max_pixels: int) -> Header:
@@ -123,13 +116,20 @@ def decode(
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
-    try:
+    with _pillow_errors_as_bad_image():
         image = Image.open(io.BytesIO(data))
         header = _header(image, max_pixels)
         if short_side and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (short_side, short_side))  # the largest scale-down keeping both
         image.load()
         return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), header.width, header.height)
+
+
+@contextlib.contextmanager
+def _pillow_errors_as_bad_image() -> Iterator[None]:
+    """Pillow's ways of failing on bad bytes, each as a `BadImage` that says which."""
+    try:
+        yield
     except BadImage:
         raise
     except UnidentifiedImageError:
