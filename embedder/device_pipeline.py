@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as F
 
 from lookalike.errors import BadImage
 
-from .pipeline import Batch
+from .pipeline import Batch, read_source
 from .sources import DEFAULT_MAX_PIXELS, ImageSource, check_header, decode, sha256_hex
 from .spec import Preprocess
 
@@ -60,8 +60,8 @@ class DevicePipeline:
         jpegs: list[int] = []
         for file in files:
             row = file["row"]
-            if "reason" in file:
-                failures.append({**row, "reason": file["reason"]})
+            if "data" not in file:
+                failures.append(row)  # unreadable: the row says why
                 continue
             try:
                 header = check_header(file["data"], self.max_pixels)
@@ -76,7 +76,9 @@ class DevicePipeline:
         decoded = self._decode(images, jpegs)
         kept = [i for i, image in enumerate(decoded) if not isinstance(image, BadImage)]
         failures += [
-            {**items[i], "reason": str(decoded[i])} for i in range(len(items)) if i not in kept
+            {**items[i], "reason": str(image)}
+            for i, image in enumerate(decoded)
+            if isinstance(image, BadImage)
         ]
         pixels = [_preprocess(decoded[i], preprocess) for i in kept]
         return Batch(
@@ -91,11 +93,8 @@ class DevicePipeline:
         """(3, H, W) uint8 tensors on the device, upright; a BadImage where nothing decodes."""
         out: list[torch.Tensor | BadImage | None] = [None] * len(images)
         if jpegs:
-            encoded = [torch.frombuffer(bytearray(images[i]), dtype=torch.uint8) for i in jpegs]
             try:
-                batch = decode_jpeg(
-                    encoded, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
-                )
+                batch = self._decode_jpegs([images[i] for i in jpegs])
                 for i, tensor in zip(jpegs, batch, strict=True):
                     out[i] = tensor
             except RuntimeError:
@@ -105,13 +104,17 @@ class DevicePipeline:
                 out[i] = self._decode_one(images[i], i in jpegs)
         return out  # type: ignore[return-value]
 
+    def _decode_jpegs(self, jpegs: list[bytes]) -> list[torch.Tensor]:
+        """One call of the device's JPEG decoder (nvJPEG on CUDA); RuntimeError if any fails."""
+        encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+        return decode_jpeg(
+            encoded, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
+        )
+
     def _decode_one(self, data: bytes, is_jpeg: bool) -> torch.Tensor | BadImage:
         if is_jpeg:
             try:
-                encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                return decode_jpeg(
-                    encoded, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True
-                )
+                return self._decode_jpegs([data])[0]
             except RuntimeError:
                 pass  # e.g. a CMYK or lossless JPEG the device decoder refuses: Pillow next
         try:
@@ -128,16 +131,10 @@ def _ends_whole(jpeg: bytes) -> bool:
 
 
 def _read(source: ImageSource) -> dict[str, Any]:
-    """One file's bytes, stat and hash (threads: file reads and hashlib release the GIL)."""
-    row: dict[str, Any] = {"path": str(source.path), "label": source.label}
-    try:
-        stat = source.path.stat()
-        data = source.path.read_bytes()
-    except OSError as error:
-        return {"row": row, "reason": f"cannot read: {error.strerror or error}"}
-    row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
-    if not data:
-        return {"row": row, "reason": "empty file (0 bytes)"}
+    """One file's row, bytes and hash (threads: file reads and hashlib release the GIL)."""
+    row, data = read_source(source)
+    if data is None:
+        return {"row": row}
     return {"row": row, "data": data, "sha256": sha256_hex(data)}
 
 

@@ -41,19 +41,28 @@ class Pipeline(Protocol):
     ) -> Iterator[Batch]: ...
 
 
+def read_source(source: ImageSource) -> tuple[dict[str, Any], bytes | None]:
+    """A file's item row (path, label, bytes, mtime_ns) and its bytes; None and a `reason` in the
+    row when it cannot be read."""
+    row: dict[str, Any] = {"path": str(source.path), "label": source.label}
+    try:
+        stat = source.path.stat()
+        data = source.path.read_bytes()
+    except OSError as error:
+        return {**row, "reason": f"cannot read: {error.strerror or error}"}, None
+    row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
+    return row, data
+
+
 def load_sample(source: ImageSource, preprocess: Preprocess, max_pixels: int) -> dict[str, Any]:
     """Read, hash, decode and preprocess one file: ``{"item", "pixels"}``, or ``{"failure"}``.
 
     JPEGs much larger than the resize are decoded at a reduced scale (`decode`'s `short_side`); the
     item row keeps the full image's size.
     """
-    row: dict[str, Any] = {"path": str(source.path), "label": source.label}
-    try:
-        stat = source.path.stat()
-        data = source.path.read_bytes()
-    except OSError as error:
-        return {"failure": {**row, "reason": f"cannot read: {error.strerror or error}"}}
-    row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
+    row, data = read_source(source)
+    if data is None:
+        return {"failure": row}
     try:
         decoded = decode(data, max_pixels, short_side=preprocess.resize)
     except BadImage as error:
