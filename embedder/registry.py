@@ -12,6 +12,9 @@ Weights: ``"default"`` (the source's pretrained default), ``None`` (random init 
 the same spec always gives the same model and a resumed job stays consistent, offline), a source
 specific id (a torchvision enum name such as ``IMAGENET1K_V2``, a timm pretrained tag), or the path of
 a local checkpoint (safetensors, or a state dict read with ``torch.load(weights_only=True)``).
+
+A backbone exported by ``lookalike finetune`` or ``distill`` (see `checkpoints`) is built from its
+file (or folder) alone: the file names its architecture and preprocessing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from torch import nn
 
 from lookalike.errors import InvalidArgument, LookalikeError
 
+from .checkpoints import FORMAT as EXPORT_FORMAT
+from .checkpoints import (
+    ProjectedModel,
+    exported_backbone_path,
+    exported_preprocess,
+    read_metadata,
+    split_projection,
+)
 from .spec import Preprocess
 
 log = logging.getLogger(__name__)
@@ -76,9 +87,11 @@ def register_source(prefix: str) -> Callable[[_Factory], _Factory]:
 def create_model(
     name: str = DEFAULT_BACKBONE, weights: str | None = DEFAULT_WEIGHTS
 ) -> LoadedModel:
-    """Build the named model with its classifier still attached (``get_backbone`` removes it)."""
-    from .backbone import load_state
-
+    """Build the named model with its classifier still attached (``get_backbone`` removes it);
+    an exported backbone comes headless."""
+    exported = exported_backbone_path(name) if _looks_like_path(name) else None
+    if exported is not None:  # a fine-tuned or distilled model: its architecture is in the file
+        name, weights = read_metadata(exported)["backbone"], str(exported)
     if name == DEFAULT_BACKBONE:
         name = OFFLINE_ARCH
         weights = OFFLINE_WEIGHTS if weights == DEFAULT_WEIGHTS else weights
@@ -91,9 +104,29 @@ def create_model(
         torch.manual_seed(RANDOM_INIT_SEED)  # weights=None must name one model, not a new draw
         loaded = factory(rest, None if checkpoint else weights)
     if checkpoint:
-        load_state(loaded.model, load_checkpoint(checkpoint), source=str(checkpoint))
-        loaded.weights = checkpoint_id(checkpoint)
+        _load_checkpoint_into(loaded, checkpoint)
     return loaded
+
+
+def _load_checkpoint_into(loaded: LoadedModel, checkpoint: Path) -> None:
+    """Weights from a checkpoint file; an exported backbone also brings its preprocessing and
+    projection (the model is then headless already)."""
+    from .backbone import load_state, remove_classifier
+
+    state = load_checkpoint(checkpoint)
+    metadata = read_metadata(checkpoint) if checkpoint.suffix == ".safetensors" else {}
+    if metadata.get("format") == EXPORT_FORMAT:
+        remove_classifier(loaded.model)
+        loaded.preprocess = exported_preprocess(metadata)
+    state, projection = split_projection(state)
+    load_state(loaded.model, state, source=str(checkpoint))
+    if projection is not None:
+        loaded.model = ProjectedModel(loaded.model, projection)
+    loaded.weights = checkpoint_id(checkpoint)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".safetensors") or os.path.isdir(name)
 
 
 def list_backbones(source: str | None = None) -> list[str]:

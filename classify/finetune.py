@@ -1,0 +1,465 @@
+"""Fine-tuning a backbone on labelled images: head only, partial, full (discriminative rates), gradual.
+
+Strategies (see `stages` for how a backbone is cut into groups):
+
+- ``head``: the backbone frozen, a new linear head trained (the feature-extraction baseline);
+- ``partial``: the top ``unfreeze`` groups train with the head;
+- ``full``: every group trains, each with ``lr_decay`` times the rate of the group above it;
+- ``gradual``: epoch 0 trains the head alone, and each epoch after unfreezes one more group from
+  the top (ULMFiT's gradual unfreezing, with the same discriminative rates).
+
+AdamW or SGD, linear warm-up then cosine decay per step, optional label smoothing, bf16 autocast on
+CUDA, frozen groups kept in eval mode (their BatchNorm statistics stay pretrained). Each epoch ends
+with validation accuracy on a stratified held-out split and an atomic checkpoint (``last.pt``:
+model, optimizer, scheduler, epoch, best accuracy) that ``resume`` continues from exactly; the best
+epoch is exported as ``backbone.safetensors`` (an embedder the registry builds) plus ``head.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lookalike.embedder.backbone import best_device, remove_classifier
+from lookalike.embedder.checkpoints import BACKBONE_FILE, save_backbone
+from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
+from lookalike.embedder.spec import Preprocess
+from lookalike.errors import InvalidArgument
+
+from .images import LabelledImages, eval_transform, loader, stratified_split, train_transform
+from .stages import StageGroup, apply_freezing, layer_rates, set_train_mode, stage_groups
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("head", "partial", "full", "gradual")
+OPTIMIZERS = ("adamw", "sgd")
+HEAD_INITS = ("probe", "random")
+PROBE_C = 0.1  # the default classifier's regularisation (classify.models.logreg)
+LAST_CHECKPOINT = "last.pt"
+HEAD_FILE = "head.pt"
+REPORT_FILE = "finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that decides a fine-tuning run (recorded with its checkpoints)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = DEFAULT_WEIGHTS
+    strategy: str = "partial"
+    unfreeze: int = 2  # partial: how many top groups train
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3  # the new head's rate
+    backbone_lr: float | None = None  # the top group's rate (default: lr / 10)
+    lr_decay: float = 0.5  # each group below gets this times the rate above it
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1  # of all steps
+    label_smoothing: float = 0.0
+    image_size: int | None = None  # crop size (the resize keeps the weights' ratio)
+    val_fraction: float = 0.2
+    patience: int = 3  # epochs without a better validation accuracy before stopping
+    freeze_bn: bool = True  # BatchNorm keeps its running statistics in trained groups too
+    head_init: str = "probe"  # probe: start from a linear probe on frozen features (LP-FT); random
+    seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidArgument(f"unknown strategy {self.strategy!r}; known: {STRATEGIES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidArgument(f"unknown optimizer {self.optimizer!r}; known: {OPTIMIZERS}")
+        if self.head_init not in HEAD_INITS:
+            raise InvalidArgument(f"unknown head init {self.head_init!r}; known: {HEAD_INITS}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InvalidArgument("epochs and batch size must be at least 1")
+
+    @property
+    def top_backbone_lr(self) -> float:
+        return self.backbone_lr if self.backbone_lr is not None else self.lr / 10
+
+    def unfrozen_at(self, epoch: int, groups: int) -> int:
+        """How many top groups train in `epoch` (0-based)."""
+        if self.strategy == "head":
+            return 0
+        if self.strategy == "partial":
+            return min(self.unfreeze, groups)
+        if self.strategy == "full":
+            return groups
+        return min(epoch, groups)  # gradual: the head alone first, then one more group an epoch
+
+
+class ImageClassifier(nn.Module):
+    """A headless backbone with a new linear head."""
+
+    def __init__(self, body: nn.Module, width: int, classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(pixels))
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    unfrozen: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass
+class FinetuneReport:
+    config: FinetuneConfig
+    classes: tuple[str, ...]
+    groups: list[str]
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_accuracy: float = 0.0
+    stopped_early: bool = False
+    skipped_images: int = 0
+    device: str = "cpu"
+    out: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["classes"] = list(self.classes)
+        return data
+
+
+def build_classifier(
+    config: FinetuneConfig, classes: int
+) -> tuple[ImageClassifier, list[StageGroup], str, Preprocess]:
+    """The model to train, its stage groups, its registry name and its preprocessing."""
+    loaded = create_model(config.backbone, config.weights)
+    remove_classifier(loaded.model)
+    preprocess = loaded.preprocess
+    if config.image_size:
+        preprocess = preprocess.scaled_to(config.image_size)
+    with torch.no_grad():
+        loaded.model.eval()
+        width = int(loaded.model(torch.zeros(1, 3, preprocess.crop, preprocess.crop)).shape[-1])
+    model = ImageClassifier(loaded.model, width, classes)
+    return model, stage_groups(loaded.model), loaded.backbone, preprocess
+
+
+def make_optimizer(
+    model: ImageClassifier, groups: list[StageGroup], config: FinetuneConfig
+) -> torch.optim.Optimizer:
+    """One parameter group per stage group (discriminative rates), and the head's at `lr`.
+
+    Every group is in the optimizer from the start; frozen ones get no gradient, so the optimizer
+    skips them until they are unfrozen.
+    """
+    rates = layer_rates(len(groups), config.top_backbone_lr, config.lr_decay)
+    parameter_groups = [
+        {"params": list(group.parameters()), "lr": rate, "name": group.name}
+        for group, rate in zip(groups, rates, strict=True)
+    ]
+    parameter_groups.append(
+        {"params": list(model.head.parameters()), "lr": config.lr, "name": "head"}
+    )
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameter_groups, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(parameter_groups, weight_decay=config.weight_decay)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float):
+    """A LambdaLR factor: linear warm-up over `warmup_fraction` of the steps, then cosine to 0."""
+    warmup = max(1, round(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def accuracy(model: nn.Module, batches, device: torch.device) -> tuple[float, int]:
+    """Top-1 accuracy over `batches`, and how many images failed to decode."""
+    model.eval()
+    right = seen = skipped = 0
+    with torch.inference_mode(), _autocast(device):
+        for batch in batches:
+            skipped += batch.skipped
+            if not len(batch.targets):
+                continue
+            predicted = model(batch.pixels.to(device)).argmax(dim=1).cpu()
+            right += int((predicted == batch.targets).sum())
+            seen += len(batch.targets)
+    return right / max(seen, 1), skipped
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(state, partial)
+    with partial.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+class Trainer:
+    """One fine-tuning run: the model, its optimizer and schedule, its data and its checkpoints."""
+
+    def __init__(
+        self,
+        images: LabelledImages,
+        out: str | Path,
+        config: FinetuneConfig,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.device = torch.device(device) if device else best_device()
+        self.progress = progress
+        train_rows, val_rows = stratified_split(images.targets, config.val_fraction, config.seed)
+        self.train_images, self.val_images = images.subset(train_rows), images.subset(val_rows)
+        self.model, self.groups, self.backbone_name, self.preprocess = build_classifier(
+            config, len(images.classes)
+        )
+        self.model.to(self.device, memory_format=torch.channels_last)  # faster convs, CPU and GPU
+        self.optimizer = make_optimizer(self.model, self.groups, config)
+        steps = config.epochs * math.ceil(len(self.train_images) / config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(steps, config.warmup_fraction)
+        )
+        self.loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.report = FinetuneReport(
+            config, images.classes, [g.name for g in self.groups], device=str(self.device),
+            out=str(self.out),
+        )  # fmt: skip
+        self.bad_epochs = 0
+
+    # ----- checkpoints ------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """``last.pt``, atomically: everything `resume` needs to continue as if never stopped."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "config": json.dumps(dataclasses.asdict(self.config)),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "report": json.dumps(self.report.to_dict()),
+            "bad_epochs": self.bad_epochs,
+        }
+        _atomic_save(state, self.out / LAST_CHECKPOINT)
+
+    def resume(self) -> bool:
+        """Continue from ``last.pt`` if there is one (written by the same config); True if so."""
+        path = self.out / LAST_CHECKPOINT
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        recorded = json.loads(state["config"])
+        ours = json.loads(json.dumps(dataclasses.asdict(self.config)))
+        changed = {k for k in ours if k != "patience" and recorded.get(k) != ours[k]}
+        if changed:
+            raise InvalidArgument(
+                f"{path} was written with other settings ({', '.join(sorted(changed))}); "
+                "use another --out or start over with --restart"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        saved = json.loads(state["report"])
+        self.report.history = [EpochRecord(**record) for record in saved["history"]]
+        self.report.best_epoch = saved["best_epoch"]
+        self.report.best_val_accuracy = saved["best_val_accuracy"]
+        self.report.skipped_images = saved["skipped_images"]
+        self.bad_epochs = int(state["bad_epochs"])
+        return True
+
+    def export_best(self) -> None:
+        """The current model as the run's best: an exported backbone and its head."""
+        info = {
+            "base_weights": self.config.weights,
+            "strategy": self.config.strategy,
+            "epoch": self.report.best_epoch,
+            "val_accuracy": self.report.best_val_accuracy,
+            "classes": list(self.report.classes),
+        }
+        save_backbone(
+            self.out / BACKBONE_FILE,
+            self.model.body,
+            self.backbone_name,
+            self.preprocess,
+            info=info,
+        )
+        head = {"head": self.model.head.state_dict(), "classes": list(self.report.classes)}
+        _atomic_save(head, self.out / HEAD_FILE)
+
+    # ----- training ---------------------------------------------------------------------------
+
+    def init_head_from_probe(self) -> None:
+        """Start the head at a logistic-regression probe of the frozen features (LP-FT: fine-tuning
+        from a fitted head distorts the pretrained features less than from a random one)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        torch.manual_seed(self.config.seed)
+        self.model.eval()
+        features, targets = [], []
+        batches = loader(
+            self.train_images, eval_transform(self.preprocess), self.config.batch_size,
+            shuffle=False, seed=self.config.seed, workers=self.config.workers,
+        )  # fmt: skip
+        with torch.inference_mode(), _autocast(self.device):
+            for batch in batches:
+                if len(batch.targets):
+                    pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
+                    features.append(self.model.body(pixels).float().cpu())
+                    targets.append(batch.targets)
+        x, y = torch.cat(features).numpy(), torch.cat(targets).numpy()
+        scaler = StandardScaler().fit(x)
+        probe = LogisticRegression(
+            C=PROBE_C, tol=1e-3, max_iter=1000, random_state=self.config.seed
+        )
+        probe.fit(scaler.transform(x), y)
+        weight = np.zeros((len(self.report.classes), x.shape[1]), np.float32)
+        bias = np.zeros(len(self.report.classes), np.float32)
+        rows = probe.classes_ if len(probe.classes_) > 2 else probe.classes_[1:]
+        weight[rows], bias[rows] = probe.coef_, probe.intercept_  # binary: class 0's logit is 0
+        weight /= scaler.scale_  # the standardisation folded into the head
+        bias -= weight @ scaler.mean_
+        with torch.no_grad():
+            self.model.head.weight.copy_(torch.from_numpy(weight))
+            self.model.head.bias.copy_(torch.from_numpy(bias))
+
+    def run(self) -> FinetuneReport:
+        """Train until `epochs` or early stopping; the best epoch is exported."""
+        first = len(self.report.history)
+        if first == 0 and self.config.head_init == "probe":
+            self.init_head_from_probe()
+        for epoch in range(first, self.config.epochs):
+            if self.bad_epochs >= self.config.patience:
+                self.report.stopped_early = True
+                break
+            record = self.train_epoch(epoch)
+            self.report.history.append(record)
+            if record.val_accuracy > self.report.best_val_accuracy or self.report.best_epoch < 0:
+                self.report.best_epoch, self.report.best_val_accuracy = epoch, record.val_accuracy
+                self.bad_epochs = 0
+                self.export_best()
+            else:
+                self.bad_epochs += 1
+            self.save()
+        (self.out / REPORT_FILE).write_text(json.dumps(self.report.to_dict(), indent=2))
+        return self.report
+
+    def train_epoch(self, epoch: int) -> EpochRecord:
+        started = time.perf_counter()
+        seed = self.config.seed * 1000 + epoch  # the epoch's order and augmentation, resumable
+        torch.manual_seed(seed)
+        unfrozen = self.config.unfrozen_at(epoch, len(self.groups))
+        apply_freezing(self.groups, unfrozen)
+        set_train_mode(self.model.body, self.groups, unfrozen, self.config.freeze_bn)
+        self.model.head.train()
+        batches = loader(
+            self.train_images, train_transform(self.preprocess), self.config.batch_size,
+            shuffle=True, seed=seed, workers=self.config.workers,
+        )  # fmt: skip
+        total_loss = right = seen = 0.0
+        bar = tqdm(
+            batches, desc=f"epoch {epoch + 1}/{self.config.epochs} ({unfrozen} groups)",
+            unit="batch", disable=not self.progress, leave=False,
+        )  # fmt: skip
+        for batch in bar:
+            self.report.skipped_images += batch.skipped
+            if not len(batch.targets):
+                continue
+            pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
+            targets = batch.targets.to(self.device)
+            with _autocast(self.device):
+                logits = self.model(pixels)
+                loss = self.loss(logits.float(), targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            total_loss += loss.item() * len(targets)
+            right += int((logits.argmax(dim=1) == targets).sum())
+            seen += len(targets)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{right / seen:.3f}")
+        val_batches = loader(
+            self.val_images, eval_transform(self.preprocess), self.config.batch_size,
+            shuffle=False, seed=seed, workers=self.config.workers,
+        )  # fmt: skip
+        val_accuracy, _ = accuracy(self.model, val_batches, self.device)
+        record = EpochRecord(
+            epoch=epoch,
+            unfrozen=unfrozen,
+            loss=round(total_loss / max(seen, 1), 5),
+            train_accuracy=round(right / max(seen, 1), 4),
+            val_accuracy=round(val_accuracy, 4),
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        log.info("epoch %s: %s", epoch, record)
+        return record
+
+
+def finetune(
+    images: LabelledImages,
+    out: str | Path,
+    config: FinetuneConfig | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> FinetuneReport:
+    """Fine-tune `config.backbone` on `images`; checkpoints, the best backbone and a report in `out`."""
+    trainer = Trainer(images, out, config or FinetuneConfig(), device, progress)
+    if resume and trainer.resume():
+        log.info("resuming %s after epoch %s", out, len(trainer.report.history))
+    return trainer.run()
+
+
+def load_finetuned(
+    out: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Preprocess, tuple[str, ...]]:
+    """The best exported backbone with its head, in eval mode: (model, preprocessing, classes)."""
+    from lookalike.embedder.checkpoints import exported_preprocess, read_metadata
+
+    out = Path(out)
+    loaded = create_model(str(out / BACKBONE_FILE))
+    head_state = torch.load(out / HEAD_FILE, map_location="cpu", weights_only=True)
+    weight = head_state["head"]["weight"]
+    model = ImageClassifier(loaded.model, weight.shape[1], weight.shape[0])
+    model.head.load_state_dict(head_state["head"])
+    preprocess = exported_preprocess(read_metadata(out / BACKBONE_FILE))
+    return model.to(device).eval(), preprocess, tuple(head_state["classes"])
+
+
+def evaluate(out: str | Path, images: LabelledImages, batch_size: int = 64) -> float:
+    """Top-1 accuracy of a run's best model on `images` (their classes must be the run's)."""
+    model, preprocess, classes = load_finetuned(out)
+    if tuple(classes) != tuple(images.classes):
+        raise InvalidArgument(f"the run's classes {classes} differ from these {images.classes}")
+    batches = loader(images, eval_transform(preprocess), batch_size, shuffle=False, seed=0)
+    return accuracy(model, batches, torch.device("cpu"))[0]

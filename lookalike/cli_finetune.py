@@ -1,0 +1,126 @@
+"""`lookalike finetune|advise`: train the backbone itself when frozen features are not enough."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lookalike.cli_options import QUIET
+
+DATA = click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A folder with one sub-folder per class, or a collection with labelled items.",
+)
+BACKBONE = click.option(
+    "--backbone", default="default", show_default=True, help="Registry name of the base model."
+)
+WEIGHTS = click.option(
+    "--weights", default="default", show_default=True, help="default, none, an id or a file."
+)
+IMAGE_SIZE = click.option("--image-size", type=int, help="Crop size (default: the weights').")
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+@click.command()
+@DATA
+@BACKBONE
+@WEIGHTS
+@click.option(
+    "--strategy",
+    type=click.Choice(["head", "partial", "full", "gradual"]),
+    default="partial",
+    show_default=True,
+    help="head: frozen backbone; partial: top --unfreeze groups; full: all, discriminative "
+    "rates; gradual: one more group an epoch from the top.",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--unfreeze", default=2, show_default=True, help="partial: top groups to train.")
+@click.option("--epochs", default=5, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="The new head's learning rate.")
+@click.option("--backbone-lr", type=float, help="The top group's rate (default: lr / 10).")
+@click.option("--lr-decay", default=0.5, show_default=True, help="Rate ratio, group to group.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw")
+@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--warmup", default=0.1, show_default=True, help="Warm-up fraction of the steps.")
+@click.option("--label-smoothing", default=0.0, show_default=True)
+@IMAGE_SIZE
+@click.option("--val-fraction", default=0.2, show_default=True)
+@click.option("--patience", default=3, show_default=True, help="Early stopping, in epochs.")
+@click.option(
+    "--freeze-bn/--train-bn",
+    default=True,
+    show_default=True,
+    help="BatchNorm keeps its pretrained statistics in trained groups too (scale/shift train).",
+)
+@click.option(
+    "--head-init",
+    type=click.Choice(["probe", "random"]),
+    default="probe",
+    show_default=True,
+    help="probe: start the head at a linear probe of the frozen features (LP-FT).",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--device", help="cuda, cpu, ... (default: the best available).")
+@click.option("--restart", is_flag=True, help="Start over instead of resuming from --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@QUIET
+def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **options) -> None:
+    """Fine-tune a backbone on labelled images; the best epoch becomes an embedder.
+
+    Resumes from OUT/last.pt when it exists. Embed with the result:
+    `lookalike embed IMAGES -c COLLECTION --backbone OUT`.
+    """
+    from lookalike.classify.finetune import FinetuneConfig
+    from lookalike.classify.finetune import finetune as run
+    from lookalike.classify.images import labelled_images
+
+    images = labelled_images(data)
+    config = FinetuneConfig(weights=_weights(weights), warmup_fraction=warmup, **options)
+    report = run(images, out, config, device, resume=not restart, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for record in report.history:
+        click.echo(
+            f"epoch {record.epoch + 1}: {record.unfrozen} groups trained, loss {record.loss:.4f}, "
+            f"train accuracy {record.train_accuracy:.4f}, validation {record.val_accuracy:.4f} "
+            f"({record.seconds:.0f} s)"
+        )
+    stopped = " (stopped early)" if report.stopped_early else ""
+    click.echo(
+        f"best: epoch {report.best_epoch + 1}, validation accuracy "
+        f"{report.best_val_accuracy:.4f}{stopped}; {report.skipped_images} images skipped"
+    )
+    click.echo(f"embedder: {out / 'backbone.safetensors'} (lookalike embed ... --backbone {out})")
+
+
+@click.command()
+@DATA
+@BACKBONE
+@WEIGHTS
+@IMAGE_SIZE
+@click.option("--sample", default=2000, show_default=True, help="Images probed at most.")
+@click.option("--json", "as_json", is_flag=True)
+@QUIET
+def advise(data, backbone, weights, image_size, sample, as_json, quiet) -> None:
+    """Recommend head, partial, gradual or full fine-tuning for a labelled dataset, and why."""
+    from lookalike.classify.advise import advise as recommend
+    from lookalike.classify.images import labelled_images
+
+    images = labelled_images(data)
+    advice = recommend(images, backbone, _weights(weights), image_size, sample, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(advice.to_dict(), indent=2))
+        return
+    click.echo(f"strategy: {advice.strategy}")
+    click.echo(f"why: {advice.reason}")
+    click.echo(f"run: {advice.command(str(data), backbone)}")
