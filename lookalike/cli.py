@@ -463,10 +463,11 @@ def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
 
 def _register_commands() -> None:
     from lookalike.cli_classify import classifiers, predict, probe, train
+    from lookalike.cli_distill import distill
     from lookalike.cli_finetune import advise, finetune
     from lookalike.cli_serve import serve
 
-    for command in (train, predict, probe, classifiers, serve, finetune, advise):
+    for command in (train, predict, probe, classifiers, serve, finetune, advise, distill):
         main.add_command(command)
 
 
