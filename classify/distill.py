@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from lookalike.embedder.spec import OUTPUT_LAYER, Preprocess
 from lookalike.errors import InvalidArgument
 
 from .agreement import HeldOut, compare_speed, embed_rows
+from .finetune import autocast_for, warmup_cosine
 from .images import LabelledImages, eval_transform, loader
 
 log = logging.getLogger(__name__)
@@ -294,25 +295,6 @@ def distill_loss(
 # ----- training -------------------------------------------------------------------------------
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """A LambdaLR factor: linear warm-up over `warmup_fraction` of the steps, then cosine to 0."""
-    warmup = max(1, round(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 class StudentTrainer:
     """The student's optimizer, schedule and steps against cached teacher vectors."""
 
@@ -343,7 +325,7 @@ class StudentTrainer:
         """One optimizer step on a batch; returns its loss."""
         pixels = pixels.to(self.device, memory_format=torch.channels_last)
         target = self.targets[rows].to(self.device)
-        with _autocast(self.device):
+        with autocast_for(self.device):
             output = self.model(pixels)
         loss = distill_loss(output.float(), target, self.config, self.classifier, self.center)
         self.optimizer.zero_grad(set_to_none=True)

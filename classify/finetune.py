@@ -195,7 +195,8 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
     return factor
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
@@ -205,7 +206,7 @@ def accuracy(model: nn.Module, batches, device: torch.device) -> tuple[float, in
     """Top-1 accuracy over `batches`, and how many images failed to decode."""
     model.eval()
     right = seen = skipped = 0
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast_for(device):
         for batch in batches:
             skipped += batch.skipped
             if not len(batch.targets):
@@ -331,7 +332,7 @@ class Trainer:
             self.train_images, eval_transform(self.preprocess), self.config.batch_size,
             shuffle=False, seed=self.config.seed, workers=self.config.workers,
         )  # fmt: skip
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode(), autocast_for(self.device):
             for batch in batches:
                 if len(batch.targets):
                     pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
@@ -397,7 +398,7 @@ class Trainer:
                 continue
             pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
             targets = batch.targets.to(self.device)
-            with _autocast(self.device):
+            with autocast_for(self.device):
                 logits = self.model(pixels)
                 loss = self.loss(logits.float(), targets)
             self.optimizer.zero_grad(set_to_none=True)
