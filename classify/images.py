@@ -24,7 +24,7 @@ from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, decode_i
 from lookalike.embedder.spec import Preprocess
 from lookalike.errors import BadImage, InvalidArgument
 
-from .labels import LabelledItems, check_trainable, load_labels
+from .labels import LabelledItems, check_trainable, labelled_sources
 
 TRAIN_CROP_SCALE = (0.6, 1.0)  # light: the crops keep most of the object
 
@@ -54,14 +54,7 @@ def labelled_images(data: str | Path, labels: str | Path | None = None) -> Label
     """A folder with one sub-folder per class, or a collection with labelled items."""
     data = Path(data)
     if (data / "manifest.json").is_file():
-        collection = Collection.open(data)
-        found = load_labels(collection, labels)
-        items = collection.items(["id", "path"])
-        path_of = dict(zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True))
-        sources = [
-            ImageSource(Path(path_of[int(i)]), str(label))
-            for i, label in zip(found.ids, found.labels, strict=True)
-        ]
+        sources = labelled_sources(Collection.open(data), labels)
     else:
         sources = [s for s in walk_images([data], labels_from_folders=True) if s.label]
         if not sources:

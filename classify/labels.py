@@ -14,6 +14,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from lookalike.collection import Collection
+from lookalike.embedder.sources import ImageSource
 from lookalike.errors import LabelError
 
 FOLDERS = "folders"
@@ -68,6 +69,19 @@ def load_labels(
         found = _from_table(collection, Path(labels))
     check_trainable(found)
     return found
+
+
+def labelled_sources(
+    collection: Collection, labels: str | Path | Mapping[int, str] | None = None
+) -> list[ImageSource]:
+    """The labelled items of `collection` as image files with their labels (see `load_labels`)."""
+    found = load_labels(collection, labels)
+    items = collection.items(["id", "path"])
+    path_of = dict(zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True))
+    return [
+        ImageSource(Path(path_of[int(i)]), str(label))
+        for i, label in zip(found.ids, found.labels, strict=True)
+    ]
 
 
 def _read_table(path: Path) -> pa.Table:

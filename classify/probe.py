@@ -21,7 +21,7 @@ from lookalike.embedder.pipeline import DataLoaderPipeline
 from lookalike.embedder.sources import ImageSource, walk_images
 from lookalike.embedder.spec import OUTPUT_LAYER
 
-from .labels import LabelledItems, check_trainable, load_labels
+from .labels import LabelledItems, check_trainable, labelled_sources
 from .models import make_model
 from .plots import probe_png
 
@@ -265,12 +265,6 @@ def probe_collection(
     """Probe the labelled images of a collection with the collection's own backbone and weights."""
     if not isinstance(collection, Collection):
         collection = Collection.open(collection)
-    labelled = load_labels(collection, labels)
-    items = collection.items(["id", "path"])
-    path_of = dict(zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True))
-    sources = [
-        ImageSource(Path(path_of[int(i)]), str(label))
-        for i, label in zip(labelled.ids, labelled.labels, strict=True)
-    ]
+    sources = labelled_sources(collection, labels)
     embedder = {k: v for k, v in spec_arguments(collection.spec).items() if k != "normalize"}
     return probe(sources, embedder={**embedder, **options.pop("embedder", {})}, **options)
