@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from transfer_bench import FASHION_MNIST, load, nested_order, write_pngs
+from transfer_bench import FASHION_MNIST, fashion_mnist_missing, load, nested_order, write_pngs
 
 from lookalike.classify.agreement import HeldOut, compare_speed, embed_rows
 from lookalike.classify.distill import (
@@ -109,10 +109,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("bench-data/distill"))
     parser.add_argument("--data", type=Path, default=FASHION_MNIST)
     args = parser.parse_args()
-    if not (args.data / "train-images-idx3-ubyte.gz").exists():
-        print(
-            f"SKIPPED: Fashion-MNIST not found in {args.data} (apt install dataset-fashion-mnist)"
-        )
+    if fashion_mnist_missing(args.data):
         return 0
     train = args.train or (800 if args.quick else 3000)
     held_out = args.held_out

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transfer_bench import CLASSES, FASHION_MNIST, load, nested_order, write_pngs
+from transfer_bench import (
+    CLASSES,
+    FASHION_MNIST,
+    fashion_mnist_missing,
+    load,
+    nested_order,
+    write_pngs,
+)
 
 from lookalike.classify import make_model
 from lookalike.classify.finetune import FinetuneConfig, evaluate, finetune
@@ -49,10 +56,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=FASHION_MNIST)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
-    if not (args.data / "train-images-idx3-ubyte.gz").exists():
-        print(
-            f"SKIPPED: Fashion-MNIST not found in {args.data} (apt install dataset-fashion-mnist)"
-        )
+    if fashion_mnist_missing(args.data):
         return 0
     n_train, n_test, size, epochs = (500, 500, 64, 1) if args.quick else (3000, 2000, 64, 4)
     if args.threads:  # 1 when other jobs share the cores: OpenMP threads that wait spin

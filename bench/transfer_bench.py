@@ -36,6 +36,14 @@ STAGES = "blocks.4+5+6"
 EMBEDDERS = {"pretrained": "default", "random-init": None}
 
 
+def fashion_mnist_missing(folder: Path) -> bool:
+    """True (and says why the bench skips) when Debian's Fashion-MNIST is not in `folder`."""
+    if (folder / "train-images-idx3-ubyte.gz").exists():
+        return False
+    print(f"SKIPPED: Fashion-MNIST not found in {folder} (apt install dataset-fashion-mnist)")
+    return True
+
+
 def read_idx(path: Path) -> np.ndarray:
     data = gzip.decompress(path.read_bytes())
     dims = data[3]
@@ -96,10 +104,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("bench-data/transfer"))
     parser.add_argument("--data", type=Path, default=FASHION_MNIST)
     args = parser.parse_args()
-    if not (args.data / "train-images-idx3-ubyte.gz").exists():
-        print(
-            f"SKIPPED: Fashion-MNIST not found in {args.data} (apt install dataset-fashion-mnist)"
-        )
+    if fashion_mnist_missing(args.data):
         return 0
     data = load(args.data)
     sizes = (500, 1000) if args.quick else (1000, 10000, 60000)
