@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from lookalike.collection import Collection
 from lookalike.embedder.backbone import Backbone, backbone_from_spec
-from lookalike.embedder.preprocess import to_batch
+from lookalike.embedder.preprocess import to_array
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image
 from lookalike.errors import BadImage, InvalidArgument, SpecMismatch, UnknownItem
 
@@ -186,18 +187,23 @@ class Searcher:
     def embed_layers(
         self, images: Sequence[str | Path | bytes], max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> dict[str, np.ndarray]:
-        """Every layer of the collection's spec for each image, from one forward pass."""
+        """Every layer of the collection's spec for each image, from one forward pass.
+
+        Each image is preprocessed as soon as it is decoded, so only one decoded image is held at
+        a time (sixteen 40-megapixel uploads would otherwise hold 2 GB at once)."""
         backbone = self.backbone()
-        decoded = []
+        preprocess = backbone.spec.preprocess
+        arrays = []
         for number, image in enumerate(images):
             try:
                 data = image if isinstance(image, bytes) else Path(image).read_bytes()
-                short_side = backbone.spec.preprocess.resize  # large JPEGs decode at a lower scale
-                decoded.append(decode_image(data, max_pixels, short_side))
+                decoded = decode_image(data, max_pixels, preprocess.resize)  # JPEG: reduced scale
             except BadImage as error:
                 name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
                 raise BadImage(f"{name}: {error}") from None
-        return backbone.embed(to_batch(decoded, backbone.spec.preprocess))
+            arrays.append(to_array(decoded, preprocess))
+            del decoded
+        return backbone.embed(torch.from_numpy(np.stack(arrays)))
 
     def backbone(self) -> Backbone:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""

@@ -415,6 +415,8 @@ def exact_neighbours(
     xq = _as_matrix(xq)
     heap = faiss.ResultHeap(len(xq), k, keep_max=metric == "ip")
     for ids, xb in blocks:
+        if len(ids) == 0:  # a shard whose items were all deleted
+            continue
         flat = faiss.IndexFlat(xq.shape[1], METRICS[metric])
         flat.add(_as_matrix(xb))
         scores, rows = flat.search(xq, min(k, len(ids)))

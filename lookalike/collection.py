@@ -101,6 +101,7 @@ class Collection:
         self.spec = BackboneSpec.from_dict(manifest["spec"])
         self._located: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted: tuple[tuple[int, int], np.ndarray] | None = None
+        self._tables: dict[str, pa.Table] = {}  # shard name -> its item table (shards never change)
 
     @classmethod
     def create(cls, path: str | Path, spec: BackboneSpec) -> Collection:
@@ -165,8 +166,17 @@ class Collection:
         return [Shard(folder / name) for name in names]
 
     def __len__(self) -> int:
-        stored = sum(len(shard) for shard in self.shards())
+        stored = sum(self._table(shard).num_rows for shard in self.shards())
         return stored - len(self.deleted_ids())
+
+    def _table(self, shard: Shard) -> pa.Table:
+        """A shard's whole item table, read once per Collection object: a shard never changes
+        once renamed into place, and a server writing one shard per upload would otherwise read
+        every shard again on every write (an upload took 1.3 s at 400 shards)."""
+        table = self._tables.get(shard.name)
+        if table is None:
+            table = self._tables[shard.name] = shard.items()
+        return table
 
     def generation(self) -> tuple[int, int]:
         """A stamp that changes whenever items are added or deleted, by any process (two stats):
@@ -206,7 +216,10 @@ class Collection:
         wanted = None if columns is None else list(columns)
         if len(deleted) and wanted is not None and "id" not in wanted:
             wanted = [*wanted, "id"]
-        tables = [shard.items(wanted) for shard in self.shards()]
+        tables = [
+            self._table(shard).select(wanted) if wanted else self._table(shard)
+            for shard in self.shards()
+        ]
         if not tables:
             schema = (
                 ITEM_SCHEMA
@@ -227,7 +240,7 @@ class Collection:
         self._check_layer(layer)
         deleted = self.deleted_ids()
         for shard in self.shards():
-            ids = shard.items(["id"]).column("id").to_numpy()
+            ids = self._table(shard).column("id").to_numpy()
             vectors = shard.embeddings(layer)
             if len(deleted):
                 keep = ~np.isin(ids, deleted)
@@ -274,7 +287,7 @@ class Collection:
         if located is None or located[0] != names:
             ids, shard_of, row_of = [], [], []
             for number, shard in enumerate(shards):
-                shard_ids = shard.items(["id"]).column("id").to_numpy()
+                shard_ids = self._table(shard).column("id").to_numpy()
                 ids.append(shard_ids)
                 shard_of.append(np.full(len(shard_ids), number, np.int32))
                 row_of.append(np.arange(len(shard_ids)))
@@ -327,7 +340,7 @@ class CollectionWriter:
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
         shards = collection.shards()
         self._next_shard = int(shards[-1].name) + 1 if shards else 1
-        last = [pc.max(shard.items(["id"])["id"]).as_py() for shard in shards]  # deleted too:
+        last = [pc.max(collection._table(shard)["id"]).as_py() for shard in shards]  # deleted too:
         self._next_id = max(last) + 1 if last else 0  # ids are never reused
         self._rows: list[dict[str, Any]] = []
         self._vectors: dict[str, list[np.ndarray]] = {layer: [] for layer in collection.spec.layers}

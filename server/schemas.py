@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 import numpy as np
 from flask_smorest.fields import Upload
+from werkzeug.datastructures import FileStorage
 
 from lookalike.index.vector_index import MAX_K
 
@@ -36,13 +37,33 @@ class Vector(ma.fields.List):
         return None if value is None else np.asarray(value, dtype=np.float32).tolist()
 
 
+class WholeNumber(ma.fields.Integer):
+    """An integer: a number with a fraction is refused, not truncated (marshmallow's Integer reads
+    1.5 as 1, so `{"id": 1.5}` searched from item 1). Integer strings stay valid: multipart form
+    fields are strings."""
+
+    def _validated(self, value):
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class File(Upload):
+    """An uploaded file part; a plain form field of the same name (no bytes to read) is refused."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> FileStorage:
+        if not isinstance(value, FileStorage):
+            raise ma.ValidationError("expected a file part (with a filename), not a plain field")
+        return value
+
+
 class Strict(ma.Schema):
     class Meta:
         unknown = ma.RAISE
 
 
 class Filters(Strict):
-    k = ma.fields.Integer(load_default=10, validate=ma.validate.Range(1, MAX_K))
+    k = WholeNumber(load_default=10, validate=ma.validate.Range(1, MAX_K))
     threshold = ma.fields.Float(
         load_default=None, allow_nan=False, validate=ma.validate.Range(0, None),
         metadata={"description": "Only neighbours within this distance (cosine distance 1-cos)."},
@@ -53,7 +74,7 @@ class Filters(Strict):
 
 class SearchJson(Filters):
     vector = Vector(metadata={"description": "A query embedding."})
-    id = ma.fields.Integer(
+    id = WholeNumber(
         validate=ma.validate.Range(0, MAX_ID),
         metadata={"description": "Search from a stored item."},
     )
@@ -71,7 +92,7 @@ class Images(Strict):
     """Multipart: the `image` files (repeat the part for several)."""
 
     image = ma.fields.List(
-        Upload(),
+        File(),
         required=True,
         validate=ma.validate.Length(min=1),
         metadata={"description": "One or more image files (JPEG, PNG, WebP, GIF, BMP, TIFF)."},
@@ -100,7 +121,7 @@ class AddedItems(ma.Schema):
 
 
 class PredictUpload(Images):
-    k = ma.fields.Integer(load_default=5, validate=ma.validate.Range(0, 100))
+    k = WholeNumber(load_default=5, validate=ma.validate.Range(0, 100))
     embedding = ma.fields.Boolean(load_default=False)
 
 
@@ -135,12 +156,12 @@ class Embeddings(ma.Schema):
 
 class PredictIds(Strict):
     ids = ma.fields.List(
-        ma.fields.Integer(validate=ma.validate.Range(0, MAX_ID)),
+        WholeNumber(validate=ma.validate.Range(0, MAX_ID)),
         required=True,
         validate=ma.validate.Length(1, 1000),
         metadata={"description": "Stored item ids: predicted from their cached embeddings."},
     )
-    k = ma.fields.Integer(load_default=5, validate=ma.validate.Range(0, 100))
+    k = WholeNumber(load_default=5, validate=ma.validate.Range(0, 100))
     embedding = ma.fields.Boolean(load_default=False)
 
 
@@ -187,7 +208,7 @@ class TrainJob(Strict):
         load_default="logreg", validate=ma.validate.OneOf(["logreg", "linear-svm", "knn", "mlp"])
     )
     labels = Labels(load_default="folders")
-    folds = ma.fields.Integer(load_default=5, validate=ma.validate.Range(2, 20))
+    folds = WholeNumber(load_default=5, validate=ma.validate.Range(2, 20))
     holdout = ma.fields.Float(
         validate=ma.validate.Range(0, 1, min_inclusive=False, max_inclusive=False)
     )

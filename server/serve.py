@@ -9,6 +9,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from lookalike.errors import InvalidArgument
+from lookalike.index import set_search_threads
 
 from .app import create_app
 from .settings import Settings
@@ -63,6 +64,10 @@ def serve(
             f"refusing to serve {host} without API keys: set read_keys/write_keys "
             "(LOOKALIKE_READ_KEYS, LOOKALIKE_WRITE_KEYS), or pass --open to allow it"
         )
+    # FAISS's parallel regions run on the OpenMP runtime torch loaded; a team of OpenMP threads
+    # started here, in the master, would not exist in the forked workers, and their first torch
+    # op would wait for it forever (an index built or caught up after a crash hung every worker).
+    set_search_threads(1)
     for name, path in settings.collections.items():
         log.info("serving %s from %s", name, path)
         prepare_index(path)

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from lookalike.bulk import embed_images
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
@@ -23,10 +25,12 @@ from lookalike.index import (
 from lookalike.index.maintain import exact_index, sync_index
 from lookalike.ingest import Added, Upload, add_uploads
 
+from .decoding import PixelBudget
 from .errors import ApiError
 from .settings import Settings
 
 WRITE_WAIT_SECONDS = 30.0
+DECODE_BUDGET_IMAGES = 2  # a process decodes at most this many max_pixels images at once
 
 
 class Served:
@@ -38,7 +42,9 @@ class Served:
         self._searchers: dict[str, Searcher] = {}
         self._predictors: dict[tuple[str, str], tuple[float, Predictor]] = {}
         self._writing = {name: threading.Lock() for name in settings.collections}  # one writer
+        self._syncing = {name: threading.Lock() for name in settings.collections}  # index changes
         self._seen: dict[str, tuple[int, int]] = {}  # each collection's generation, as last synced
+        self.decode_budget = PixelBudget(DECODE_BUDGET_IMAGES * settings.max_pixels)
 
     def names(self) -> list[str]:
         return sorted(self.settings.collections)
@@ -68,15 +74,14 @@ class Served:
         return searcher
 
     def _sync(self, name: str, searcher: Searcher) -> None:
-        """Catch up with writes made elsewhere; a write under way in this process does it itself."""
-        if not self._writing[name].acquire(blocking=False):
-            return
-        try:
+        """Catch up with writes made elsewhere, before answering: a catch-up is short, so a reader
+        waits for one under way rather than answer without an item another worker acknowledged
+        (even while a write of its own process holds the write slot)."""
+        with self._syncing[name]:
             generation = searcher.collection.generation()  # before the sync: nothing missed
-            self.catch_up(searcher)
-            self._seen[name] = generation
-        finally:
-            self._writing[name].release()
+            if generation != self._seen.get(name):
+                self.catch_up(searcher)
+                self._seen[name] = generation
 
     @contextlib.contextmanager
     def writing(self, name: str, wait: float = WRITE_WAIT_SECONDS) -> Iterator[Searcher]:
@@ -111,7 +116,8 @@ class Served:
                     on_progress=job.progress,
                 )
             finally:  # shards written before a failure are durable: make them searchable too
-                added, _ = self.catch_up(searcher)
+                with self._syncing[name]:
+                    added, _ = self.catch_up(searcher)
         return {
             "found": report.found,
             "embedded": report.embedded,
@@ -121,9 +127,10 @@ class Served:
             "images_per_second": round(report.images_per_second, 2),
         }
 
-    def add_images(self, name: str, uploads: list[Upload]) -> list[Added]:
-        """Store, embed and append uploads, then add them to the live index; durable on return."""
-        with self.writing(name) as searcher:
+    def add_images(self, name: str, uploads: list[Upload], pixels: int = 0) -> list[Added]:
+        """Store, embed and append uploads, then add them to the live index; durable on return.
+        `pixels`: the largest upload's, taken from the decode budget while they are decoded."""
+        with self.writing(name) as searcher, self.decode_budget.take(pixels):
             added, ids, vectors = add_uploads(
                 searcher.collection,
                 searcher.backbone(),
@@ -131,9 +138,11 @@ class Served:
                 self.settings.max_pixels,
                 wait=WRITE_WAIT_SECONDS,  # another worker process may be writing
             )
-            if len(ids):
-                searcher.refresh_items()  # before the index can return the new ids
-                searcher.index.add(ids, vectors[searcher.layer])
+            with self._syncing[name]:  # a reader's catch-up may have indexed them already
+                fresh = ~np.isin(ids, searcher.index.ids())
+                if fresh.any():
+                    searcher.refresh_items()  # before the index can return the new ids
+                    searcher.index.add(ids[fresh], vectors[searcher.layer][fresh])
         return added
 
     def delete_item(self, name: str, item_id: int) -> None:
@@ -141,8 +150,9 @@ class Served:
         with self.writing(name) as searcher:
             with searcher.collection.writer(wait=WRITE_WAIT_SECONDS) as writer:
                 writer.delete([item_id])
-            searcher.index.remove([item_id])
-            searcher.refresh_items()
+            with self._syncing[name]:
+                searcher.index.remove([item_id])
+                searcher.refresh_items()
 
     def collection(self, name: str) -> Collection:
         with self._lock:

@@ -34,10 +34,11 @@ def delete(name: str, classifier: str) -> None:
 def predict(form: dict, name: str, classifier: str) -> dict:
     """Class probabilities and labelled neighbours of uploaded images, in one answer."""
     predictor = served().predictor(name, classifier)
-    images, names = read_uploads(form)
-    predictions = predictor.predict_images(
-        images, form["k"], form["embedding"], settings().max_pixels
-    )
+    images, names, pixels = read_uploads(form)
+    with served().decode_budget.take(pixels):
+        predictions = predictor.predict_images(
+            images, form["k"], form["embedding"], settings().max_pixels
+        )
     return _answer(classifier, names, predictions)
 
 

@@ -7,7 +7,7 @@ import io
 from flask import Response
 from PIL import Image
 
-from lookalike.embedder.sources import decode_image
+from lookalike.embedder.sources import check_header, decode_image
 from lookalike.errors import BadImage
 from lookalike.ingest import Upload
 
@@ -61,12 +61,12 @@ def get_collection(name: str) -> dict:
 @requires(WRITE)
 def add_items(form: dict, name: str) -> dict:
     """Upload images: stored, embedded, indexed; their ids come back once they are durable."""
-    images, names = read_uploads(form)
+    images, names, pixels = read_uploads(form)
     uploads = [
         Upload(data, filename, form.get("label"))
         for data, filename in zip(images, names, strict=True)
     ]
-    added = served().add_images(name, uploads)
+    added = served().add_images(name, uploads, pixels)
     return {"items": [a.__dict__ for a in added]}
 
 
@@ -93,7 +93,10 @@ def get_thumbnail(name: str, item_id: int) -> Response:
     path = served().searcher(name).item(item_id)["path"]
     try:
         with open(path, "rb") as handle:
-            image = decode_image(handle.read(), settings().max_pixels)
+            data = handle.read()
+        header = check_header(data, settings().max_pixels)
+        with served().decode_budget.take(header.width * header.height):
+            image = decode_image(data, settings().max_pixels)
     except OSError:
         raise ApiError(404, f"the file of item {item_id} is no longer on disk") from None
     except BadImage as error:  # changed on disk since it was embedded

@@ -9,6 +9,7 @@ from werkzeug.datastructures import FileStorage
 
 from lookalike.index import Filters
 
+from ..decoding import screen
 from ..errors import ApiError
 from ..settings import Settings
 from ..state import Served
@@ -22,15 +23,18 @@ def settings() -> Settings:
     return served().settings
 
 
-def read_uploads(body: dict[str, Any]) -> tuple[list[bytes], list[str]]:
-    """The bytes and names of the uploaded `image` files (at most max_images_per_request)."""
+def read_uploads(body: dict[str, Any]) -> tuple[list[bytes], list[str], int]:
+    """The bytes and names of the uploaded `image` files (at most max_images_per_request), each
+    screened from its header (see `decoding.screen`), and the pixel count of the largest."""
     uploads: list[FileStorage] = body.get("image") or []
     limit = settings().max_images_per_request
     if len(uploads) > limit:
         raise ApiError(413, f"{len(uploads)} images in one request; the limit is {limit}")
-    return [upload.read() for upload in uploads], [
-        upload.filename or f"upload {n + 1}" for n, upload in enumerate(uploads)
-    ]
+    images = [upload.read() for upload in uploads]
+    names = [upload.filename or f"upload {n + 1}" for n, upload in enumerate(uploads)]
+    max_pixels = settings().max_pixels
+    pixels = [screen(data, name, max_pixels) for data, name in zip(images, names, strict=True)]
+    return images, names, max(pixels, default=0)
 
 
 def filters_from(args: dict[str, Any]) -> Filters:

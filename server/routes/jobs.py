@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import current_app, url_for
 
 from lookalike.classify import train_classifier
+from lookalike.classify.store import check_name
 
 from .. import schemas
 from ..auth import WRITE, requires
@@ -31,7 +32,10 @@ def allowed_folder(folder: str) -> Path:
     roots = settings().allowed_roots
     if not roots:
         raise ApiError(403, "server-side embedding is off: no allowed_roots are configured")
-    path = Path(folder).expanduser().resolve()
+    try:
+        path = Path(folder).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as error:  # a NUL byte, a loop of links, ...
+        raise ApiError(422, f"{folder!r} is not a usable folder path: {error}") from None
     if not any(path == root or path.is_relative_to(root) for root in roots):
         raise ApiError(403, f"{folder!r} is outside the allowed roots")
     if not path.is_dir():
@@ -64,6 +68,7 @@ def train_job(body: dict, name: str):
     """Train a classifier on the collection's cached embeddings, as a job (answers its card)."""
     state = served()  # the job runs outside this request's context
     collection = state.collection(name)
+    check_name(body["name"])  # a bad name (a path, say) is a 422 now, not a failed job later
     labels = body["labels"]
     if isinstance(labels, dict):
         try:

@@ -50,8 +50,9 @@ def search(query: dict, name: str) -> Response:
 def search_images(form: dict, name: str) -> Response:
     """Neighbours of uploaded images, embedded with the collection's own embedder."""
     searcher = served().searcher(name)
-    images, names = read_uploads(form)
-    vectors = searcher.embed_images(images, settings().max_pixels)
+    images, names, pixels = read_uploads(form)
+    with served().decode_budget.take(pixels):
+        vectors = searcher.embed_images(images, settings().max_pixels)
     results = searcher.search_vectors(
         vectors, form["k"], threshold=form["threshold"], filters=filters_from(form)
     )
@@ -86,8 +87,9 @@ def embed_with_served(body: dict) -> dict:
 
 def _embeddings(name: str, body: dict) -> dict:
     searcher = served().searcher(name)
-    images, sources = read_uploads(body)
-    vectors = searcher.embed_images(images, settings().max_pixels)
+    images, sources, pixels = read_uploads(body)
+    with served().decode_budget.take(pixels):
+        vectors = searcher.embed_images(images, settings().max_pixels)
     return {
         "collection": name,
         "spec_fingerprint": searcher.collection.spec.fingerprint(),
