@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lookalike.errors import BadImage
@@ -143,11 +144,20 @@ def _pillow_errors_as_bad_image() -> Iterator[None]:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        image = _sixteen_bit_to_eight(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _sixteen_bit_to_eight(image: Image.Image) -> Image.Image:
+    """16-bit greyscale (Pillow's "I;16" or "I") scaled to 8 bits by 1/257; Pillow's own
+    conversion clips every value above 255 to white."""
+    pixels = np.asarray(image, dtype=np.float64) / 257.0
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
 
 
 def sha256_hex(data: bytes) -> str:
