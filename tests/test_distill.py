@@ -206,6 +206,7 @@ def test_export_loads_through_the_registry_and_embeds_like_the_student(
     student, losses = train_student(teacher, images, TINY, CPU, progress=False)
     path = export_student(student, tmp_path, TINY, losses)
     assert path == tmp_path / BACKBONE_FILE
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by whoever serves it
     assert exported_info(path)["distilled_from"]["teacher"] == TINY.teacher
     loaded = get_backbone(str(tmp_path), normalize=False, device="cpu")
     assert loaded.spec.dims == {
