@@ -132,7 +132,9 @@ def main() -> int:
     print(report.summary())
     if not args.quick:  # two more passes of the teacher, and two ONNX exports
         itself = teacher_against_itself(held_dir, config, args.device, 208)
-        print(f"for scale: recall@10 of the teacher at 224 px by the teacher at 208 px: {itself:.3f}")
+        print(
+            f"for scale: recall@10 of the teacher at 224 px by the teacher at 208 px: {itself:.3f}"
+        )
         print(onnx_speed(report, config, args.device))
     print(f"losses by epoch: {[round(loss, 5) for loss in report.losses]}")
     print(verdict(report))
