@@ -68,7 +68,8 @@ def save_backbone(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     save_file(state, str(partial), metadata=metadata)
-    partial.chmod(0o644)  # safetensors creates its files owner-only; a backbone is shared like weights
+    # safetensors creates its files owner-only; a backbone is shared like any weights file
+    partial.chmod(0o644)
     with partial.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, path)
