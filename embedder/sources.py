@@ -76,9 +76,14 @@ class Header:
     height: int
 
 
+# Preprocessing resizes the short side up or down to the model's size, so a 1 x 1,000,000 image
+# (a few kB) would become 224 x 224,000,000 pixels: refused, panoramas (up to ~20:1) are not.
+MAX_ASPECT_RATIO = 100
+
+
 def check_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
-    """The format and upright size of encoded bytes, checked (allowlist, pixel limit) without
-    decoding a pixel; `BadImage` saying why not."""
+    """The format and upright size of encoded bytes, checked (allowlist, pixel limit, aspect
+    ratio) without decoding a pixel; `BadImage` saying why not."""
     if not data:
         raise BadImage("empty file (0 bytes)")
     with _pillow_errors_as_bad_image():
@@ -92,6 +97,12 @@ def _header(image: Image.Image, max_pixels: int) -> Header:
     if width * height > max_pixels:
         raise BadImage(
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadImage(
+            f"image is {width}x{height}: one side is over {MAX_ASPECT_RATIO} times the other, and "
+            "preprocessing scales the short side to the model's size (the long one would take "
+            "too many pixels)"
         )
     if image.getexif().get(ExifTags.Base.Orientation) in ROTATED_ORIENTATIONS:
         width, height = height, width

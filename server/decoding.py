@@ -18,9 +18,6 @@ from lookalike.embedder.sources import check_header
 from lookalike.errors import BadImage
 
 MAX_JPEG_SCANS = 64  # encoders write 1 (baseline) to about 20 (mozjpeg's progressive scripts)
-# Preprocessing resizes the short side up or down to the model's size, so a 1 x 1,000,000 image
-# (a few kB) would become 72 x 72,000,000 pixels: refused, panoramas (up to ~20:1) are not.
-MAX_ASPECT_RATIO = 100
 SOS = b"\xff\xda"  # a JPEG's start-of-scan marker (0xFF in entropy-coded data is stuffed: FF00)
 
 
@@ -28,13 +25,6 @@ def screen(data: bytes, name: str, max_pixels: int) -> int:
     """The pixel count of an upload whose header passes every check; `BadImage` naming it if not."""
     try:
         header = check_header(data, max_pixels)
-        long, short = max(header.width, header.height), min(header.width, header.height)
-        if long > MAX_ASPECT_RATIO * short:
-            raise BadImage(
-                f"image is {header.width}x{header.height}: one side is over {MAX_ASPECT_RATIO} "
-                "times the other, and preprocessing scales the short side to the model's size "
-                "(the long one would take too many pixels)"
-            )
         if header.format in ("JPEG", "MPO") and (scans := data.count(SOS)) > MAX_JPEG_SCANS:
             raise BadImage(
                 f"a JPEG of {scans} scans; the limit is {MAX_JPEG_SCANS} (each one costs a pass "

@@ -71,12 +71,14 @@ def write_bad_files(folder: Path) -> dict[str, str]:
     (folder / "notes.png").write_text("this is not an image\n")
     Image.new("1", (9000, 9000)).save(folder / "huge.png")  # 81 M pixels, a few kB on disk
     Image.new("RGB", (20, 20)).save(folder / "old.jpg", format="PCX")  # a format we do not allow
+    Image.new("L", (4000, 10)).save(folder / "banner.png")  # 400:1, would resize to 89,600 x 224
     return {
         "empty.jpg": "empty",
         "truncated.jpg": "truncated",
         "notes.png": "not an image",
         "huge.png": "pixels",
         "old.jpg": "PCX",
+        "banner.png": "times the other",
     }
 
 

@@ -107,3 +107,10 @@ def test_16_bit_greyscale_is_scaled_not_clipped(image_format: str) -> None:
     eight = np.asarray(Image.fromarray((ramp * 255).astype(np.uint8)).convert("RGB"), float)
     decoded = np.asarray(decode_image(sixteen.getvalue()), float)
     assert np.abs(decoded - eight).max() <= 1
+
+
+def test_the_aspect_ratio_limit_holds_for_the_library_too() -> None:
+    """Every decode (bulk jobs, search, uploads) refuses over 100:1 from the header; 100:1 passes."""
+    assert decode_image(encode(Image.new("L", (1000, 10)), "PNG")).size == (1000, 10)
+    with pytest.raises(BadImage, match="times the other"):
+        decode_image(encode(Image.new("L", (10, 1010)), "PNG"))
