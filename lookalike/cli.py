@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from lookalike import __version__
-from lookalike.cli_options import COLLECTION, LAYER, collection_option
+from lookalike.cli_options import COLLECTION, LAYER, collection_option, weights_value
 from lookalike.errors import LookalikeError
 
 USER_ERRORS = (LookalikeError, ValueError, KeyError, OSError)
@@ -40,10 +40,6 @@ def main(verbose: int) -> None:
         level=max(logging.DEBUG, logging.WARNING - 10 * verbose),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def _weights(value: str | None) -> str | None:
-    return None if value is not None and value.lower() == "none" else value
 
 
 @main.command()
@@ -139,7 +135,7 @@ def embed(
     }
     embedder = {k: v for k, v in options.items() if v is not None}
     if weights is not None:
-        embedder["weights"] = _weights(weights)
+        embedder["weights"] = weights_value(weights)
     report = embed_images(
         images,
         collection_dir,
@@ -176,7 +172,7 @@ def layers(backbone, weights, image_size, pattern) -> None:
     """List the hookable layers of BACKBONE with their output shapes for one image."""
     from lookalike.embedder import list_layers
 
-    rows = list_layers(backbone, weights=_weights(weights), image_size=image_size)
+    rows = list_layers(backbone, weights=weights_value(weights), image_size=image_size)
     rows = [r for r in rows if not pattern or fnmatch.fnmatch(r[0], pattern)]
     width = max((len(name) for name, _, _ in rows), default=10)
     click.echo(f"{'layer':<{width}}  {'type':<24}  output shape")

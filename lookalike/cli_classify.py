@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import COLLECTION, QUIET
+from lookalike.cli_options import COLLECTION, QUIET, weights_value
 
 
 @click.command()
@@ -146,7 +146,7 @@ def probe(
     if collection_dir:
         report = probe_collection(collection_dir, labels, **options)
     else:
-        embedder = {"name": backbone, "weights": None if weights.lower() == "none" else weights}
+        embedder = {"name": backbone, "weights": weights_value(weights)}
         if image_size:
             embedder["image_size"] = image_size
         report = probe_folder(folder, embedder=embedder, **options)

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import QUIET
+from lookalike.cli_options import QUIET, weights_callback
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
-
-
-def _weights(context: click.Context, parameter: click.Parameter, value: str) -> str | None:
-    return None if value.lower() == "none" else value
 
 
 @click.command()
@@ -22,7 +18,7 @@ def _weights(context: click.Context, parameter: click.Parameter, value: str) -> 
     "--teacher-weights",
     default="default",
     show_default=True,
-    callback=_weights,
+    callback=weights_callback,
     help="default, none (random init), a weights id, or a checkpoint file.",
 )
 @click.option("--teacher-size", type=int, help="The teacher's crop size (default: its own).")
@@ -36,7 +32,7 @@ def _weights(context: click.Context, parameter: click.Parameter, value: str) -> 
     "--student-weights",
     default="default",
     show_default=True,
-    callback=_weights,
+    callback=weights_callback,
     help="Where the student starts: default, none (random init), a weights id, or a file.",
 )
 @click.option(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import QUIET
+from lookalike.cli_options import QUIET, weights_value
 
 DATA = click.option(
     "--data",
@@ -22,10 +22,6 @@ WEIGHTS = click.option(
     "--weights", default="default", show_default=True, help="default, none, an id or a file."
 )
 IMAGE_SIZE = click.option("--image-size", type=int, help="Crop size (default: the weights').")
-
-
-def _weights(value: str) -> str | None:
-    return None if value.lower() == "none" else value
 
 
 @click.command()
@@ -84,7 +80,7 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
     from lookalike.classify.images import labelled_images
 
     images = labelled_images(data)
-    config = FinetuneConfig(weights=_weights(weights), warmup_fraction=warmup, **options)
+    config = FinetuneConfig(weights=weights_value(weights), warmup_fraction=warmup, **options)
     report = run(images, out, config, device, resume=not restart, progress=not quiet)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -117,7 +113,9 @@ def advise(data, backbone, weights, image_size, sample, as_json, quiet) -> None:
     from lookalike.classify.images import labelled_images
 
     images = labelled_images(data)
-    advice = recommend(images, backbone, _weights(weights), image_size, sample, progress=not quiet)
+    advice = recommend(
+        images, backbone, weights_value(weights), image_size, sample, progress=not quiet
+    )
     if as_json:
         click.echo(json.dumps(advice.to_dict(), indent=2))
         return
