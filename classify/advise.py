@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.checks import ADVISE, check_ranges
 from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from lookalike.embedder.sources import ImageSource
 from lookalike.embedder.spec import OUTPUT_LAYER
@@ -129,6 +130,7 @@ def advise(
     progress: bool = True,
 ) -> Advice:
     """Probe `images` with the frozen backbone (a stratified sample) and recommend a strategy."""
+    check_ranges({"image_size": image_size, "sample": sample, "seed": seed}, ADVISE)
     embedder: dict[str, Any] = {"name": backbone, "weights": weights}
     if image_size:
         embedder["image_size"] = image_size

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from lookalike.checks import DISTILL, FRACTION, check_ranges
 from lookalike.embedder.backbone import (
     Backbone,
     best_device,
@@ -92,10 +93,7 @@ class DistillConfig:
             raise InvalidArgument(
                 f"unknown batchnorm mode {self.batchnorm!r}; known: {', '.join(BATCHNORM_MODES)}"
             )
-        if self.epochs < 1 or self.batch_size < 1 or self.k < 1:
-            raise InvalidArgument("epochs, batch size and k must be at least 1")
-        if self.kl_weight < 0 or self.temperature <= 0:
-            raise InvalidArgument("the KL weight must be >= 0 and the temperature > 0")
+        check_ranges(vars(self), DISTILL)
 
     @property
     def batchnorm_mode(self) -> str:
@@ -170,8 +168,7 @@ def split_images(
     images = indexed_images(walk_images([data]))
     if eval_data is not None:
         return images, indexed_images(walk_images([eval_data]))
-    if not 0 < holdout < 1:
-        raise InvalidArgument(f"the holdout fraction must be in (0, 1), got {holdout}")
+    FRACTION.check("holdout", holdout)
     rows = np.random.default_rng(seed).permutation(len(images))
     held = max(1, round(holdout * len(images)))
     return (

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lookalike.checks import FINETUNE, check_ranges
 from lookalike.embedder.backbone import best_device, remove_classifier
 from lookalike.embedder.checkpoints import BACKBONE_FILE, save_backbone
 from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
@@ -84,8 +85,7 @@ class FinetuneConfig:
             raise InvalidArgument(f"unknown optimizer {self.optimizer!r}; known: {OPTIMIZERS}")
         if self.head_init not in HEAD_INITS:
             raise InvalidArgument(f"unknown head init {self.head_init!r}; known: {HEAD_INITS}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise InvalidArgument("epochs and batch size must be at least 1")
+        check_ranges(vars(self), FINETUNE)
 
     @property
     def top_backbone_lr(self) -> float:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from lookalike.checks import FRACTION
 from lookalike.collection import Collection
 from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, decode_image, walk_images
@@ -70,8 +71,7 @@ def stratified_split(
     targets: np.ndarray, fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): `fraction` of each class held out, at least one each."""
-    if not 0 < fraction < 1:
-        raise InvalidArgument(f"the validation fraction must be in (0, 1), got {fraction}")
+    FRACTION.check("fraction", fraction)
     rng = np.random.default_rng(seed)
     held = []
     for label in np.unique(targets):

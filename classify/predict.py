@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from lookalike.checks import PREDICT, check_ranges
 from lookalike.collection import Collection
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
 from lookalike.errors import ClassifierError, InvalidArgument
@@ -96,6 +97,7 @@ class Predictor:
     ) -> list[Prediction]:
         """Predictions for already-embedded vectors: one array (a one-layer classifier) or
         arrays by layer. Neighbours are searched with the first layer's vectors."""
+        check_ranges({"k": k}, PREDICT)
         by_layer = vectors if isinstance(vectors, Mapping) else {self.layers[0]: vectors}
         missing = [layer for layer in self.layers if layer not in by_layer]
         if missing:
@@ -128,6 +130,7 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> list[Prediction]:
         """Embed images never seen before (one pass each) and predict them."""
+        check_ranges({"k": k}, PREDICT)  # before the images are embedded
         sources = [
             f"upload {n + 1}" if isinstance(image, bytes) else str(image)
             for n, image in enumerate(images)

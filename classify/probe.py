@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from lookalike.checks import PROBE, check_ranges
 from lookalike.collection import Collection
 from lookalike.embedder.backbone import get_backbone, spec_arguments
 from lookalike.embedder.hooks import pool
@@ -111,6 +112,7 @@ def probe_features(
     seed: int = 0,
 ) -> list[ProbeRow]:
     """Fit the same logistic-regression probe on each (layer, pooling) feature set; best first."""
+    check_ranges({"folds": folds, "seed": seed}, PROBE)
     targets = np.asarray(targets)
     min_count = int(np.bincount(targets).min())
     splits = max(2, min(folds, min_count))
@@ -238,6 +240,7 @@ def probe(
     progress: bool = True,
 ) -> ProbeReport:
     """Probe labelled image files (a stratified sample of at most `sample`) with `embedder`."""
+    check_ranges({"folds": folds, "sample": sample, "seed": seed}, PROBE)
     started = time.perf_counter()
     labelled = LabelledItems(
         np.arange(len(sources)), np.asarray([s.label for s in sources], dtype=object), "sources"

@@ -20,7 +20,8 @@ from typing import Any
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from lookalike.collection import Collection, acquire_lock, fsync_path
+from lookalike.collection import Collection
+from lookalike.durable import acquire_lock, fsync_path
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import ClassifierError, ClassifierExists, SpecMismatch, UnknownClassifier
 

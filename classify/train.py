@@ -18,8 +18,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_te
 from sklearn.pipeline import Pipeline
 
 from lookalike import __version__
+from lookalike.checks import TRAIN, check_ranges
 from lookalike.collection import Collection
-from lookalike.errors import InvalidArgument
+from lookalike.errors import LabelError
 
 from .labels import LabelledItems, load_labels
 from .models import DEFAULT_MODEL, make_model
@@ -84,9 +85,8 @@ def evaluate(
     seed: int = 0,
 ) -> Evaluation:
     """Scores on data the model did not see: stratified k-fold CV, or a stratified held-out split."""
+    check_ranges({"folds": folds, "holdout": holdout, "seed": seed}, TRAIN)
     if holdout is not None:
-        if not 0 < holdout < 1:
-            raise InvalidArgument(f"--holdout is a fraction between 0 and 1, got {holdout}")
         fit_rows, test_rows = train_test_split(
             np.arange(len(targets)), test_size=holdout, stratify=targets, random_state=seed
         )
@@ -96,7 +96,7 @@ def evaluate(
     else:
         splits = min(folds, int(np.bincount(targets).min()))
         if splits < 2:
-            raise InvalidArgument(f"--folds must be at least 2, got {folds}")
+            raise LabelError("cross-validation needs at least 2 examples of every class")
         cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
         truth, predicted = targets, cross_val_predict(model, features, targets, cv=cv)
         method = f"stratified {splits}-fold CV"
@@ -139,6 +139,7 @@ def train_classifier(
 
     The backbone never runs: features come from the collection's shards.
     """
+    check_ranges({"folds": folds, "holdout": holdout, "seed": seed}, TRAIN)
     if not isinstance(collection, Collection):
         collection = Collection.open(collection)
     check_name(name)

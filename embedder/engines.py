@@ -125,7 +125,7 @@ def export_onnx(backbone: Backbone, path: Path) -> None:
     """Export `backbone`'s vectors (dynamic batch) to `path`, atomically, tagged with its spec."""
     import onnx
 
-    from lookalike.collection import write_atomic
+    from lookalike.durable import write_atomic
 
     size = backbone.spec.preprocess.crop
     example = torch.zeros(2, 3, size, size)

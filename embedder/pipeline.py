@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lookalike.errors import BadImage
+from lookalike.errors import BadImage, PathNotAllowed
 
 from .preprocess import to_array
-from .sources import DEFAULT_MAX_PIXELS, ImageSource, decode, sha256_hex
+from .sources import DEFAULT_MAX_PIXELS, ImageSource, decode, read_file, sha256_hex
 from .spec import Preprocess
 
 
@@ -43,15 +43,16 @@ class Pipeline(Protocol):
 
 def read_source(source: ImageSource) -> tuple[dict[str, Any], bytes | None]:
     """A file's item row (path, label, bytes, mtime_ns) and its bytes; None and a `reason` in the
-    row when it cannot be read."""
+    row when it cannot be read (see `read_file`: regular files only, inside `source.within`)."""
     row: dict[str, Any] = {"path": str(source.path), "label": source.label}
     try:
-        stat = source.path.stat()
-        data = source.path.read_bytes()
+        read = read_file(source.path, source.within)
     except OSError as error:
         return {**row, "reason": f"cannot read: {error.strerror or error}"}, None
-    row.update(bytes=len(data), mtime_ns=stat.st_mtime_ns)
-    return row, data
+    except (BadImage, PathNotAllowed) as error:
+        return {**row, "reason": f"cannot read: {error}"}, None
+    row.update(bytes=len(read.data), mtime_ns=read.stat.st_mtime_ns)
+    return row, read.data
 
 
 def load_sample(source: ImageSource, preprocess: Preprocess, max_pixels: int) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,41 +14,62 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from lookalike.errors import BadImage
+from lookalike.errors import BadImage, InvalidArgument, PathNotAllowed
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
 DEFAULT_MAX_PIXELS = 64_000_000  # under Pillow's own bomb warning (89 M), above any camera's output
+# Pillow refuses more than twice its MAX_IMAGE_PIXELS in Image.open, whatever we allow: a higher
+# max_pixels would be capped silently, so it is refused instead.
+PILLOW_PIXEL_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 2**62)
 ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+
+
+def check_max_pixels(max_pixels: int) -> int:
+    """`max_pixels` if it is a pixel limit decoding can honour; `InvalidArgument` if not."""
+    if not 1 <= max_pixels <= PILLOW_PIXEL_LIMIT:
+        raise InvalidArgument(
+            f"max_pixels must be between 1 and {PILLOW_PIXEL_LIMIT:,} (Pillow's decompression-bomb "
+            f"limit, which no image may pass), got {max_pixels:,}"
+        )
+    return max_pixels
 
 
 @dataclass(frozen=True)
 class ImageSource:
-    """One image file to embed, with the label its folder gives it (if labels come from folders)."""
+    """One image file to embed, with the label its folder gives it (if labels come from folders).
+    With `within`, the file is read only if its real path (links resolved) lies in one of those
+    folders."""
 
     path: Path
     label: str | None = None
+    within: tuple[Path, ...] | None = None
 
 
 def walk_images(
-    roots: Iterable[str | Path], labels_from_folders: bool = False
+    roots: Iterable[str | Path],
+    labels_from_folders: bool = False,
+    within: tuple[Path, ...] | None = None,
 ) -> Iterator[ImageSource]:
     """Image files under each root (or the root itself when it is a file), in a stable order.
 
     Hidden files and folders are skipped. With `labels_from_folders`, an image's label is the name
     of the first sub-folder of its root that holds it (torchvision's ImageFolder convention).
+    `within`: the folders each file's real path must lie in when it is read (see `read_file`).
     """
     for root in roots:
         root = Path(root).expanduser().resolve()
         if root.is_file():
-            yield ImageSource(root)
+            yield ImageSource(root, within=within)
         elif root.is_dir():
-            yield from _walk_folder(root, labels_from_folders)
+            yield from _walk_folder(root, labels_from_folders, within)
         else:
             raise FileNotFoundError(f"no such file or folder: {root}")
 
 
-def _walk_folder(root: Path, labels_from_folders: bool) -> Iterator[ImageSource]:
+def _walk_folder(
+    root: Path, labels_from_folders: bool, within: tuple[Path, ...] | None
+) -> Iterator[ImageSource]:
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         here = Path(folder)
@@ -55,7 +77,50 @@ def _walk_folder(root: Path, labels_from_folders: bool) -> Iterator[ImageSource]
         label = relative[0] if labels_from_folders and relative else None
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                yield ImageSource(here / name, label)
+                yield ImageSource(here / name, label, within)
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """A regular file's bytes, its stat at open, and its real path (every link resolved)."""
+
+    data: bytes
+    stat: os.stat_result
+    real_path: Path
+
+
+def read_file(path: str | Path, within: Iterable[Path] | None = None) -> FileRead:
+    """Read a regular file without ever blocking on open: a FIFO, socket or device is refused
+    (`BadImage`) rather than waited on. With `within`, the real path of the file actually opened
+    (not of the name, which a link swapped in later could change) must lie in one of those folders,
+    else `PathNotAllowed`. Other failures are `OSError`s."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadImage(f"not a regular file ({_file_kind(info.st_mode)}): only files are read")
+        real = _real_path(fd, path)
+        if within is not None and not any(real.is_relative_to(root) for root in within):
+            raise PathNotAllowed(f"{path} resolves to {real}, outside the allowed folders")
+    except BaseException:
+        os.close(fd)
+        raise
+    with open(fd, "rb", closefd=True) as handle:
+        return FileRead(handle.read(), info, real)
+
+
+def _real_path(fd: int, path: str | Path) -> Path:
+    """Where the open file really is: from /proc on Linux (race-free), else resolved by name."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return Path(os.path.realpath(path))
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    kinds += ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import faiss
 import numpy as np
 
-from lookalike.collection import acquire_lock, fsync_path, write_atomic
+from lookalike.durable import acquire_lock, fsync_path, write_atomic
 from lookalike.errors import CollectionError
 
 from .vector_index import IndexMeta, VectorIndex

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lookalike.collection import Collection, CollectionWriter
+from lookalike.collection import EMBED_LOCK, MANIFEST, Collection
+from lookalike.durable import acquire_lock
 from lookalike.embedder.backbone import Backbone, get_backbone, spec_arguments
 from lookalike.embedder.device_pipeline import DevicePipeline
 from lookalike.embedder.engines import use_engine
 from lookalike.embedder.pipeline import Batch, Pipeline, ThreadPipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, walk_images
+from lookalike.embedder.sources import (
+    DEFAULT_MAX_PIXELS,
+    ImageSource,
+    check_max_pixels,
+    walk_images,
+)
+from lookalike.errors import Cancelled
+from lookalike.sync import SyncPlan, plan_sync, remove_items
 
 log = logging.getLogger(__name__)
 
 GPU_BATCH_SIZE = 128
 GPU_READ_THREADS = 8  # file reads and hashing ahead of the GPU
 CPU_BATCH_SIZE = 8  # measured by bench/embed_bench.py on 2 cores (README "Speed")
+COMMIT_WAIT_SECONDS = 300.0  # a shard commit waits this long for an upload or delete to finish
 
 
 @dataclass
@@ -36,6 +49,8 @@ class EmbedReport:
     embedded: int = 0
     skipped_done: int = 0
     skipped_known_bad: int = 0
+    changed: int = 0  # files embedded again because they changed (their old items tombstoned)
+    removed: int = 0  # items tombstoned because their file left the roots (with `prune`)
     failed: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     engine: str = "torch"
@@ -46,10 +61,10 @@ class EmbedReport:
 
     def summary(self) -> str:
         return (
-            f"{self.collection}: {self.found} images found, {self.embedded} embedded, "
-            f"{self.skipped_done} skipped as done, {self.skipped_known_bad} skipped as known-bad, "
-            f"{len(self.failed)} failed; {self.images_per_second:.1f} images/s over {self.seconds:.1f} s "
-            f"({self.engine})"
+            f"{self.collection}: {self.found} images found, {self.embedded} embedded "
+            f"({self.changed} changed), {self.removed} removed, {self.skipped_done} skipped as "
+            f"done, {self.skipped_known_bad} skipped as known-bad, {len(self.failed)} failed; "
+            f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s ({self.engine})"
         )
 
 
@@ -95,33 +110,6 @@ def _on_engine(backbone: Backbone, engine: str, collection: Collection) -> Backb
         raise
 
 
-def plan(
-    collection: Collection, sources: Iterable[ImageSource], retry_failed: bool, report: EmbedReport
-) -> list[ImageSource]:
-    """The sources still to embed: not yet in the collection and not a known-bad, unchanged file."""
-    # deleted items count as done: a delete sticks when the same folder is embedded again
-    done = set(collection.items(["path"], include_deleted=True).column("path").to_pylist())
-    known_bad = {f["path"]: (f.get("bytes"), f.get("mtime_ns")) for f in collection.failures()}
-    todo: dict[str, ImageSource] = {}
-    for source in sources:
-        key = str(source.path)
-        if key in done:
-            report.skipped_done += 1
-        elif not retry_failed and key in known_bad and known_bad[key] == _stat_key(source.path):
-            report.skipped_known_bad += 1
-        else:
-            todo.setdefault(key, source)
-    return list(todo.values())
-
-
-def _stat_key(path: Path) -> tuple[int | None, int | None]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return (None, None)
-    return (stat.st_size, stat.st_mtime_ns)
-
-
 def embed_images(
     inputs: Iterable[str | Path],
     collection_dir: str | Path,
@@ -135,43 +123,164 @@ def embed_images(
     engine: str = "auto",
     shard_size: int = 1024,
     retry_failed: bool = False,
+    prune: bool = False,
+    checksum: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    within: Sequence[Path] | None = None,
     progress: bool = True,
     pipeline: Pipeline | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    wait: float = math.inf,
 ) -> EmbedReport:
-    """Embed every image under `inputs` that the collection lacks; resumable after any interruption.
+    """Bring the collection in step with the images under `inputs`; resumable after any
+    interruption.
 
-    Bad files (corrupt, truncated, empty, not an image, too many pixels) are recorded in
-    ``failed.jsonl`` and reported, never fatal. `on_progress(done, total)` follows each batch.
-    `engine`: auto (ONNX Runtime on a CPU where the backbone exports, else torch), onnx or torch.
-    On a CPU, files are decoded by `num_workers` threads (default: one per core) while the engine
-    runs; on a GPU by DataLoader worker processes.
+    New files are embedded; a file whose size or mtime (with `checksum`, its content) changed is
+    embedded again as a new item and its old item tombstoned; with `prune`, items of files gone
+    from `inputs` are tombstoned (see `lookalike.sync`). Bad files (corrupt, truncated, empty, not
+    an image, not a regular file, too many pixels) are recorded in ``failed.jsonl`` and reported,
+    never fatal. With `within`, only files whose real path lies in those folders are read.
+
+    One run at a time embeds into a collection: another waits up to `wait` seconds (forever by
+    default), then resumes where the first left off. The collection's write lock is held only
+    while a shard is committed, so uploads and deletes go on meanwhile. `on_progress(done, total)`
+    follows each batch; `should_stop()` is asked after each, and True ends the run with
+    `Cancelled` once what was embedded is committed. `engine`: auto (ONNX Runtime on a CPU where
+    the backbone exports, else torch), onnx or torch. On a CPU, files are decoded by
+    `num_workers` threads (default: one per core) while the engine runs; on a GPU by DataLoader
+    worker processes.
     """
-    sources = list(walk_images(inputs, labels_from_folders))
-    collection, backbone = open_for_embedding(collection_dir, embedder, device, precision, engine)
-    report = EmbedReport(
-        collection=collection.path, found=len(sources), engine=backbone.engine_name
-    )
-    todo = plan(collection, sources, retry_failed, report)
-    if pipeline is None:
-        pipeline = default_pipeline(backbone.device, batch_size, num_workers, max_pixels)
-    started = time.perf_counter()
-    with (
-        backbone,
-        collection.writer(shard_size) as writer,
-        tqdm(total=len(todo), unit="img", disable=not progress, desc="embedding") as bar,
-    ):
-        done = 0
-        for batch in pipeline.batches(todo, backbone.spec.preprocess):
-            _write_batch(batch, backbone, writer, report)
-            done += len(batch.items) + len(batch.failures)
-            bar.update(len(batch.items) + len(batch.failures))
-            if on_progress is not None:
-                on_progress(done, len(todo))
-    report.seconds = time.perf_counter() - started
+    check_max_pixels(max_pixels)
+    roots = [Path(i).expanduser().resolve() for i in inputs]
+    sources = list(walk_images(roots, labels_from_folders, tuple(within) if within else None))
+    with embedding_slot(collection_dir, wait):
+        collection, backbone = open_for_embedding(
+            collection_dir, embedder, device, precision, engine
+        )
+        with backbone:
+            report = EmbedReport(collection.path, len(sources), engine=backbone.engine_name)
+            plan = plan_sync(
+                collection,
+                sources,
+                roots,
+                retry_failed=retry_failed,
+                prune=prune,
+                checksum=checksum,
+            )
+            _count_plan(plan, report)
+            remove_items(collection, plan.tombstones, COMMIT_WAIT_SECONDS, missing_ok=True)
+            pipeline = pipeline or default_pipeline(
+                backbone.device, batch_size, num_workers, max_pixels
+            )
+            _run(collection, backbone, pipeline, plan.todo, report, shard_size, progress,
+                 on_progress, should_stop)  # fmt: skip
     log.info(report.summary())
     return report
+
+
+def _count_plan(plan: SyncPlan, report: EmbedReport) -> None:
+    report.skipped_done, report.skipped_known_bad = plan.unchanged, plan.known_bad
+    report.changed, report.removed = plan.changed, len(plan.gone)
+
+
+def _run(
+    collection: Collection,
+    backbone: Backbone,
+    pipeline: Pipeline,
+    todo: list[ImageSource],
+    report: EmbedReport,
+    shard_size: int,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Embed `todo` batch by batch, committing a shard whenever one is full (and at the end)."""
+    started = time.perf_counter()
+    commits = ShardCommits(collection, shard_size)
+    try:
+        with tqdm(total=len(todo), unit="img", disable=not progress, desc="embedding") as bar:
+            done = 0
+            for batch in pipeline.batches(todo, backbone.spec.preprocess):
+                vectors = backbone.embed(batch.pixels) if batch.items else None
+                commits.add(batch.items, vectors, batch.failures)
+                _count_batch(batch, report)
+                done += len(batch.items) + len(batch.failures)
+                bar.update(len(batch.items) + len(batch.failures))
+                if on_progress is not None:
+                    on_progress(done, len(todo))
+                if should_stop is not None and should_stop():
+                    raise Cancelled(f"stopped on request after {done} of {len(todo)} images")
+    finally:  # what was embedded before an error or a cancel is kept
+        commits.flush()
+        report.seconds = time.perf_counter() - started
+
+
+def _count_batch(batch: Batch, report: EmbedReport) -> None:
+    for failure in batch.failures:
+        log.warning("skipped %s: %s", failure["path"], failure["reason"])
+    report.failed.extend(batch.failures)
+    report.embedded += len(batch.items)
+
+
+class ShardCommits:
+    """Rows, vectors and failures buffered until a shard is full, then committed under the
+    collection's write lock, which is held for that commit only."""
+
+    def __init__(self, collection: Collection, shard_size: int) -> None:
+        self.collection, self.shard_size = collection, shard_size
+        self._rows: list[dict[str, Any]] = []
+        self._vectors: list[dict[str, np.ndarray]] = []
+        self._failures: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        rows: list[dict[str, Any]],
+        vectors: dict[str, np.ndarray] | None,
+        failures: list[dict[str, Any]],
+    ) -> None:
+        self._rows += rows
+        if vectors is not None:
+            self._vectors.append(vectors)
+        self._failures += failures
+        if len(self._rows) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows and not self._failures:
+            return
+        layers = self.collection.spec.layers
+        with self.collection.writer(max(1, len(self._rows)), COMMIT_WAIT_SECONDS) as writer:
+            for failure in self._failures:
+                writer.record_failure(failure)
+            if self._rows:
+                stacked = {
+                    layer: np.concatenate([v[layer] for v in self._vectors]) for layer in layers
+                }
+                writer.add(self._rows, stacked)
+        self._rows, self._vectors, self._failures = [], [], []
+
+
+@contextlib.contextmanager
+def embedding_slot(path: str | Path, wait: float = math.inf) -> Iterator[None]:
+    """The one bulk-embedding run of the collection at `path` (created if need be): another run
+    waits up to `wait` seconds for it, then finds its work done. A folder this made and left
+    without a collection (the embedder could not be built, say) is removed again."""
+    path = Path(path)
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(
+        path / EMBED_LOCK,
+        wait,
+        on_wait=lambda: log.warning("%s: waiting for another embedding run to finish", path),
+        what="embedded",
+    )
+    try:
+        yield
+    finally:
+        lock.close()
+        if made and not (path / MANIFEST).exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def default_pipeline(
@@ -188,15 +297,3 @@ def default_pipeline(
     return ThreadPipeline(
         batch_size=batch_size or CPU_BATCH_SIZE, num_threads=num_workers, max_pixels=max_pixels
     )
-
-
-def _write_batch(
-    batch: Batch, backbone: Backbone, writer: CollectionWriter, report: EmbedReport
-) -> None:
-    for failure in batch.failures:
-        writer.record_failure(failure)
-        log.warning("skipped %s: %s", failure["path"], failure["reason"])
-    report.failed.extend(batch.failures)
-    if batch.items:
-        writer.add(batch.items, backbone.embed(batch.pixels))
-        report.embedded += len(batch.items)

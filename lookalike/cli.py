@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from lookalike import __version__
-from lookalike.cli_options import COLLECTION, LAYER, collection_option, weights_value
+from lookalike.cli_options import collection_option, weights_value
+from lookalike.embedder.sources import PILLOW_PIXEL_LIMIT
 from lookalike.errors import LookalikeError
 
 USER_ERRORS = (LookalikeError, ValueError, KeyError, OSError)
@@ -65,17 +66,23 @@ def main(verbose: int) -> None:
     "--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: on)."
 )
 @click.option(
-    "--image-size", type=int, help="Crop size override (the resize keeps the weights' ratio)."
+    "--image-size",
+    type=click.IntRange(min=1),
+    help="Crop size override (the resize keeps the weights' ratio).",
 )
 @click.option(
     "--labels-from-folders",
     is_flag=True,
     help="Label each image by its first sub-folder under the root.",
 )
-@click.option("--batch-size", type=int, help="Images per batch (default: 8 on CPU, 128 on GPU).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per batch (default: 8 on CPU, 128 on GPU).",
+)
 @click.option(
     "--workers",
-    type=int,
+    type=click.IntRange(min=0),
     help="Decoders: threads on CPU (default: one per core), processes on GPU (cores - 1, at most 8).",
 )
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
@@ -93,13 +100,27 @@ def main(verbose: int) -> None:
     help="auto: ONNX Runtime on a CPU where the backbone exports and matches torch, else torch.",
 )
 @click.option(
-    "--shard-size", default=1024, show_default=True, help="Items per shard (the unit of resume)."
+    "--shard-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Items per shard (the unit of resume).",
 )
 @click.option(
     "--retry-failed", is_flag=True, help="Try again files that failed before and have not changed."
 )
+@click.option("--prune", is_flag=True, help="Remove the items of files no longer under IMAGES.")
 @click.option(
-    "--max-pixels", default=64_000_000, show_default=True, help="Refuse images with more pixels."
+    "--checksum",
+    is_flag=True,
+    help="Find changed files by content (SHA-256), not only by size and mtime.",
+)
+@click.option(
+    "--max-pixels",
+    default=64_000_000,
+    show_default=True,
+    type=click.IntRange(1, PILLOW_PIXEL_LIMIT),
+    help="Refuse images with more pixels.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def embed(
@@ -119,10 +140,14 @@ def embed(
     engine,
     shard_size,
     retry_failed,
+    prune,
+    checksum,
     max_pixels,
     quiet,
 ) -> None:
-    """Embed every image under IMAGES (folders or files) into a collection; resumable."""
+    """Bring a collection in step with the images under IMAGES (folders or files): new and
+    changed files embedded, with --prune files gone removed; resumable, and a second run into the
+    same collection waits for the first."""
     from lookalike.bulk import embed_images
 
     options = {
@@ -148,6 +173,8 @@ def embed(
         engine=engine,
         shard_size=shard_size,
         retry_failed=retry_failed,
+        prune=prune,
+        checksum=checksum,
         max_pixels=max_pixels,
         progress=not quiet,
     )
@@ -164,7 +191,11 @@ def embed(
     show_default=True,
     help="Weights to build with (shapes do not depend on them).",
 )
-@click.option("--image-size", type=int, help="Input size (default: the weights' crop size).")
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),
+    help="Input size (default: the weights' crop size).",
+)
 @click.option(
     "--filter", "pattern", help="Only layers matching this glob, e.g. 'layer*' or 'blocks.*'."
 )
@@ -193,32 +224,6 @@ def backbones(source, pattern) -> None:
     for name in list_backbones(source):
         if not pattern or fnmatch.fnmatch(name, pattern):
             click.echo(name)
-
-
-@main.command()
-@click.option(
-    "-c", "--collection", "collection_dir", required=True, type=click.Path(path_type=Path)
-)
-def info(collection_dir) -> None:
-    """Describe a collection: its embedder spec, size and failures."""
-    from lookalike.collection import Collection
-
-    collection = Collection.open(collection_dir)
-    spec = collection.spec
-    click.echo(f"collection   {collection.path}")
-    click.echo(
-        f"created      {collection.manifest['created']} (lookalike {collection.manifest['lookalike_version']})"
-    )
-    click.echo(f"backbone     {spec.backbone} (weights: {spec.weights})")
-    click.echo(f"layers       {', '.join(f'{k} ({v})' for k, v in spec.dims.items())}")
-    click.echo(f"pooling      {spec.pooling}, normalize={spec.normalize}")
-    click.echo(
-        f"preprocess   resize {spec.preprocess.resize}, crop {spec.preprocess.crop}, "
-        f"{spec.preprocess.interpolation}, mean {spec.preprocess.mean}, std {spec.preprocess.std}"
-    )
-    click.echo(f"fingerprint  {spec.fingerprint()}")
-    click.echo(f"items        {len(collection)} in {len(collection.shards())} shards")
-    click.echo(f"failed       {len(collection.failures())} (see failed.jsonl)")
 
 
 @main.command()
@@ -256,214 +261,31 @@ def demo(workdir, quiet) -> None:
     click.echo(f"inspect it with: lookalike info --collection {report.collection}")
 
 
-@main.group()
-def index() -> None:
-    """Build, update, evaluate and describe a collection's FAISS index."""
-
-
-@index.command("build")
-@COLLECTION
-@LAYER
-@click.option(
-    "--factory", help="A FAISS factory string instead of the automatic choice, e.g. HNSW32,Flat."
-)
-@click.option(
-    "--target-recall", default=0.95, show_default=True, help="Tune search to this recall@k."
-)
-@click.option("--k", default=10, show_default=True, help="The k of the recall target.")
-@click.option("--memory-budget", default=8.0, show_default=True, help="GiB the index may use.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def index_build(collection_dir, layer, factory, target_recall, k, memory_budget, quiet) -> None:
-    """Choose, train, fill and tune an index over the collection, and save it."""
-    from lookalike.collection import Collection
-    from lookalike.index import build_index
-
-    built = build_index(
-        Collection.open(collection_dir),
-        layer,
-        factory=factory,
-        target_recall=target_recall,
-        k=k,
-        memory_budget=int(memory_budget * 2**30),
-        progress=not quiet,
-    )
-    meta = built.meta
-    click.echo(
-        f"built {meta.factory} over {len(built)} vectors of width {meta.dim} ({meta.metric})"
-    )
-    click.echo(f"why: {meta.reason}")
-    click.echo(
-        f"tuned {built.param_text()}: recall@{meta.recall_k} {meta.recall:.3f} (target {target_recall})"
-    )
-
-
-@index.command("update")
-@COLLECTION
-@LAYER
-def index_update(collection_dir, layer) -> None:
-    """Add items embedded since the index was built; drop items the collection no longer has."""
-    from lookalike.collection import Collection
-    from lookalike.index import update_index
-
-    report = update_index(Collection.open(collection_dir), layer)
-    click.echo(f"added {report.added}, removed {report.removed}; the index holds {report.total}")
-
-
-@index.command("eval")
-@COLLECTION
-@LAYER
-@click.option("--k", default=10, show_default=True)
-@click.option("--queries", default=1000, show_default=True, help="Stored vectors used as queries.")
-def index_eval(collection_dir, layer, k, queries) -> None:
-    """Recall@k against exact search and the QPS of both, measured in this run."""
-    from lookalike.index import Searcher, evaluate_index
-
-    searcher = Searcher.open(collection_dir, layer)
-    click.echo(
-        evaluate_index(searcher.collection, searcher.index, searcher.layer, k, queries).summary()
-    )
-
-
-@index.command("info")
-@COLLECTION
-@LAYER
-def index_info(collection_dir, layer) -> None:
-    """Describe the index: type, metric, tuning, size, and whether it matches the collection."""
-    from lookalike.collection import Collection
-    from lookalike.index import index_dir, load_index
-    from lookalike.index.maintain import check_items, check_spec
-
-    collection = Collection.open(collection_dir)
-    layer = layer or collection.spec.layers[0]
-    built = load_index(index_dir(collection.path, layer), read_only=True)
-    meta = built.meta
-    click.echo(f"index        {meta.factory} ({meta.metric}, width {meta.dim}), built {meta.built}")
-    click.echo(f"vectors      {len(built)} live, {built.deleted} deleted (masked until a rebuild)")
-    click.echo(f"tuning       {built.param_text()}: recall@{meta.recall_k} {meta.recall}")
-    try:
-        check_spec(built, collection)
-        check_items(built, collection)
-        click.echo("collection   in agreement")
-    except LookalikeError as error:
-        click.echo(f"collection   DISAGREES: {error}")
-
-
-def _filters(labels, path_prefix):
-    from lookalike.index import Filters
-
-    return Filters(tuple(labels), path_prefix)
-
-
-@main.command()
-@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
-@COLLECTION
-@LAYER
-@click.option("--id", "ids", multiple=True, type=int, help="Query by stored item id. Repeatable.")
-@click.option("-k", "--k", default=10, show_default=True, help="Neighbours per query.")
-@click.option(
-    "--threshold",
-    type=float,
-    help="Only neighbours within this distance (cosine distance on normalised embeddings).",
-)
-@click.option("--label", "labels", multiple=True, help="Only items with this label. Repeatable.")
-@click.option("--path-prefix", help="Only items whose path starts with this.")
-@click.option("--sheet", type=click.Path(path_type=Path), help="Write a contact sheet PNG here.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def search(
-    images, collection_dir, layer, ids, k, threshold, labels, path_prefix, sheet, as_json
-) -> None:
-    """Find the items most like IMAGES (files) and/or stored items (--id)."""
-    import json
-
-    from lookalike.index import Searcher
-    from lookalike.sheet import contact_sheet
-
-    if not images and not ids:
-        raise click.UsageError("give image files and/or --id")
-    searcher = Searcher.open(collection_dir, layer)
-    options = {"threshold": threshold, "filters": _filters(labels, path_prefix)}
-    queries: list[tuple[str, str | None]] = []
-    results = []
-    if images:
-        results += searcher.search_images(images, k, **options)
-        queries += [(str(p), str(p)) for p in images]
-    if ids:
-        results += searcher.search_ids(ids, k, **options)
-        queries += [(f"id {i}", searcher.item(i)["path"]) for i in ids]
-    for (name, _), hits in zip(queries, results, strict=True):
-        if as_json:
-            click.echo(json.dumps({"query": name, "hits": [h.to_dict() for h in hits]}))
-            continue
-        click.echo(f"query {name}: {len(hits)} neighbours")
-        click.echo(f"  {'rank':>4}  {'id':>8}  {'distance':>8}  {'label':<12}  path")
-        for rank, hit in enumerate(hits, 1):
-            click.echo(
-                f"  {rank:>4}  {hit.id:>8}  {hit.distance:>8.4f}  {hit.label or '-'!s:<12}  {hit.path}"
-            )
-    if sheet:
-        rows = [
-            [
-                (path, "query"),
-                *[(h.path, f"#{h.id} d={h.distance:.3f}\n{h.label or ''}") for h in hits],
-            ]
-            for (_, path), hits in zip(queries, results, strict=True)
-        ]
-        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
-
-
-@main.command()
-@COLLECTION
-@LAYER
-@click.option(
-    "--threshold", type=float, required=True, help="Pairs closer than this distance are duplicates."
-)
-@click.option("--out", type=click.Path(path_type=Path), help="Write clusters as .csv or .parquet.")
-@click.option(
-    "--sheet", type=click.Path(path_type=Path), help="Contact sheet PNG of the largest clusters."
-)
-@click.option("--show", default=10, show_default=True, help="Clusters to print / draw.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
-    """Find every pair of near-duplicate items and group them into clusters."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from lookalike.index import Searcher, find_duplicates
-    from lookalike.sheet import contact_sheet
-
-    searcher = Searcher.open(collection_dir, layer)
-    found = find_duplicates(searcher, threshold, progress=not quiet)
-    in_clusters = sum(len(c) for c in found.clusters)
-    click.echo(
-        f"{len(found.pairs)} pairs within {threshold}; {len(found.clusters)} clusters, {in_clusters} items"
-    )
-    for number, members in enumerate(found.clusters[:show]):
-        click.echo(
-            f"cluster {number} ({len(members)}): "
-            + ", ".join(searcher.item(i)["path"] for i in members[:5])
-        )
-    if out:
-        table = found.cluster_table(searcher)
-        if out.suffix == ".parquet":
-            pq.write_table(table, out)
-        else:
-            pacsv.write_csv(table, out)
-        click.echo(f"clusters written to {out}")
-    if sheet and found.clusters:
-        rows = [
-            [(searcher.item(i)["path"], f"#{i}") for i in members[:8]]
-            for members in found.clusters[:show]
-        ]
-        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
-
-
 def _register_commands() -> None:
     from lookalike.cli_classify import classifiers, predict, probe, train
+    from lookalike.cli_collection import info, remove
     from lookalike.cli_distill import distill
     from lookalike.cli_finetune import advise, finetune
+    from lookalike.cli_index import index
+    from lookalike.cli_search import dedup, search
     from lookalike.cli_serve import serve
 
-    for command in (train, predict, probe, classifiers, serve, finetune, advise, distill):
+    commands = (
+        info,
+        remove,
+        index,
+        search,
+        dedup,
+        train,
+        predict,
+        probe,
+        classifiers,
+        serve,
+        finetune,
+        advise,
+        distill,
+    )
+    for command in commands:
         main.add_command(command)
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import COLLECTION, QUIET, weights_value
+from lookalike.checks import AT_LEAST_ONE, PREDICT, PROBE, TRAIN, Range
+from lookalike.cli_options import COLLECTION, QUIET, ranged, weights_value
+
+ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
 
 
 @click.command()
@@ -32,10 +35,20 @@ from lookalike.cli_options import COLLECTION, QUIET, weights_value
     multiple=True,
     help="Layer(s) to train on; several are read side by side (default: the collection's first).",
 )
-@click.option("--folds", default=5, show_default=True, help="Stratified k-fold CV folds.")
-@click.option("--holdout", type=float, help="Evaluate on this held-out fraction instead of CV.")
+@click.option(
+    "--folds",
+    type=ranged(TRAIN["folds"]),
+    default=5,
+    show_default=True,
+    help="Stratified k-fold CV folds.",
+)
+@click.option(
+    "--holdout",
+    type=ranged(TRAIN["holdout"]),
+    help="Evaluate on this held-out fraction instead of CV.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a classifier of the same name.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=ranged(TRAIN["seed"]), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the classifier card as JSON.")
 def train(
     collection_dir, name, labels, model, layers, folds, holdout, overwrite, seed, as_json
@@ -53,9 +66,16 @@ def train(
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @COLLECTION
 @click.option("--name", required=True, help="The classifier to use.")
-@click.option("--id", "ids", multiple=True, type=int, help="Predict a stored item. Repeatable.")
 @click.option(
-    "-k", "--k", default=5, show_default=True, help="Labelled neighbours to show (0: none)."
+    "--id", "ids", multiple=True, type=ranged(ITEM_ID), help="Predict a stored item. Repeatable."
+)
+@click.option(
+    "-k",
+    "--k",
+    type=ranged(PREDICT["k"]),
+    default=5,
+    show_default=True,
+    help="Labelled neighbours to show (0: none).",
 )
 @click.option("--embedding", is_flag=True, help="Include the embedding (with --json).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
@@ -98,7 +118,7 @@ def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
 @click.option("--labels", default="folders", show_default=True, help="As for `train`.")
 @click.option("--backbone", default="default", show_default=True, help="Backbone for FOLDER.")
 @click.option("--weights", default="default", show_default=True, help="Weights for FOLDER.")
-@click.option("--image-size", type=int, help="Crop size override for FOLDER.")
+@click.option("--image-size", type=ranged(AT_LEAST_ONE), help="Crop size override for FOLDER.")
 @click.option(
     "--layer", "layers", multiple=True, help="Layers to probe (default: the deepest stages)."
 )
@@ -110,9 +130,13 @@ def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
     help="Poolings to compare (default: avg, max, gem).",
 )
 @click.option(
-    "--sample", default=2000, show_default=True, help="At most this many images (stratified)."
+    "--sample",
+    type=ranged(PROBE["sample"]),
+    default=2000,
+    show_default=True,
+    help="At most this many images (stratified).",
 )
-@click.option("--folds", default=5, show_default=True)
+@click.option("--folds", type=ranged(PROBE["folds"]), default=5, show_default=True)
 @click.option("--chart", type=click.Path(path_type=Path), help="Write the bar chart PNG here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @QUIET

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import QUIET, weights_callback
+from lookalike.checks import COUNT, DISTILL
+from lookalike.cli_options import QUIET, ranged, weights_callback
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -21,7 +22,11 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
     callback=weights_callback,
     help="default, none (random init), a weights id, or a checkpoint file.",
 )
-@click.option("--teacher-size", type=int, help="The teacher's crop size (default: its own).")
+@click.option(
+    "--teacher-size",
+    type=ranged(DISTILL["teacher_image_size"]),
+    help="The teacher's crop size (default: its own).",
+)
 @click.option(
     "--student",
     default="default",
@@ -37,7 +42,7 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
     "--student-size",
-    type=int,
+    type=ranged(COUNT),  # DISTILL["student_image_size"], or 0
     default=144,
     show_default=True,
     help="The student's crop size (0: its own); fewer pixels run faster.",
@@ -63,21 +68,23 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
     "--kl-weight",
-    type=float,
+    type=ranged(DISTILL["kl_weight"]),
     default=0.0,
     show_default=True,
     help="Weight of the KL term on the teacher's classifier logits (0: off).",
 )
-@click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--temperature", type=ranged(DISTILL["temperature"]), default=4.0, show_default=True)
 @click.option(
     "--center/--no-center",
     default=True,
     show_default=True,
     help="Compare vectors minus the teacher's mean (what tells neighbours apart).",
 )
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="AdamW's peak rate.")
+@click.option("--epochs", type=ranged(DISTILL["epochs"]), default=3, show_default=True)
+@click.option("--batch-size", type=ranged(DISTILL["batch_size"]), default=32, show_default=True)
+@click.option(
+    "--lr", type=ranged(DISTILL["lr"]), default=3e-4, show_default=True, help="AdamW's peak rate."
+)
 @click.option(
     "--batchnorm",
     type=click.Choice(["auto", "frozen", "train"]),
@@ -85,8 +92,8 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
     show_default=True,
     help="BatchNorm statistics: auto keeps a pretrained student's, updates a random one's.",
 )
-@click.option("--holdout", type=float, default=0.2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--holdout", type=ranged(DISTILL["holdout"]), default=0.2, show_default=True)
+@click.option("--seed", type=ranged(DISTILL["seed"]), default=0, show_default=True)
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
 @QUIET
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import QUIET, weights_value
+from lookalike.checks import ADVISE, FINETUNE
+from lookalike.cli_options import QUIET, ranged, weights_value
 
 DATA = click.option(
     "--data",
@@ -21,7 +22,9 @@ BACKBONE = click.option(
 WEIGHTS = click.option(
     "--weights", default="default", show_default=True, help="default, none, an id or a file."
 )
-IMAGE_SIZE = click.option("--image-size", type=int, help="Crop size (default: the weights').")
+IMAGE_SIZE = click.option(
+    "--image-size", type=ranged(FINETUNE["image_size"]), help="Crop size (default: the weights')."
+)
 
 
 @click.command()
@@ -37,19 +40,59 @@ IMAGE_SIZE = click.option("--image-size", type=int, help="Crop size (default: th
     "rates; gradual: one more group an epoch from the top.",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
-@click.option("--unfreeze", default=2, show_default=True, help="partial: top groups to train.")
-@click.option("--epochs", default=5, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True, help="The new head's learning rate.")
-@click.option("--backbone-lr", type=float, help="The top group's rate (default: lr / 10).")
-@click.option("--lr-decay", default=0.5, show_default=True, help="Rate ratio, group to group.")
+@click.option(
+    "--unfreeze",
+    type=ranged(FINETUNE["unfreeze"]),
+    default=2,
+    show_default=True,
+    help="partial: top groups to train.",
+)
+@click.option("--epochs", type=ranged(FINETUNE["epochs"]), default=5, show_default=True)
+@click.option("--batch-size", type=ranged(FINETUNE["batch_size"]), default=32, show_default=True)
+@click.option(
+    "--lr",
+    type=ranged(FINETUNE["lr"]),
+    default=1e-3,
+    show_default=True,
+    help="The new head's learning rate.",
+)
+@click.option(
+    "--backbone-lr",
+    type=ranged(FINETUNE["backbone_lr"]),
+    help="The top group's rate (default: lr / 10).",
+)
+@click.option(
+    "--lr-decay",
+    type=ranged(FINETUNE["lr_decay"]),
+    default=0.5,
+    show_default=True,
+    help="Rate ratio, group to group.",
+)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw")
-@click.option("--weight-decay", default=0.01, show_default=True)
-@click.option("--warmup", default=0.1, show_default=True, help="Warm-up fraction of the steps.")
-@click.option("--label-smoothing", default=0.0, show_default=True)
+@click.option(
+    "--weight-decay", type=ranged(FINETUNE["weight_decay"]), default=0.01, show_default=True
+)
+@click.option(
+    "--warmup",
+    type=ranged(FINETUNE["warmup_fraction"]),
+    default=0.1,
+    show_default=True,
+    help="Warm-up fraction of the steps.",
+)
+@click.option(
+    "--label-smoothing", type=ranged(FINETUNE["label_smoothing"]), default=0.0, show_default=True
+)
 @IMAGE_SIZE
-@click.option("--val-fraction", default=0.2, show_default=True)
-@click.option("--patience", default=3, show_default=True, help="Early stopping, in epochs.")
+@click.option(
+    "--val-fraction", type=ranged(FINETUNE["val_fraction"]), default=0.2, show_default=True
+)
+@click.option(
+    "--patience",
+    type=ranged(FINETUNE["patience"]),
+    default=3,
+    show_default=True,
+    help="Early stopping, in epochs.",
+)
 @click.option(
     "--freeze-bn/--train-bn",
     default=True,
@@ -63,8 +106,14 @@ IMAGE_SIZE = click.option("--image-size", type=int, help="Crop size (default: th
     show_default=True,
     help="probe: start the head at a linear probe of the frozen features (LP-FT).",
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--seed", type=ranged(FINETUNE["seed"]), default=0, show_default=True)
+@click.option(
+    "--workers",
+    type=ranged(FINETUNE["workers"]),
+    default=0,
+    show_default=True,
+    help="DataLoader worker processes.",
+)
 @click.option("--device", help="cuda, cpu, ... (default: the best available).")
 @click.option("--restart", is_flag=True, help="Start over instead of resuming from --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -104,7 +153,13 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
 @BACKBONE
 @WEIGHTS
 @IMAGE_SIZE
-@click.option("--sample", default=2000, show_default=True, help="Images probed at most.")
+@click.option(
+    "--sample",
+    type=ranged(ADVISE["sample"]),
+    default=2000,
+    show_default=True,
+    help="Images probed at most.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @QUIET
 def advise(data, backbone, weights, image_size, sample, as_json, quiet) -> None:

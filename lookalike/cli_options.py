@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
+
+from lookalike.checks import Range
 
 
 def collection_option(help_text: str = "Collection directory."):
@@ -26,6 +29,22 @@ def weights_value(value: str | None) -> str | None:
 def weights_callback(context: click.Context, parameter: click.Parameter, value: str | None):
     """`weights_value` as a click callback."""
     return weights_value(value)
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing nan and inf too (they pass its comparisons)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
+def ranged(bound: Range) -> click.ParamType:
+    """The click type of a numeric option whose library parameter has range `bound`."""
+    kind = click.IntRange if bound.integer else FiniteRange
+    return kind(bound.low, bound.high, min_open=bound.low_open, max_open=bound.high_open)
 
 
 COLLECTION = collection_option()

@@ -26,9 +26,21 @@ def _collections(values: tuple[str, ...]) -> dict[str, Path]:
     "--config", type=click.Path(path_type=Path, dir_okay=False), help="A TOML settings file."
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
-@click.option("--workers", default=1, show_default=True, help="Processes (each loads the model).")
-@click.option("--threads", default=8, show_default=True, help="Request threads per process.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Processes (each loads the model).",
+)
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Request threads per process.",
+)
 @click.option("--access-log", is_flag=True, help="Log every request to stderr (off, as gunicorn).")
 @click.option(
     "--open", "allow_open", is_flag=True, help="Allow serving beyond loopback with no API keys."

@@ -7,7 +7,8 @@ Layout::
     DIR/shards/000001/<layer>.npy     float32 (rows, dim), row i belongs to items row i
     DIR/failed.jsonl             one JSON line per file that could not be embedded
     DIR/deleted.jsonl            one JSON line per deleted item id (shards are never rewritten)
-    DIR/.lock                    held (flock) by the one writer
+    DIR/.lock                    held (flock) by the one writer, for one commit
+    DIR/.embed.lock              held (flock) by the one bulk embedding run, for the whole run
 
 A shard is written under ``shards/.tmp-*`` and renamed into place once every file in it is
 complete and fsynced, so readers (and a run resumed after ``kill -9``) see whole shards only.
@@ -16,26 +17,21 @@ complete and fsynced, so readers (and a run resumed after ``kill -9``) see whole
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from lookalike import __version__
+from lookalike.durable import acquire_lock, append_durably, disk_errors, fsync_path, write_atomic
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import (
     CollectionError,
@@ -44,52 +40,23 @@ from lookalike.errors import (
     UnknownItem,
     UnknownLayer,
 )
+from lookalike.shards import (
+    ITEM_SCHEMA,
+    SHARD_NAME,
+    Shard,
+    as_ids,
+    write_shard_files,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FAILED = "failed.jsonl"
 DELETED = "deleted.jsonl"
+UPLOADS = "uploads"  # the collection's own copies of uploaded images (see lookalike.ingest)
+WRITE_LOCK = ".lock"  # held by the one writer, for a commit (a shard, tombstones, failures)
+EMBED_LOCK = ".embed.lock"  # held by the one bulk embedding run, for the whole run
 FORMAT_VERSION = 1
-SHARD_NAME = re.compile(r"^\d{6}$")
-ITEM_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("path", pa.string()),
-        ("sha256", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("bytes", pa.int64()),
-        ("mtime_ns", pa.int64()),
-        ("label", pa.string()),
-    ]
-)
-
-
-def layer_filename(layer: str) -> str:
-    return f"{quote(layer, safe='')}.npy"
-
-
-class Shard:
-    """One complete shard: an item table and one embedding matrix per layer, same row order."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.name = path.name
-
-    def items(self, columns: Sequence[str] | None = None) -> pa.Table:
-        return pq.read_table(
-            self.path / "items.parquet", columns=list(columns) if columns else None
-        )
-
-    def embeddings(self, layer: str, mmap: bool = True) -> np.ndarray:
-        path = self.path / layer_filename(layer)
-        if not path.exists():
-            raise UnknownLayer(f"shard {self.name} has no layer {layer!r}")
-        return np.load(path, mmap_mode="r" if mmap else None)
-
-    def __len__(self) -> int:
-        return pq.read_metadata(self.path / "items.parquet").num_rows
 
 
 class Collection:
@@ -334,7 +301,7 @@ class CollectionWriter:
     def __init__(self, collection: Collection, shard_size: int, wait: float = 0.0) -> None:
         self.collection = collection
         self.shard_size = shard_size
-        self._lock = acquire_lock(collection.path / ".lock", wait)
+        self._lock = acquire_lock(collection.path / WRITE_LOCK, wait)
         shards_dir = collection.path / "shards"
         for stale in shards_dir.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
@@ -376,34 +343,37 @@ class CollectionWriter:
             vectors[layer] = stacked[:count]
             self._vectors[layer] = [stacked[count:]] if len(stacked) > count else []
         shards_dir = self.collection.path / "shards"
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=shards_dir))
-        table = pa.Table.from_pylist(rows, schema=ITEM_SCHEMA)
-        pq.write_table(table, tmp / "items.parquet")
-        for layer, block in vectors.items():
-            np.save(tmp / layer_filename(layer), block)
-        for file in tmp.iterdir():
-            fsync_path(file)
-        fsync_path(tmp)
-        final = shards_dir / f"{self._next_shard:06d}"
-        os.rename(tmp, final)
-        fsync_path(shards_dir)
+        with disk_errors(shards_dir):
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=shards_dir))
+            try:
+                write_shard_files(tmp, rows, vectors)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # give a full disk its space back now
+                raise
+            final = shards_dir / f"{self._next_shard:06d}"
+            os.rename(tmp, final)
+            fsync_path(shards_dir)
         log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
         return Shard(final)
 
-    def delete(self, ids: Sequence[int] | np.ndarray) -> None:
-        """Delete live items durably (tombstones, fsynced); an unknown or deleted id raises first."""
+    def delete(self, ids: Sequence[int] | np.ndarray, missing_ok: bool = False) -> int:
+        """Delete live items durably (tombstones, fsynced); how many. An unknown or deleted id
+        raises `UnknownItem` before anything is written, unless `missing_ok` (then it is skipped)."""
         ids = np.unique(as_ids(ids))
         self.flush()
         _, known, _, _ = self.collection._locator()
-        gone = ids[~np.isin(ids, known) | np.isin(ids, self.collection.deleted_ids())]
-        if len(gone):
+        gone = ~np.isin(ids, known) | np.isin(ids, self.collection.deleted_ids())
+        if gone.any() and not missing_ok:
             raise UnknownItem(
-                f"no item with id {', '.join(map(str, gone[:5].tolist()))} in {self.collection.path}"
+                f"no item with id {', '.join(map(str, ids[gone][:5].tolist()))} in {self.collection.path}"
             )
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        lines = "".join(json.dumps({"id": int(i), "time": now}) + "\n" for i in ids)
-        append_durably(self.collection.path / DELETED, lines)
+        ids = ids[~gone]
+        if len(ids):
+            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            lines = "".join(json.dumps({"id": int(i), "time": now}) + "\n" for i in ids)
+            append_durably(self.collection.path / DELETED, lines)
+        return len(ids)
 
     def record_failure(self, failure: dict[str, Any]) -> None:
         """Append one failure line (path, reason, ...) durably."""
@@ -423,63 +393,3 @@ class CollectionWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Item ids as int64; an id beyond int64 cannot exist (UnknownItem, not an overflow)."""
-    try:
-        return np.asarray(ids, dtype=np.int64).ravel()
-    except OverflowError:
-        raise UnknownItem("no item with an id beyond 64 bits") from None
-
-
-def acquire_lock(path: Path, wait: float = 0.0):
-    """An exclusive flock on `path`, retried for up to `wait` seconds; CollectionError after."""
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                handle.close()
-                raise CollectionError(
-                    f"{path.parent} is being written by another process"
-                ) from None
-            time.sleep(0.01)
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def append_durably(path: Path, lines: str) -> None:
-    """Append whole lines and fsync; a line torn by an earlier crash is closed off first, and a
-    new file is made durable in its folder."""
-    created = not path.exists()
-    with open(path, "a+b") as handle:
-        if handle.tell() > 0:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                lines = "\n" + lines
-        handle.write(lines.encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    if created:
-        fsync_path(path.parent)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # no two alike
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)

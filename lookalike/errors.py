@@ -37,6 +37,19 @@ class ClassifierExists(ClassifierError):
     """A classifier of that name exists and replacing it was not asked for."""
 
 
+class PathNotAllowed(LookalikeError):
+    """A file whose real path lies outside the folders it may be read from (a link elsewhere)."""
+
+
+class StorageFull(LookalikeError):
+    """The disk (or quota) holding a collection is full: nothing was acknowledged, retry once
+    space is freed."""
+
+
+class Cancelled(LookalikeError):
+    """A job stopped because it was asked to; what it had committed stays."""
+
+
 class InvalidArgument(LookalikeError, ValueError):
     """An argument the caller got wrong: a shape, a range, an unknown name or option."""
 

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lookalike.collection import Collection, fsync_path, write_atomic
+from lookalike.collection import UPLOADS, Collection
+from lookalike.durable import disk_errors, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, sha256_hex
 from lookalike.errors import BadImage
 
-UPLOADS = "uploads"
 SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif",
           "WEBP": ".webp", "TIFF": ".tif"}  # fmt: skip
 
@@ -47,7 +47,8 @@ def store_bytes(collection: Collection, data: bytes, image_format: str) -> Path:
     target = collection.path / UPLOADS / digest[:2] / f"{digest}{SUFFIX[image_format]}"
     if target.exists():
         return target
-    _make_durable_dirs(target.parent)
+    with disk_errors(collection.path):
+        _make_durable_dirs(target.parent)
     write_atomic(target, data)
     return target
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http
+from collections.abc import Callable
 
-from flask import Flask, request
+from apispec import BasePlugin
+from flask import Flask, Response, current_app, request
 from flask_smorest import Api
 
 from lookalike import __version__
@@ -12,7 +14,7 @@ from lookalike.index import set_search_threads
 
 from . import schemas
 from .auth import check_api_key
-from .errors import PROBLEM_TYPE, from_http_exception, register_error_handlers
+from .errors import PROBLEM_TYPE, from_http_exception, problem, register_error_handlers
 from .jobs import JobRunner
 from .json import OrjsonProvider
 from .limits import install_rate_limits
@@ -22,6 +24,49 @@ from .settings import Settings
 from .state import Served
 
 V1_BLUEPRINTS = (collections.blp, search.blp, search.embed_blp, classifiers.blp, jobs.blp)
+
+
+def is_json_type(mimetype: str) -> bool:
+    """application/json or application/*+json (what `request.is_json` accepts)."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def takes_json(view: Callable | None, method: str) -> bool:
+    """Whether `view` parses its body as JSON: flask-smorest's `arguments` (default location json)
+    records its parameters on the view function (a MethodView: on the method's function)."""
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        view = getattr(view_class, method.lower(), None)
+    arguments = getattr(view, "_apidoc", {}).get("arguments", {})
+    return any(parameter.get("in") == "json" for parameter in arguments.get("parameters", ()))
+
+
+def has_body() -> bool:
+    """A body, or at least a Content-Type that says one is there."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return bool(request.mimetype or request.content_length or chunked)
+
+
+def refuse_non_json() -> Response | None:
+    """A JSON route sent a body of another type gets 415, not a 422 about missing fields."""
+    if request.is_json or not has_body():
+        return None
+    if not takes_json(current_app.view_functions.get(request.endpoint), request.method):
+        return None
+    sent = request.mimetype or "a body without a Content-Type"
+    return problem(415, f"this operation takes an application/json body, not {sent}")
+
+
+class JsonBodyResponses(BasePlugin):
+    """Documents the 415 of every operation whose request body is JSON (see `refuse_non_json`)."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        for operation in (operations or {}).values():
+            content = operation.get("requestBody", {}).get("content", {})
+            if any(is_json_type(mimetype) for mimetype in content):
+                operation.setdefault("responses", {})[415] = "UNSUPPORTED_MEDIA_TYPE"
 
 
 class ProblemApi(Api):
@@ -72,11 +117,12 @@ def create_app(settings: Settings | None = None) -> Flask:
                 }
             },
             "security": [{"bearer": []}, {"apiKey": []}],
+            "extra_plugins": [JsonBodyResponses()],
         },
     )
     register_error_handlers(app)
     served = app.extensions["lookalike"] = Served(settings)
-    app.extensions["lookalike-jobs"] = JobRunner()
+    app.extensions["lookalike-jobs"] = JobRunner(settings.collections)
     install_metrics(app, served)
     install_rate_limits(app, settings)
     api.register_blueprint(health.blp)
@@ -94,4 +140,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         if request.blueprint in guarded or request.endpoint == "metrics":
             check_api_key(settings)
 
+    app.before_request(refuse_non_json)  # after the key check: 401 before 415
     return app

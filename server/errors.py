@@ -10,12 +10,15 @@ from werkzeug.exceptions import HTTPException
 
 from lookalike.errors import (
     BadImage,
+    Cancelled,
     ClassifierError,
     ClassifierExists,
     CollectionError,
     LabelError,
     LookalikeError,
+    PathNotAllowed,
     SpecMismatch,
+    StorageFull,
     UnknownClassifier,
     UnknownItem,
 )
@@ -27,6 +30,9 @@ TYPE_BASE = "https://lookalike.dev/problems/"
 
 # Library errors, most specific first: (class, HTTP status).
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (StorageFull, 507),  # Insufficient Storage: the client may retry once space is freed
+    (PathNotAllowed, 403),
+    (Cancelled, 409),
     (UnknownItem, 404),
     (UnknownClassifier, 404),
     (ClassifierExists, 409),
@@ -58,14 +64,11 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def problem(
-    status: int,
-    detail: str | None = None,
-    title: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> Response:
-    """The one error answer: type, title, status, detail (+ extra members such as `errors`)."""
+def problem_json(
+    status: int, detail: str | None = None, title: str | None = None, **extra: Any
+) -> bytes:
+    """The body of a problem answer as JSON bytes: for Flask's answers and for those the gunicorn
+    worker (`worker.py`) writes itself, before or outside the app."""
     from werkzeug.http import HTTP_STATUS_CODES
 
     title = title or HTTP_STATUS_CODES.get(status, "Error")
@@ -76,7 +79,19 @@ def problem(
         **({"detail": detail} if detail else {}),
         **extra,
     }
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_TYPE)
+    return json.dumps(body).encode()
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """The one error answer: type, title, status, detail (+ extra members such as `errors`)."""
+    body = problem_json(status, detail, title, **extra)
+    response = Response(body, status=status, mimetype=PROBLEM_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -189,6 +189,10 @@ class EmbedJob(Strict):
     collection = ma.fields.String(required=True)
     folder = ma.fields.String(required=True, metadata={"description": "A folder on the server."})
     labels_from_folders = ma.fields.Boolean(load_default=False)
+    prune = ma.fields.Boolean(
+        load_default=False,
+        metadata={"description": "Remove the items of files no longer in the folder."},
+    )
 
 
 class Labels(ma.fields.Field):
@@ -219,12 +223,19 @@ class Job(ma.Schema):
     id = ma.fields.String()
     kind = ma.fields.String()
     collection = ma.fields.String()
-    state = ma.fields.String(metadata={"description": "queued, running, succeeded or failed"})
+    state = ma.fields.String(
+        metadata={
+            "description": "queued, running, succeeded, failed, cancelled, or interrupted (its "
+            "process died: resume it)"
+        }
+    )
     done = ma.fields.Integer()
     total = ma.fields.Integer(allow_none=True)
     result = ma.fields.Dict(allow_none=True)
     error = ma.fields.Dict(allow_none=True)
+    cancel_requested = ma.fields.Boolean()
     created = ma.fields.String()
+    started = ma.fields.String(allow_none=True)
     finished = ma.fields.String(allow_none=True)
 
 

@@ -27,6 +27,7 @@ from lookalike.ingest import Added, Upload, add_uploads
 
 from .decoding import PixelBudget
 from .errors import ApiError
+from .jobs import RunningJob
 from .settings import Settings
 
 WRITE_WAIT_SECONDS = 30.0
@@ -103,27 +104,42 @@ class Served:
         searcher.refresh_items()  # first: hits for ids not (or no longer) in it are skipped
         return sync_index(searcher.index, searcher.collection, searcher.layer)
 
-    def embed_folder(self, name: str, folder: Path, labels_from_folders: bool, job) -> dict:
-        """A bulk embed into a served collection, then its live index caught up (a job's work)."""
-        with self.writing(name, wait=24 * 3600) as searcher:
-            try:
-                report = embed_images(
-                    [folder],
-                    searcher.collection.path,
-                    labels_from_folders=labels_from_folders,
-                    progress=False,
-                    max_pixels=self.settings.max_pixels,
-                    on_progress=job.progress,
-                )
-            finally:  # shards written before a failure are durable: make them searchable too
-                with self._syncing[name]:
-                    added, _ = self.catch_up(searcher)
+    def embed_folder(
+        self,
+        name: str,
+        folder: Path,
+        labels_from_folders: bool,
+        job: RunningJob,
+        prune: bool = False,
+    ) -> dict:
+        """Bring a served collection in step with a folder, then its live index (a job's work).
+        The write lock is taken per shard commit only, so uploads and deletes go on meanwhile;
+        only files whose real path lies in an allowed root are read."""
+        searcher = self.searcher(name)
+        try:
+            report = embed_images(
+                [folder],
+                searcher.collection.path,
+                labels_from_folders=labels_from_folders,
+                prune=prune,
+                within=self.settings.allowed_roots,
+                progress=False,
+                max_pixels=self.settings.max_pixels,
+                on_progress=job.progress,
+                should_stop=job.cancel_requested,
+            )
+        finally:  # shards written before a failure are durable: make them searchable too
+            with self._syncing[name]:
+                added, removed = self.catch_up(searcher)
         return {
             "found": report.found,
             "embedded": report.embedded,
+            "changed": report.changed,
+            "removed": report.removed,
             "skipped": report.skipped_done + report.skipped_known_bad,
             "failed": len(report.failed),
             "indexed": added,
+            "unindexed": removed,
             "images_per_second": round(report.images_per_second, 2),
         }
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 from flask import Response
 from PIL import Image
 
-from lookalike.embedder.sources import check_header, decode_image
+from lookalike.embedder.sources import check_header, decode_image, read_file
 from lookalike.errors import BadImage
 from lookalike.ingest import Upload
 
@@ -87,13 +89,19 @@ def delete_item(name: str, item_id: int) -> None:
 
 
 @blp.route("/<name>/items/<int(max=9223372036854775807):item_id>/thumbnail")
-@blp.doc(responses={"200": {"content": {"image/jpeg": {}}}})
+@blp.doc(responses={"200": {"description": "A JPEG thumbnail", "content": {"image/jpeg": {}}}})
 def get_thumbnail(name: str, item_id: int) -> Response:
-    """A JPEG thumbnail of an item: only files the collection records are ever read."""
+    """A JPEG thumbnail of an item: only files the collection records are ever read, and only
+    where they really are (links resolved) what was recorded, in the collection or in an allowed
+    root: a link swapped in for an item's file is not followed out."""
     path = served().searcher(name).item(item_id)["path"]
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        read = read_file(path)
+        if not _may_serve(read.real_path, path, served().path(name)):
+            raise ApiError(
+                403, f"the file of item {item_id} now resolves outside the collection's folders"
+            )
+        data = read.data
         header = check_header(data, settings().max_pixels)
         with served().decode_budget.take(header.width * header.height):
             image = decode_image(data, settings().max_pixels)
@@ -107,3 +115,11 @@ def get_thumbnail(name: str, item_id: int) -> Response:
     response = Response(buffer.getvalue(), mimetype="image/jpeg")
     response.cache_control.max_age = 3600
     return response
+
+
+def _may_serve(real_path: Path, recorded: str, collection_dir: Path) -> bool:
+    """The recorded file itself (no link on the way), or a file in the collection or a root."""
+    if real_path == Path(os.path.normpath(recorded)):
+        return True
+    folders = (collection_dir.resolve(), *settings().allowed_roots)
+    return any(real_path.is_relative_to(folder) for folder in folders)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import current_app, url_for
@@ -12,7 +13,7 @@ from lookalike.classify.store import check_name
 from .. import schemas
 from ..auth import WRITE, requires
 from ..errors import ApiError
-from ..jobs import JobRunner
+from ..jobs import JobRunner, RunningJob
 from ..json import Blueprint
 from .common import served, settings
 
@@ -48,16 +49,20 @@ def allowed_folder(folder: str) -> Path:
 @blp.response(202, schemas.Job)
 @requires(WRITE)
 def embed_job(body: dict):
-    """Embed every image under a server-side folder (under an allowed root) into a collection."""
-    name, state = body["collection"], served()  # the job runs outside this request's context
-    state.path(name)  # 404 now, not in the job
-    folder = allowed_folder(body["folder"])
-    job = runner().submit(
-        "embed",
-        name,
-        lambda job: state.embed_folder(name, folder, body["labels_from_folders"], job),
+    """Bring a collection in step with a server-side folder (under an allowed root): new and
+    changed files embedded, with `prune` files gone from it removed. Uploads and deletes go on
+    while it runs; only files whose real path lies in an allowed root are read."""
+    served().path(body["collection"])  # 404 now, not in the job
+    request = {
+        "folder": str(allowed_folder(body["folder"])),
+        "labels_from_folders": body["labels_from_folders"],
+        "prune": body["prune"],
+    }
+    return _accepted(
+        runner().submit(
+            "embed", body["collection"], request, _work("embed", body["collection"], request)
+        )
     )
-    return _accepted(job)
 
 
 @blp.route("/collections/<name>/classifiers", methods=["POST"])
@@ -66,41 +71,76 @@ def embed_job(body: dict):
 @requires(WRITE)
 def train_job(body: dict, name: str):
     """Train a classifier on the collection's cached embeddings, as a job (answers its card)."""
-    state = served()  # the job runs outside this request's context
-    collection = state.collection(name)
+    served().collection(name)  # 404 now, not in the job
     check_name(body["name"])  # a bad name (a path, say) is a 422 now, not a failed job later
     labels = body["labels"]
     if isinstance(labels, dict):
         try:
-            labels = {int(item): str(label) for item, label in labels.items()}
+            {int(item): str(label) for item, label in labels.items()}
         except ValueError:
             raise ApiError(422, "labels map item ids (integers) to labels") from None
+    request = {
+        key: body.get(key) for key in ("name", "model", "labels", "folds", "holdout", "overwrite")
+    }
+    return _accepted(runner().submit("train", name, request, _work("train", name, request)))
 
-    def work(job) -> dict:
-        report = train_classifier(
-            collection,
-            body["name"],
-            labels,
-            body["model"],
-            folds=body["folds"],
-            holdout=body.get("holdout"),
-            overwrite=body["overwrite"],
+
+def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
+    """A job's work from its stored request: the same for a new job and a resumed one."""
+    state = served()  # the job runs outside this request's context
+    if kind == "embed":
+        folder = allowed_folder(request["folder"])  # the roots may have changed since
+        return lambda running: state.embed_folder(
+            name, folder, request["labels_from_folders"], running, prune=request["prune"]
         )
-        state.forget_predictor(name, body["name"])
+
+    def train(running: RunningJob) -> dict:
+        labels = request["labels"]
+        if isinstance(labels, dict):
+            labels = {int(item): str(label) for item, label in labels.items()}
+        report = train_classifier(
+            state.collection(name),
+            request["name"],
+            labels,
+            request["model"],
+            folds=request["folds"],
+            holdout=request["holdout"],
+            overwrite=request["overwrite"],
+        )
+        state.forget_predictor(name, request["name"])
         return report.card
 
-    return _accepted(runner().submit("train", name, work))
+    return train
 
 
 @blp.route("/jobs/<job_id>")
 @blp.response(200, schemas.Job)
 def get_job(job_id: str) -> dict:
-    """A job's state and progress (done of total), its result or its error."""
+    """A job's state and progress (done of total), its result or its error, whichever worker
+    runs it; `interrupted` when the process running it died (resume it)."""
     return runner().get(job_id).to_dict()
+
+
+@blp.route("/jobs/<job_id>", methods=["DELETE"])
+@blp.response(202, schemas.Job)
+@requires(WRITE)
+def cancel_job(job_id: str):
+    """Cancel a job: a running one stops after its current batch (what it committed stays);
+    a finished one is a 409."""
+    return runner().cancel(job_id).to_dict()
+
+
+@blp.route("/jobs/<job_id>/resume", methods=["POST"])
+@blp.response(202, schemas.Job)
+@requires(WRITE)
+def resume_job(job_id: str):
+    """Run an interrupted, failed or cancelled job again; an embed job skips what is done."""
+    job = runner().get(job_id)
+    return _accepted(runner().resume(job_id, _work(job.kind, job.collection, job.request)))
 
 
 @blp.route("/jobs")
 @blp.response(200, schemas.Jobs())
 def list_jobs() -> dict:
-    """Every job of this server process, newest first."""
+    """Every job of the served collections, newest first."""
     return {"jobs": [job.to_dict() for job in runner().all()]}

@@ -1,0 +1,140 @@
+"""`lookalike search` and `lookalike dedup`: neighbours of images or items, near-duplicate clusters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lookalike.cli_options import COLLECTION, LAYER, FiniteRange
+
+
+def _filters(labels, path_prefix):
+    from lookalike.index import Filters
+
+    return Filters(tuple(labels), path_prefix)
+
+
+@click.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@COLLECTION
+@LAYER
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    type=click.IntRange(min=0),
+    help="Query by stored item id. Repeatable.",
+)
+@click.option(
+    "-k",
+    "--k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Neighbours per query.",
+)
+@click.option(
+    "--threshold",
+    type=FiniteRange(min=0),
+    help="Only neighbours within this distance (cosine distance on normalised embeddings).",
+)
+@click.option("--label", "labels", multiple=True, help="Only items with this label. Repeatable.")
+@click.option("--path-prefix", help="Only items whose path starts with this.")
+@click.option("--sheet", type=click.Path(path_type=Path), help="Write a contact sheet PNG here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def search(
+    images, collection_dir, layer, ids, k, threshold, labels, path_prefix, sheet, as_json
+) -> None:
+    """Find the items most like IMAGES (files) and/or stored items (--id)."""
+    import json
+
+    from lookalike.index import Searcher
+    from lookalike.sheet import contact_sheet
+
+    if not images and not ids:
+        raise click.UsageError("give image files and/or --id")
+    searcher = Searcher.open(collection_dir, layer)
+    options = {"threshold": threshold, "filters": _filters(labels, path_prefix)}
+    queries: list[tuple[str, str | None]] = []
+    results = []
+    if images:
+        results += searcher.search_images(images, k, **options)
+        queries += [(str(p), str(p)) for p in images]
+    if ids:
+        results += searcher.search_ids(ids, k, **options)
+        queries += [(f"id {i}", searcher.item(i)["path"]) for i in ids]
+    for (name, _), hits in zip(queries, results, strict=True):
+        if as_json:
+            click.echo(json.dumps({"query": name, "hits": [h.to_dict() for h in hits]}))
+            continue
+        click.echo(f"query {name}: {len(hits)} neighbours")
+        click.echo(f"  {'rank':>4}  {'id':>8}  {'distance':>8}  {'label':<12}  path")
+        for rank, hit in enumerate(hits, 1):
+            click.echo(
+                f"  {rank:>4}  {hit.id:>8}  {hit.distance:>8.4f}  {hit.label or '-'!s:<12}  {hit.path}"
+            )
+    if sheet:
+        rows = [
+            [
+                (path, "query"),
+                *[(h.path, f"#{h.id} d={h.distance:.3f}\n{h.label or ''}") for h in hits],
+            ]
+            for (_, path), hits in zip(queries, results, strict=True)
+        ]
+        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
+
+
+@click.command()
+@COLLECTION
+@LAYER
+@click.option(
+    "--threshold",
+    type=FiniteRange(min=0),
+    required=True,
+    help="Pairs closer than this distance are duplicates.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Write clusters as .csv or .parquet.")
+@click.option(
+    "--sheet", type=click.Path(path_type=Path), help="Contact sheet PNG of the largest clusters."
+)
+@click.option(
+    "--show",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Clusters to print / draw.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
+    """Find every pair of near-duplicate items and group them into clusters."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from lookalike.index import Searcher, find_duplicates
+    from lookalike.sheet import contact_sheet
+
+    searcher = Searcher.open(collection_dir, layer)
+    found = find_duplicates(searcher, threshold, progress=not quiet)
+    in_clusters = sum(len(c) for c in found.clusters)
+    click.echo(
+        f"{len(found.pairs)} pairs within {threshold}; {len(found.clusters)} clusters, {in_clusters} items"
+    )
+    for number, members in enumerate(found.clusters[:show]):
+        click.echo(
+            f"cluster {number} ({len(members)}): "
+            + ", ".join(searcher.item(i)["path"] for i in members[:5])
+        )
+    if out:
+        table = found.cluster_table(searcher)
+        if out.suffix == ".parquet":
+            pq.write_table(table, out)
+        else:
+            pacsv.write_csv(table, out)
+        click.echo(f"clusters written to {out}")
+    if sheet and found.clusters:
+        rows = [
+            [(searcher.item(i)["path"], f"#{i}") for i in members[:8]]
+            for members in found.clusters[:show]
+        ]
+        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")

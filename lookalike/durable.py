@@ -1,0 +1,105 @@
+"""Durability helpers: one atomic write, one durable append, fsync, exclusive locks, and a full
+disk named as such (`StorageFull`). Every file the project writes goes through them."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from lookalike.errors import CollectionError, StorageFull
+
+
+def acquire_lock(
+    path: Path, wait: float = 0.0, on_wait: Callable[[], None] | None = None, what: str = "written"
+):
+    """An exclusive flock on `path`, retried for up to `wait` seconds (`math.inf`: until it is
+    free); CollectionError after. `on_wait()` is called once if the lock is not free at once."""
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+    deadline, pause = time.monotonic() + wait, 0.005
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise CollectionError(f"{path.parent} is being {what} by another process") from None
+            if on_wait is not None and pause == 0.005:
+                on_wait()
+            pause = min(pause * 2, 0.2)
+            time.sleep(pause)
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path) -> Iterator[None]:
+    """A full disk or quota as `StorageFull`, naming the folder and the space left; other
+    `OSError`s as they are. (NumPy reports a short write as "N requested and M written".)"""
+    try:
+        yield
+    except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT) or (
+            error.errno is None and "requested and" in str(error)
+        )
+        if not full:
+            raise
+        try:
+            free = f"{shutil.disk_usage(path).free:,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        raise StorageFull(
+            f"no space left on the device holding {path} ({free}): nothing was acknowledged "
+            "by this write; free some space and retry"
+        ) from error
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_durably(path: Path, lines: str) -> None:
+    """Append whole lines and fsync; a line torn by an earlier crash is closed off first, and a
+    new file is made durable in its folder."""
+    created = not path.exists()
+    with disk_errors(path.parent), open(path, "a+b") as handle:
+        size = handle.tell()
+        if size > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                lines = "\n" + lines
+        try:
+            handle.write(lines.encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        except OSError:  # a full disk: no line of this call may stay half-written
+            with contextlib.suppress(OSError):
+                handle.truncate(size)
+            raise
+    if created:
+        fsync_path(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # no two alike
+    with disk_errors(path.parent):
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+        fsync_path(path.parent)

@@ -1,0 +1,77 @@
+"""A shard: one item table (parquet) and one embedding matrix per layer (.npy), same row order,
+written once under a temporary name and never changed after."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lookalike.durable import fsync_path
+from lookalike.errors import UnknownItem, UnknownLayer
+
+SHARD_NAME = re.compile(r"^\d{6}$")
+ITEM_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("path", pa.string()),
+        ("sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("label", pa.string()),
+    ]
+)
+
+
+def layer_filename(layer: str) -> str:
+    return f"{quote(layer, safe='')}.npy"
+
+
+class Shard:
+    """One complete shard: an item table and one embedding matrix per layer, same row order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+
+    def items(self, columns: Sequence[str] | None = None) -> pa.Table:
+        return pq.read_table(
+            self.path / "items.parquet", columns=list(columns) if columns else None
+        )
+
+    def embeddings(self, layer: str, mmap: bool = True) -> np.ndarray:
+        path = self.path / layer_filename(layer)
+        if not path.exists():
+            raise UnknownLayer(f"shard {self.name} has no layer {layer!r}")
+        return np.load(path, mmap_mode="r" if mmap else None)
+
+    def __len__(self) -> int:
+        return pq.read_metadata(self.path / "items.parquet").num_rows
+
+
+def write_shard_files(
+    folder: Path, rows: list[dict[str, Any]], vectors: dict[str, np.ndarray]
+) -> None:
+    """The item table and one .npy per layer in `folder`, each fsynced, and the folder."""
+    pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), folder / "items.parquet")
+    for layer, block in vectors.items():
+        np.save(folder / layer_filename(layer), block)
+    for file in folder.iterdir():
+        fsync_path(file)
+    fsync_path(folder)
+
+
+def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Item ids as int64; an id beyond int64 cannot exist (UnknownItem, not an overflow)."""
+    try:
+        return np.asarray(ids, dtype=np.int64).ravel()
+    except OverflowError:
+        raise UnknownItem("no item with an id beyond 64 bits") from None
