@@ -21,7 +21,13 @@ from torchvision.transforms import v2 as T
 from lookalike.checks import FRACTION
 from lookalike.collection import Collection
 from lookalike.embedder.preprocess import build_transform
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, ImageSource, decode_image, walk_images
+from lookalike.embedder.sources import (
+    DEFAULT_MAX_PIXELS,
+    ImageSource,
+    decode_image,
+    read_file,
+    walk_images,
+)
 from lookalike.embedder.spec import Preprocess
 from lookalike.errors import BadImage, InvalidArgument
 
@@ -118,7 +124,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, row: int) -> tuple[torch.Tensor, int] | None:
         source = self.images.sources[row]
         try:
-            image = decode_image(source.path.read_bytes(), self.max_pixels)
+            image = decode_image(read_file(source.path).data, self.max_pixels)
         except (OSError, BadImage):
             return None
         return self.transform(image), int(self.images.targets[row])

@@ -25,6 +25,8 @@ from .preprocess import to_array
 from .sources import DEFAULT_MAX_PIXELS, ImageSource, decode, read_file, sha256_hex
 from .spec import Preprocess
 
+FILE_TIMEOUT_SECONDS = 120.0  # a file read and decoded in longer than this is given up on
+
 
 @dataclass
 class Batch:
@@ -123,11 +125,13 @@ class ThreadPipeline:
         num_threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         prefetch: int = 2,
+        file_timeout: float = FILE_TIMEOUT_SECONDS,
     ) -> None:
         self.batch_size = batch_size
         self.num_threads = cpu_cores() if num_threads is None else num_threads
         self.max_pixels = max_pixels
         self.prefetch = prefetch
+        self.file_timeout = file_timeout
 
     def batches(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
         if self.num_threads == 0:  # in the calling thread, as DataLoader's num_workers=0
@@ -140,12 +144,14 @@ class ThreadPipeline:
     def _threaded(self, sources: Sequence[ImageSource], preprocess: Preprocess) -> Iterator[Batch]:
         pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="lookalike-decode")
         waiting = iter(sources)
-        pending: deque[Future] = deque()
+        pending: deque[tuple[ImageSource, Future]] = deque()
+        stuck = 0  # threads left behind in a read that never returned (a hung mount)
 
         def submit_next() -> None:
             source = next(waiting, None)
             if source is not None:
-                pending.append(pool.submit(load_sample, source, preprocess, self.max_pixels))
+                future = pool.submit(load_sample, source, preprocess, self.max_pixels)
+                pending.append((source, future))
 
         try:
             for _ in range(self.batch_size * (self.prefetch + 1)):
@@ -153,11 +159,24 @@ class ThreadPipeline:
             while pending:
                 samples = []
                 while pending and len(samples) < self.batch_size:
-                    samples.append(pending.popleft().result())
+                    source, future = pending.popleft()
+                    try:
+                        samples.append(future.result(timeout=self.file_timeout))
+                    except TimeoutError:
+                        stuck += 1
+                        samples.append({"failure": self._timed_out(source)})
                     submit_next()
                 yield collate(samples)
         finally:  # also when the consumer stops early: queued files are dropped, running ones end
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not stuck, cancel_futures=True)
+
+    def _timed_out(self, source: ImageSource) -> dict[str, Any]:
+        """The failure row of a file whose read or decode did not end within `file_timeout`."""
+        reason = (
+            f"cannot read: no answer within {self.file_timeout:g} s (a hung mount?); "
+            "its thread is left behind"
+        )
+        return {"path": str(source.path), "label": source.label, "reason": reason}
 
 
 class DataLoaderPipeline:

@@ -21,7 +21,7 @@ import torch
 from lookalike.collection import Collection
 from lookalike.embedder.backbone import Backbone, backbone_from_spec
 from lookalike.embedder.preprocess import to_array
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, InvalidArgument, SpecMismatch, UnknownItem
 
 from .maintain import open_index
@@ -196,7 +196,7 @@ class Searcher:
         arrays = []
         for number, image in enumerate(images):
             try:
-                data = image if isinstance(image, bytes) else Path(image).read_bytes()
+                data = image if isinstance(image, bytes) else read_file(image).data
                 decoded = decode_image(data, max_pixels, preprocess.resize)  # JPEG: reduced scale
             except BadImage as error:
                 name = f"image {number + 1}" if isinstance(image, bytes) else str(image)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from lookalike.embedder.sources import decode_image
+from lookalike.embedder.sources import decode_image, read_file
 from lookalike.errors import BadImage
 
 Cell = tuple[str | Path | None, str]  # image file (None: blank) and its caption
@@ -39,7 +39,7 @@ def _thumbnail(path: str | Path | None, size: int) -> Image.Image:
     if path is None:
         return Image.new("RGB", (size, size), "white")
     try:
-        image = decode_image(Path(path).read_bytes())
+        image = decode_image(read_file(path).data)
     except (OSError, BadImage):
         return Image.new("RGB", (size, size), (220, 220, 220))  # moved or unreadable since
     return ImageOps.contain(image, (size, size))

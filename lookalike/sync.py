@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.collection import UPLOADS, Collection
-from lookalike.embedder.sources import ImageSource
-from lookalike.errors import InvalidArgument
+from lookalike.embedder.sources import ImageSource, read_file
+from lookalike.errors import BadImage, InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,10 @@ def _unchanged(
 
 
 def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    except OSError:
+        return hashlib.sha256(read_file(path).data).hexdigest()
+    except (OSError, BadImage):  # gone, unreadable, or no longer a regular file: changed
         return None
-    return digest.hexdigest()
 
 
 def _gone(known: dict[str, Known], seen: set[str], roots: Sequence[Path]) -> list[int]:

@@ -258,3 +258,30 @@ def test_a_full_disk_is_named_and_the_resume_is_exact(tmp_path: Path, small_disk
     assert len(ids) == 40 == len(Collection.open(small_disk / "c"))
     assert len(np.unique(list(ids.values()))) == 40
     shutil.rmtree(small_disk / "c")
+
+
+def test_a_file_that_never_answers_is_given_up_on(tmp_path: Path, monkeypatch) -> None:
+    """A read on a hung mount never returns (the kernel holds the thread: nothing real to plant
+    here, so one file's read waits on an event); the run records it and goes on."""
+    import lookalike.embedder.pipeline as pipeline
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a", "hung", "z"):
+        photo("coffee").rotate(len(name) * 30).save(folder / f"{name}.png")
+    release, real = threading.Event(), pipeline.load_sample
+
+    def hanging(source, *args):
+        if source.path.name == "hung.png":
+            release.wait(60)
+        return real(source, *args)
+
+    monkeypatch.setattr(pipeline, "load_sample", hanging)
+    threads = pipeline.ThreadPipeline(batch_size=2, num_threads=2, file_timeout=1)
+    try:
+        report = embed(folder, tmp_path / "c", pipeline=threads)
+    finally:
+        release.set()
+    assert report.embedded == 2
+    assert [Path(f["path"]).name for f in report.failed] == ["hung.png"]
+    assert "no answer within 1 s (a hung mount?)" in report.failed[0]["reason"]
