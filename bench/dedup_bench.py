@@ -18,10 +18,10 @@ from pathlib import Path
 import imagehash
 from PIL import Image
 
-from lookalike.bulk import embed_images
-from lookalike.collection import Collection
-from lookalike.demo import plant_duplicates
+from lookalike.cli.demo import plant_duplicates
 from lookalike.index import Searcher, build_index, find_duplicates
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 
 def scores(found: set, truth: set) -> tuple[float, float]:

@@ -27,17 +27,17 @@ from pathlib import Path
 import torch
 from transfer_bench import FASHION_MNIST, fashion_mnist_missing, load, nested_order, write_pngs
 
-from lookalike.classify.agreement import HeldOut, compare_speed, embed_rows
-from lookalike.classify.distill import (
+from lookalike.embedder import get_backbone
+from lookalike.embedder.export import use_engine
+from lookalike.embedder.sources import walk_images
+from lookalike.training.agreement import HeldOut, compare_speed, embed_rows
+from lookalike.training.distill import (
     DistillConfig,
     DistillReport,
     distill,
     indexed_images,
     teacher_backbone,
 )
-from lookalike.embedder.backbone import get_backbone
-from lookalike.embedder.engines import use_engine
-from lookalike.embedder.sources import walk_images
 
 TARGET_RECALL = 0.8
 TARGET_RATIO = 2.0

@@ -36,14 +36,14 @@ import torch
 from PIL import Image, ImageEnhance
 from torch.utils.data import DataLoader, Dataset
 
-from lookalike.bulk import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_pipeline, embed_images
 from lookalike.embedder import get_backbone
-from lookalike.embedder.backbone import remove_classifier
-from lookalike.embedder.engines import use_engine
+from lookalike.embedder.export import use_engine
+from lookalike.embedder.heads import remove_classifier
 from lookalike.embedder.pipeline import cpu_cores
 from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.registry import create_model
 from lookalike.embedder.sources import walk_images
+from lookalike.jobs.bulk import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_pipeline, embed_images
 
 SIZES = {"small": (500, 375), "large": (1920, 1080)}
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina")

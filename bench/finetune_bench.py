@@ -30,15 +30,15 @@ from transfer_bench import (
 )
 
 from lookalike.classify import make_model
-from lookalike.classify.finetune import FinetuneConfig, evaluate, finetune
-from lookalike.classify.images import (
+from lookalike.embedder import get_backbone
+from lookalike.training.finetune import FinetuneConfig, evaluate, finetune
+from lookalike.training.images import (
     LabelledImages,
     eval_transform,
     labelled_images,
     loader,
     stratified_split,
 )
-from lookalike.embedder import get_backbone
 
 STRATEGIES = ("partial", "gradual")
 

@@ -42,11 +42,11 @@ from reliability.harness import noise_png  # noqa: E402
 from reliability.load import run_load, sigterm_under_load  # noqa: E402
 
 from lookalike.classify import train_classifier  # noqa: E402
-from lookalike.collection import Collection  # noqa: E402
-from lookalike.embedder.backbone import get_backbone  # noqa: E402
+from lookalike.embedder import get_backbone  # noqa: E402
 from lookalike.embedder.sources import decode_image  # noqa: E402
 from lookalike.errors import BadImage  # noqa: E402
 from lookalike.server.decoding import screen  # noqa: E402
+from lookalike.store.collection import Collection  # noqa: E402
 
 WORKDIR = ROOT / "bench-data" / "reliability"
 READ, WRITE = "bench-reader", "bench-writer"

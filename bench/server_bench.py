@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.collection import Collection
 from lookalike.embedder import get_backbone
 from lookalike.embedder.preprocess import build_transform
 from lookalike.index import set_search_threads
 from lookalike.index.maintain import build_index
 from lookalike.index.search import Searcher
 from lookalike.server.serve import READY_LINE
+from lookalike.store.collection import Collection
 
 WORKDIR = Path("bench-data/server")
 LUA = """

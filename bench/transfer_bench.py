@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import accuracy_score
 
-from lookalike.bulk import embed_images
 from lookalike.classify import make_model
-from lookalike.collection import Collection
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = (

@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from lookalike.collection import Collection
 from lookalike.embedder.sources import ImageSource
 from lookalike.errors import LabelError
+from lookalike.store.collection import Collection
 
 FOLDERS = "folders"
 

@@ -12,11 +12,11 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from lookalike.checks import PREDICT, check_ranges
-from lookalike.collection import Collection
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
 from lookalike.errors import ClassifierError, InvalidArgument
 from lookalike.index import Hit, IndexMismatch, Searcher, has_index, open_index
 from lookalike.index.maintain import exact_index
+from lookalike.store.collection import Collection
 
 from .store import load_classifier
 

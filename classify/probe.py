@@ -15,12 +15,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lookalike.checks import PROBE, check_ranges
-from lookalike.collection import Collection
-from lookalike.embedder.backbone import get_backbone, spec_arguments
-from lookalike.embedder.hooks import pool
+from lookalike.embedder.build import get_backbone, spec_arguments
+from lookalike.embedder.hooks import pool, trace_outputs
 from lookalike.embedder.pipeline import DataLoaderPipeline
 from lookalike.embedder.sources import ImageSource, walk_images
 from lookalike.embedder.spec import OUTPUT_LAYER
+from lookalike.store.collection import Collection
 
 from .labels import LabelledItems, check_trainable, labelled_sources
 from .models import make_model
@@ -149,24 +149,8 @@ def candidate_layers(
         if name in CONTAINER_NAMES and isinstance(child, nn.Sequential | nn.ModuleList):
             names = [f"{name}.{sub}" for sub, _ in child.named_children()]
             break
-    modules = dict(model.named_modules())
-    ranked: list[str] = []
-
-    def record(layer: str):
-        def hook(module: nn.Module, inputs: tuple, output) -> None:
-            first = output[0] if isinstance(output, tuple | list) else output
-            if _is_map(first) and layer not in ranked:
-                ranked.append(layer)
-
-        return hook
-
-    handles = [modules[name].register_forward_hook(record(name)) for name in names]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, 3, image_size, image_size))
-    finally:
-        for handle in handles:
-            handle.remove()
+    traced = trace_outputs(model, names, image_size)
+    ranked = [name for name, (output, _) in traced.items() if _is_map(output)]
     return ranked[-limit:]
 
 

@@ -20,10 +20,10 @@ from typing import Any
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from lookalike.collection import Collection
 from lookalike.durable import acquire_lock, fsync_path
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import ClassifierError, ClassifierExists, SpecMismatch, UnknownClassifier
+from lookalike.store.collection import Collection
 
 CLASSIFIERS = "classifiers"
 MODEL_FILE = "model.skops"

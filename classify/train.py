@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline
 
 from lookalike import __version__
 from lookalike.checks import TRAIN, check_ranges
-from lookalike.collection import Collection
 from lookalike.errors import LabelError
+from lookalike.store.collection import Collection
 
 from .labels import LabelledItems, load_labels
 from .models import DEFAULT_MODEL, make_model

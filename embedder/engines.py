@@ -1,4 +1,5 @@
-"""Inference engines for a `Backbone`: torch eager, or its ONNX export run by ONNX Runtime on the CPU.
+"""The ONNX Runtime engine: a backbone's export run on the CPU (exporting and checking it, and
+choosing an engine: `export`).
 
 On a CPU, ONNX Runtime runs the offline default about twice as fast as torch eager (bench/
 embed_bench.py), so ``engine="auto"`` uses it wherever the backbone exports. The export holds the
@@ -13,26 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
-import threading
-import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from lookalike.errors import LookalikeError
 
 from .pipeline import cpu_cores
-from .preprocess import to_batch
-
-if TYPE_CHECKING:
-    from .backbone import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +82,6 @@ class OnnxEngine:
         return dict(zip(self.layers, self.session.run(None, feed), strict=True))
 
 
-class ExportedVectors(nn.Module):
-    """What the ONNX graph computes: the backbone's vectors as a tuple in spec layer order."""
-
-    def __init__(self, backbone: Backbone) -> None:
-        super().__init__()
-        self.model = backbone.model
-        self.layers = backbone.spec.layers
-        self._backbone = backbone
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        vectors = self._backbone.traceable_vectors(pixels)
-        return tuple(vectors[layer] for layer in self.layers)
-
-
 def user_cache_dir() -> Path:
     """``$LOOKALIKE_CACHE``, else ``$XDG_CACHE_HOME/lookalike``, else ``~/.cache/lookalike``."""
     if os.environ.get("LOOKALIKE_CACHE"):
@@ -119,44 +94,6 @@ def engine_dirs(collection_dir: str | Path | None) -> list[Path]:
     """Where a backbone's export is looked for and written, in order: next to the collection first."""
     fallback = user_cache_dir() / "engines"
     return [Path(collection_dir) / "engines", fallback] if collection_dir else [fallback]
-
-
-def export_onnx(backbone: Backbone, path: Path) -> None:
-    """Export `backbone`'s vectors (dynamic batch) to `path`, atomically, tagged with its spec."""
-    import onnx
-
-    from lookalike.durable import write_atomic
-
-    size = backbone.spec.preprocess.crop
-    example = torch.zeros(2, 3, size, size)
-    outputs = [f"vector{number}" for number in range(len(backbone.spec.layers))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
-        traced = Path(scratch) / "model.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                ExportedVectors(backbone).eval(),
-                (example,),
-                str(traced),
-                dynamo=False,  # seconds, not the dynamo exporter's tens of seconds; same graph speed
-                opset_version=OPSET,
-                input_names=[INPUT_NAME],
-                output_names=outputs,
-                dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
-            )
-        model = onnx.load(str(traced))
-    onnx.helper.set_model_props(model, {FINGERPRINT_KEY: backbone.spec.fingerprint()})
-    write_atomic(path, model.SerializeToString())
-
-
-def check_pixels(backbone: Backbone) -> torch.Tensor:
-    """Real photos, preprocessed for `backbone`: what an engine is checked on."""
-    import skimage.data
-    from PIL import Image
-
-    photos = [Image.fromarray(getattr(skimage.data, name)()) for name in CHECK_PHOTOS]
-    return to_batch([photo.convert("RGB") for photo in photos], backbone.spec.preprocess)
 
 
 def min_cosines(expected: dict[str, np.ndarray], found: dict[str, np.ndarray]) -> dict[str, float]:
@@ -172,134 +109,3 @@ def min_cosines(expected: dict[str, np.ndarray], found: dict[str, np.ndarray]) -
         cosines = np.where(norms > 1e-12, dots / np.maximum(norms, 1e-30), 1.0)
         lowest[layer] = float(cosines.min())
     return lowest
-
-
-def _checked(
-    backbone: Backbone,
-    path: Path,
-    reference: dict[str, np.ndarray],
-    pixels: torch.Tensor,
-    min_cosine: float,
-) -> OnnxEngine:
-    """Open the engine at `path`, or raise `EngineRefused` saying why it cannot stand in for torch."""
-    try:
-        engine = OnnxEngine(path, backbone.spec.layers)
-        if engine.fingerprint != backbone.spec.fingerprint():
-            raise EngineRefused(f"{path} was exported for spec {engine.fingerprint}")
-        found = engine.run(pixels.numpy())
-    except EngineRefused:
-        raise
-    except Exception as error:  # onnxruntime raises its own (Fail, InvalidGraph, ...) on bad files
-        raise EngineRefused(f"{path} does not load or run: {error}") from error
-    cosines = min_cosines(reference, found)
-    drifted = {layer: round(c, 6) for layer, c in cosines.items() if c < min_cosine}
-    if drifted:
-        raise EngineRefused(
-            f"{path} drifts from torch on real photos: min cosine {drifted} < {min_cosine}"
-        )
-    return engine
-
-
-def open_onnx_engine(
-    backbone: Backbone,
-    cache_dirs: Sequence[Path],
-    min_cosine: float = MIN_COSINE,
-) -> OnnxEngine:
-    """The checked ONNX engine for `backbone`: a cached export, else a fresh one.
-
-    The first of `cache_dirs` that holds a file passing the check is used, and the file is shared
-    (hard-linked, else copied) into the others, so that one export serves every collection of a
-    spec. Raises `EngineRefused` when onnxruntime is missing, the export fails, or a fresh export
-    still drifts from torch.
-    """
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as error:
-        raise EngineRefused(f"onnxruntime is not installed ({error})") from error
-    paths = [folder / f"{backbone.spec.fingerprint()}.onnx" for folder in cache_dirs]
-    pixels = check_pixels(backbone)
-    reference = backbone.embed(pixels)
-    refused: list[Path] = []
-    for path in filter(Path.is_file, paths):
-        try:
-            engine = _checked(backbone, path, reference, pixels, min_cosine)
-        except EngineRefused as error:
-            log.warning("cached engine refused, exporting again: %s", error)
-            refused.append(path)
-            continue
-        _share(path, [p for p in paths if p in refused or not p.is_file()])
-        return engine
-    path = _export_somewhere(backbone, paths)
-    engine = _checked(backbone, path, reference, pixels, min_cosine)
-    _share(path, [p for p in paths if p != path and (p in refused or not p.is_file())])
-    return engine
-
-
-def _export_somewhere(backbone: Backbone, paths: Sequence[Path]) -> Path:
-    """Export to the first writable of `paths`; the export error itself is not retried."""
-    for path in paths:
-        started = time.perf_counter()
-        try:
-            export_onnx(backbone, path)
-        except PermissionError as error:
-            log.info("cannot write an engine to %s (%s); trying the next place", path, error)
-            continue
-        except Exception as error:  # the exporter raises many kinds: unsupported ops, tracing
-            raise EngineRefused(
-                f"{backbone.spec.backbone} does not export to ONNX: {error}"
-            ) from error
-        log.info(
-            "exported %s to %s in %.1f s",
-            backbone.spec.backbone,
-            path,
-            time.perf_counter() - started,
-        )
-        return path
-    raise EngineRefused(f"no writable place for the engine among {[str(p) for p in paths]}")
-
-
-def _share(source: Path, targets: Sequence[Path]) -> None:
-    """Put `source` at each of `targets`, atomically (a hard link, else a copy); best effort."""
-    for target in targets:
-        temporary = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, temporary)
-            except OSError:
-                shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        except OSError as error:
-            log.info("cannot share the engine at %s: %s", target, error)
-            temporary.unlink(missing_ok=True)
-
-
-def use_engine(
-    backbone: Backbone,
-    engine: str = "auto",
-    collection_dir: str | Path | None = None,
-    min_cosine: float = MIN_COSINE,
-) -> Backbone:
-    """Run `backbone` on `engine` (auto, onnx, torch); returns it.
-
-    ``auto`` means ONNX Runtime on the CPU when the backbone exports and passes the check, else
-    torch (on a GPU, always torch). ``onnx`` raises `EngineRefused` where ``auto`` falls back.
-    """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    backbone.engine = None
-    if engine == "torch":
-        return backbone
-    if backbone.device.type != "cpu":
-        if engine == "onnx":
-            raise ValueError(f"the onnx engine runs on the CPU, not {backbone.device}")
-        return backbone
-    try:
-        found = open_onnx_engine(backbone, engine_dirs(collection_dir), min_cosine)
-    except EngineRefused as error:
-        if engine == "onnx":
-            raise
-        log.warning("ONNX Runtime engine refused, embedding with torch: %s", error)
-        return backbone
-    backbone.engine = found
-    return backbone

@@ -105,3 +105,30 @@ def _reduce(features: torch.Tensor, how: str, dims: tuple[int, ...]) -> torch.Te
 
 def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
     return F.normalize(vectors.float(), dim=1)
+
+
+def trace_outputs(
+    model: nn.Module, names: Sequence[str], image_size: int
+) -> dict[str, tuple[object, tuple[int, ...]]]:
+    """What each named module of `model` outputs for one blank image: (the output, its shape
+    without the batch), in the order they ran. The one layer-tracing pass (`list_layers`, the
+    probe's candidate layers)."""
+    modules = dict(model.named_modules())
+    traced: dict[str, tuple[object, tuple[int, ...]]] = {}
+
+    def record(layer: str):
+        def hook(module: nn.Module, inputs: tuple, output) -> None:
+            first = output[0] if isinstance(output, tuple | list) else output
+            if isinstance(first, torch.Tensor) and layer not in traced:
+                traced[layer] = (first, tuple(first.shape[1:]))
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(record(name)) for name in names]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return traced

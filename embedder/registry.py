@@ -41,6 +41,7 @@ from .checkpoints import (
     read_metadata,
     split_projection,
 )
+from .heads import load_state, remove_classifier
 from .spec import Preprocess
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ def create_model(
 def _load_checkpoint_into(loaded: LoadedModel, checkpoint: Path) -> None:
     """Weights from a checkpoint file; an exported backbone also brings its preprocessing and
     projection (the model is then headless already)."""
-    from .backbone import load_state, remove_classifier
 
     state = load_checkpoint(checkpoint)
     metadata = read_metadata(checkpoint) if checkpoint.suffix == ".safetensors" else {}

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike.collection import Collection
 from lookalike.errors import InvalidArgument
+from lookalike.store.collection import Collection
 
 from .vector_index import VectorIndex, drop_own, exact_neighbours, recall_at_k
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from lookalike.collection import Collection
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
+from lookalike.store.collection import Collection
 
 from .choose import DEFAULT_MEMORY_BUDGET, choose_index
 from .store import index_dir, load_index, save_index

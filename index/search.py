@@ -18,11 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from lookalike.collection import Collection
-from lookalike.embedder.backbone import Backbone, backbone_from_spec
+from lookalike.embedder.backbone import Backbone
+from lookalike.embedder.build import backbone_from_spec
 from lookalike.embedder.preprocess import to_array
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, InvalidArgument, SpecMismatch, UnknownItem
+from lookalike.store.collection import Collection
 
 from .maintain import open_index
 from .vector_index import MAX_K, VectorIndex

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.bulk import embed_images
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
-from lookalike.collection import Collection
 from lookalike.index import (
     IndexMismatch,
     Searcher,
@@ -23,7 +21,9 @@ from lookalike.index import (
     update_index,
 )
 from lookalike.index.maintain import exact_index, sync_index
-from lookalike.ingest import Added, Upload, add_uploads
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
+from lookalike.store.ingest import Added, Upload, add_uploads
 
 from .decoding import PixelBudget
 from .errors import ApiError

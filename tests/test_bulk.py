@@ -13,11 +13,11 @@ import pytest
 from conftest import TINY, photo
 from PIL import Image
 
-from lookalike.bulk import embed_images
-from lookalike.collection import Collection
 from lookalike.embedder import get_backbone
 from lookalike.embedder.preprocess import to_batch
 from lookalike.errors import SpecMismatch
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 
 def embed(inputs, collection, **options):

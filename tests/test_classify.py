@@ -14,7 +14,6 @@ from PIL import Image
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from lookalike.bulk import embed_images
 from lookalike.classify import (
     Predictor,
     list_classifiers,
@@ -27,10 +26,11 @@ from lookalike.classify import (
 )
 from lookalike.classify.store import MODEL_FILE, classifier_dir
 from lookalike.cli import main
-from lookalike.collection import Collection
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import ClassifierError, LabelError, SpecMismatch
 from lookalike.index import build_index
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 CLASSES = ("cat", "dog", "fox")
 WIDTH = 16

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lookalike.cli import main
-from lookalike.demo import write_digits, write_photos
+from lookalike.cli.demo import write_digits, write_photos
 
 TINY_ARGS = ["--backbone", "resnet18", "--weights", "none", "--image-size", "64", "--workers", "0"]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_spec
 
-from lookalike.collection import Collection
 from lookalike.errors import CollectionError, SpecMismatch, UnknownItem
+from lookalike.store.collection import Collection
 
 
 def rows(n: int, start: int = 0) -> list[dict]:

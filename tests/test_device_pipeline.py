@@ -14,12 +14,12 @@ import torch
 from conftest import jpeg_bytes, photo
 from PIL import Image
 
-from lookalike.bulk import embed_images
-from lookalike.collection import Collection
 from lookalike.embedder.device_pipeline import DevicePipeline
 from lookalike.embedder.pipeline import DataLoaderPipeline
 from lookalike.embedder.registry import IMAGENET_PREPROCESS
 from lookalike.embedder.sources import walk_images
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 
 def cmyk_jpeg(name: str) -> bytes:

@@ -14,8 +14,14 @@ from click.testing import CliRunner
 from conftest import PHOTOS, photo
 from PIL import Image
 
-from lookalike.classify.agreement import embed_rows, neighbour_recall
-from lookalike.classify.distill import (
+from lookalike.cli import main
+from lookalike.cli.distill import distill as distill_command
+from lookalike.embedder import get_backbone
+from lookalike.embedder.checkpoints import BACKBONE_FILE, exported_info
+from lookalike.embedder.sources import walk_images
+from lookalike.errors import InvalidArgument
+from lookalike.training.agreement import embed_rows, neighbour_recall
+from lookalike.training.distill import (
     DistillConfig,
     StudentTrainer,
     build_student,
@@ -30,12 +36,6 @@ from lookalike.classify.distill import (
     teacher_classifier,
     train_student,
 )
-from lookalike.cli import main
-from lookalike.cli_distill import distill as distill_command
-from lookalike.embedder.backbone import get_backbone
-from lookalike.embedder.checkpoints import BACKBONE_FILE, exported_info
-from lookalike.embedder.sources import walk_images
-from lookalike.errors import InvalidArgument
 
 CPU = torch.device("cpu")
 # timm's test models, random init: a 256-d teacher with a classifier, a 96-d student.
@@ -179,7 +179,7 @@ def test_loss_falls_over_a_few_steps(images, loss: str, kl_weight: float) -> Non
 
 
 def trainer_pixels(student, path: Path) -> torch.Tensor:
-    from lookalike.classify.images import eval_transform
+    from lookalike.training.images import eval_transform
 
     return eval_transform(student.preprocess)(Image.open(path).convert("RGB"))
 

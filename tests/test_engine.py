@@ -13,15 +13,16 @@ import torch
 from conftest import TINY, jpeg_bytes, photo
 from PIL import Image
 
-from lookalike.bulk import embed_images
-from lookalike.collection import Collection
 from lookalike.embedder import get_backbone
-from lookalike.embedder.engines import EngineRefused, check_pixels, min_cosines, use_engine
+from lookalike.embedder.engines import EngineRefused, min_cosines
+from lookalike.embedder.export import check_pixels, use_engine
 from lookalike.embedder.pipeline import ThreadPipeline
 from lookalike.embedder.preprocess import build_transform, to_array, to_batch
 from lookalike.embedder.sources import ImageSource, decode
 from lookalike.embedder.spec import Preprocess
 from lookalike.index import Searcher, build_index
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 # the offline default (real ImageNet weights) at a small input: quick, and a real network
 SMALL_DEFAULT = {"name": "default", "image_size": 96, "device": "cpu"}

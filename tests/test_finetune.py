@@ -10,8 +10,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lookalike.classify.advise import recommend
-from lookalike.classify.finetune import (
+from lookalike.cli import main
+from lookalike.embedder import get_backbone
+from lookalike.embedder.heads import remove_classifier
+from lookalike.embedder.registry import create_model
+from lookalike.errors import InvalidArgument
+from lookalike.store.collection import Collection
+from lookalike.training.advise import recommend
+from lookalike.training.finetune import (
     FinetuneConfig,
     Trainer,
     accuracy,
@@ -20,14 +26,8 @@ from lookalike.classify.finetune import (
     finetune,
     make_optimizer,
 )
-from lookalike.classify.images import eval_transform, labelled_images, loader
-from lookalike.classify.stages import stage_groups
-from lookalike.cli import main
-from lookalike.collection import Collection
-from lookalike.embedder import get_backbone
-from lookalike.embedder.backbone import remove_classifier
-from lookalike.embedder.registry import create_model
-from lookalike.errors import InvalidArgument
+from lookalike.training.images import eval_transform, labelled_images, loader
+from lookalike.training.stages import stage_groups
 
 TINY = {"backbone": "timm:test_resnet", "weights": None, "image_size": 32, "batch_size": 8}
 

@@ -12,24 +12,24 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY
 
-from lookalike.bulk import embed_images
 from lookalike.checks import FINETUNE, Range, check_range
 from lookalike.classify import Predictor, probe, train_classifier
-from lookalike.classify.advise import advise
-from lookalike.classify.distill import DistillConfig, split_images
-from lookalike.classify.finetune import FinetuneConfig
-from lookalike.classify.images import LabelledImages, stratified_split
-from lookalike.cli_classify import predict as predict_command
-from lookalike.cli_classify import probe as probe_command
-from lookalike.cli_classify import train as train_command
-from lookalike.cli_distill import distill as distill_command
-from lookalike.cli_finetune import advise as advise_command
-from lookalike.cli_finetune import finetune as finetune_command
-from lookalike.collection import Collection
+from lookalike.cli.classify import predict as predict_command
+from lookalike.cli.classify import probe as probe_command
+from lookalike.cli.classify import train as train_command
+from lookalike.cli.distill import distill as distill_command
+from lookalike.cli.finetune import advise as advise_command
+from lookalike.cli.finetune import finetune as finetune_command
 from lookalike.errors import InvalidArgument
 from lookalike.index import build_index
+from lookalike.jobs.bulk import embed_images
 from lookalike.server.app import create_app
 from lookalike.server.settings import Settings
+from lookalike.store.collection import Collection
+from lookalike.training.advise import advise
+from lookalike.training.distill import DistillConfig, split_images
+from lookalike.training.finetune import FinetuneConfig
+from lookalike.training.images import LabelledImages, stratified_split
 
 # ----- the helper -----------------------------------------------------------------------------
 
@@ -153,8 +153,8 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built for a command that should have been refused")
 
-    monkeypatch.setattr("lookalike.classify.finetune.create_model", refuse)
-    monkeypatch.setattr("lookalike.classify.distill.create_model", refuse)
+    monkeypatch.setattr("lookalike.training.finetune.create_model", refuse)
+    monkeypatch.setattr("lookalike.training.distill.create_model", refuse)
 
 
 @pytest.mark.parametrize(

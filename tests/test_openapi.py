@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from lookalike.bulk import embed_images
 from lookalike.classify import train_classifier
-from lookalike.collection import Collection
 from lookalike.index import build_index
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 WRITE_KEY = "fuzz-writer"
 EXAMPLES_PER_OPERATION = 12  # 20 operations: a few hundred requests, well under a minute

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY, running_server
 
-from lookalike.bulk import embed_images
 from lookalike.classify import train_classifier
-from lookalike.collection import Collection
 from lookalike.index import build_index
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -11,10 +11,8 @@ from click.testing import CliRunner
 from conftest import TINY
 from PIL import Image
 
-from lookalike.bulk import embed_images
 from lookalike.cli import main
-from lookalike.collection import Collection
-from lookalike.demo import plant_duplicates
+from lookalike.cli.demo import plant_duplicates
 from lookalike.errors import BadImage, CollectionError, SpecMismatch, UnknownItem
 from lookalike.index import (
     Filters,
@@ -28,6 +26,8 @@ from lookalike.index import (
     update_index,
 )
 from lookalike.index.store import index_dir
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 
 @pytest.fixture

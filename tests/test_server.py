@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from conftest import TINY, jpeg_bytes, photo, running_server
 
-from lookalike.bulk import embed_images
 from lookalike.classify import train_classifier
-from lookalike.collection import Collection
 from lookalike.index import build_index
+from lookalike.jobs.bulk import embed_images
 from lookalike.server.app import create_app
 from lookalike.server.serve import serve
 from lookalike.server.settings import Settings
+from lookalike.store.collection import Collection
 
 READ, WRITE = "read-key-1", "write-key-1"
 
@@ -647,7 +647,7 @@ def test_made_up_keys_share_their_address_bucket_and_metrics_need_a_key(served_d
 
 
 def test_an_empty_collection_is_served_and_filled_by_uploads(tmp_path: Path) -> None:
-    from lookalike.embedder.backbone import get_backbone
+    from lookalike.embedder import get_backbone
 
     with get_backbone(**TINY) as backbone:
         Collection.create(tmp_path / "empty", backbone.spec)

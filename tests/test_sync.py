@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY, photo
 
-from lookalike.bulk import embed_images
 from lookalike.cli import main
-from lookalike.collection import Collection
 from lookalike.errors import InvalidArgument, StorageFull
 from lookalike.index import Searcher, build_index, update_index
+from lookalike.jobs.bulk import embed_images
+from lookalike.store.collection import Collection
 
 
 def embed(folder: Path, collection: Path, **options):

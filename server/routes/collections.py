@@ -11,7 +11,7 @@ from PIL import Image
 
 from lookalike.embedder.sources import check_header, decode_image, read_file
 from lookalike.errors import BadImage
-from lookalike.ingest import Upload
+from lookalike.store.ingest import Upload
 
 from .. import schemas
 from ..auth import WRITE, requires

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
-from lookalike.collection import Collection
-from lookalike.embedder.backbone import get_backbone
+from lookalike.embedder import get_backbone
+from lookalike.store.collection import Collection
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.collection import Collection
 from lookalike.index import open_index
 from lookalike.server.serve import READY_LINE
+from lookalike.store.collection import Collection
 
 from .harness import Client, Server, background, noise_png
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.collection import Collection
+from lookalike.store.collection import Collection
 
 from .harness import Answer, Client, Server, background, memory_kib, noise_png, percentile_ms
 

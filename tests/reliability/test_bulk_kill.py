@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lookalike.bulk import embed_images
+from lookalike.jobs.bulk import embed_images
 
 from .crash import check_bulk, kill_bulk_runs
 from .harness import noise_png

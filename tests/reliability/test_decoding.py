@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 import lookalike.index.search as search_module
-from lookalike.collection import Collection
 from lookalike.embedder.sources import decode_image
 from lookalike.errors import BadImage
 from lookalike.index.maintain import exact_index
 from lookalike.index.search import Searcher
 from lookalike.server.decoding import MAX_JPEG_SCANS, PixelBudget, screen
+from lookalike.store.collection import Collection
 
 from .bad_images import bombs, encode, gif_frames, gif_with_frame_size, jpeg_scan_bomb, small_photo
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.collection import Collection
+from lookalike.store.collection import Collection
 
 from .harness import Client, Server, noise_png
 

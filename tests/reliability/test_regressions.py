@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.collection import Collection, Shard
 from lookalike.index import open_index
 from lookalike.server.app import create_app
 from lookalike.server.settings import Settings
 from lookalike.server.state import prepare_index
+from lookalike.store.collection import Collection, Shard
 
 
 def add_one_shard_each(collection: Collection, count: int) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from lookalike.bulk import EmbedReport, embed_images
+from lookalike.jobs.bulk import EmbedReport, embed_images
 
 if TYPE_CHECKING:
     from lookalike.classify import Prediction, TrainReport
@@ -88,9 +88,9 @@ def run_demo(workdir: str | Path, progress: bool = True) -> tuple[EmbedReport, d
 
 def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, list]], Path]:
     """Index the demo collection, find the neighbours of one digit and one photo, draw them."""
-    from lookalike.collection import Collection
     from lookalike.index import Searcher, build_index
-    from lookalike.sheet import contact_sheet
+    from lookalike.index.sheet import contact_sheet
+    from lookalike.store.collection import Collection
 
     workdir = Path(workdir)
     build_index(Collection.open(workdir / "collection"), progress=False)

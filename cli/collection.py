@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from lookalike.cli_options import COLLECTION
+from lookalike.cli.options import COLLECTION
 
 
 @click.command()
 @COLLECTION
 def info(collection_dir) -> None:
     """Describe a collection: its embedder spec, size and failures."""
-    from lookalike.collection import Collection
+    from lookalike.store.collection import Collection
 
     collection = Collection.open(collection_dir)
     spec = collection.spec
@@ -38,9 +38,9 @@ def info(collection_dir) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
 def remove(ids, collection_dir, missing, dry_run) -> None:
     """Remove items (by id, and/or --missing) from a collection; its saved index follows."""
-    from lookalike.collection import Collection
     from lookalike.index import has_index, update_index
-    from lookalike.sync import missing_items, remove_items
+    from lookalike.store.collection import Collection
+    from lookalike.store.sync import missing_items, remove_items
 
     if not ids and not missing:
         raise click.UsageError("give item ids and/or --missing")

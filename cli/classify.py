@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from lookalike.checks import AT_LEAST_ONE, PREDICT, PROBE, TRAIN, Range
-from lookalike.cli_options import COLLECTION, QUIET, ranged, weights_value
+from lookalike.cli.options import COLLECTION, QUIET, ranged, weights_value
 
 ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
 
@@ -187,7 +187,7 @@ def probe(
 def classifiers(collection_dir) -> None:
     """List the classifiers saved in a collection."""
     from lookalike.classify import list_classifiers
-    from lookalike.collection import Collection
+    from lookalike.store.collection import Collection
 
     cards = list_classifiers(Collection.open(collection_dir))
     if not cards:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from lookalike.checks import ADVISE, FINETUNE
-from lookalike.cli_options import QUIET, ranged, weights_value
+from lookalike.cli.options import QUIET, ranged, weights_value
 
 DATA = click.option(
     "--data",
@@ -124,9 +124,9 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
     Resumes from OUT/last.pt when it exists. Embed with the result:
     `lookalike embed IMAGES -c COLLECTION --backbone OUT`.
     """
-    from lookalike.classify.finetune import FinetuneConfig
-    from lookalike.classify.finetune import finetune as run
-    from lookalike.classify.images import labelled_images
+    from lookalike.training.finetune import FinetuneConfig
+    from lookalike.training.finetune import finetune as run
+    from lookalike.training.images import labelled_images
 
     images = labelled_images(data)
     config = FinetuneConfig(weights=weights_value(weights), warmup_fraction=warmup, **options)
@@ -164,8 +164,8 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
 @QUIET
 def advise(data, backbone, weights, image_size, sample, as_json, quiet) -> None:
     """Recommend head, partial, gradual or full fine-tuning for a labelled dataset, and why."""
-    from lookalike.classify.advise import advise as recommend
-    from lookalike.classify.images import labelled_images
+    from lookalike.training.advise import advise as recommend
+    from lookalike.training.images import labelled_images
 
     images = labelled_images(data)
     advice = recommend(

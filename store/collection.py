@@ -40,7 +40,7 @@ from lookalike.errors import (
     UnknownItem,
     UnknownLayer,
 )
-from lookalike.shards import (
+from lookalike.store.shards import (
     ITEM_SCHEMA,
     SHARD_NAME,
     Shard,
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FAILED = "failed.jsonl"
 DELETED = "deleted.jsonl"
-UPLOADS = "uploads"  # the collection's own copies of uploaded images (see lookalike.ingest)
+UPLOADS = "uploads"  # the collection's own copies of uploaded images (see lookalike.store.ingest)
 WRITE_LOCK = ".lock"  # held by the one writer, for a commit (a shard, tombstones, failures)
 EMBED_LOCK = ".embed.lock"  # held by the one bulk embedding run, for the whole run
 FORMAT_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lookalike.cli_options import COLLECTION, LAYER, FiniteRange
+from lookalike.cli.options import COLLECTION, LAYER, FiniteRange
 from lookalike.errors import LookalikeError
 
 
@@ -43,8 +43,8 @@ def index() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index_build(collection_dir, layer, factory, target_recall, k, memory_budget, quiet) -> None:
     """Choose, train, fill and tune an index over the collection, and save it."""
-    from lookalike.collection import Collection
     from lookalike.index import build_index
+    from lookalike.store.collection import Collection
 
     built = build_index(
         Collection.open(collection_dir),
@@ -70,8 +70,8 @@ def index_build(collection_dir, layer, factory, target_recall, k, memory_budget,
 @LAYER
 def index_update(collection_dir, layer) -> None:
     """Add items embedded since the index was built; drop items the collection no longer has."""
-    from lookalike.collection import Collection
     from lookalike.index import update_index
+    from lookalike.store.collection import Collection
 
     report = update_index(Collection.open(collection_dir), layer)
     click.echo(f"added {report.added}, removed {report.removed}; the index holds {report.total}")
@@ -103,9 +103,9 @@ def index_eval(collection_dir, layer, k, queries) -> None:
 @LAYER
 def index_info(collection_dir, layer) -> None:
     """Describe the index: type, metric, tuning, size, and whether it matches the collection."""
-    from lookalike.collection import Collection
     from lookalike.index import index_dir, load_index
     from lookalike.index.maintain import check_items, check_spec
+    from lookalike.store.collection import Collection
 
     collection = Collection.open(collection_dir)
     layer = layer or collection.spec.layers[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from lookalike.checks import COUNT, DISTILL
-from lookalike.cli_options import QUIET, ranged, weights_callback
+from lookalike.cli.options import QUIET, ranged, weights_callback
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -104,8 +104,8 @@ def distill(
 ) -> None:  # fmt: skip
     """Train --student to reproduce --teacher's embeddings of the images in --data; report its
     recall@10 of the teacher's neighbours on held-out images and its speed against the teacher."""
-    from lookalike.classify.distill import DistillConfig
-    from lookalike.classify.distill import distill as run_distillation
+    from lookalike.training.distill import DistillConfig
+    from lookalike.training.distill import distill as run_distillation
 
     config = DistillConfig(
         teacher=teacher, teacher_weights=teacher_weights, teacher_image_size=teacher_size,

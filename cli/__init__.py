@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from lookalike import __version__
-from lookalike.cli_options import collection_option, weights_value
+from lookalike.cli.options import collection_option, weights_value
 from lookalike.embedder.sources import PILLOW_PIXEL_LIMIT
 from lookalike.errors import LookalikeError
 
@@ -148,7 +148,7 @@ def embed(
     """Bring a collection in step with the images under IMAGES (folders or files): new and
     changed files embedded, with --prune files gone removed; resumable, and a second run into the
     same collection waits for the first."""
-    from lookalike.bulk import embed_images
+    from lookalike.jobs.bulk import embed_images
 
     options = {
         "name": backbone,
@@ -231,7 +231,7 @@ def backbones(source, pattern) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def demo(workdir, quiet) -> None:
     """Embed a small real image set (digits, photos); search it; train and use a digit classifier."""
-    from lookalike.demo import demo_classifier, demo_neighbours, run_demo
+    from lookalike.cli.demo import demo_classifier, demo_neighbours, run_demo
 
     report, counts = run_demo(workdir, progress=not quiet)
     click.echo(
@@ -262,13 +262,13 @@ def demo(workdir, quiet) -> None:
 
 
 def _register_commands() -> None:
-    from lookalike.cli_classify import classifiers, predict, probe, train
-    from lookalike.cli_collection import info, remove
-    from lookalike.cli_distill import distill
-    from lookalike.cli_finetune import advise, finetune
-    from lookalike.cli_index import index
-    from lookalike.cli_search import dedup, search
-    from lookalike.cli_serve import serve
+    from lookalike.cli.classify import classifiers, predict, probe, train
+    from lookalike.cli.collection import info, remove
+    from lookalike.cli.distill import distill
+    from lookalike.cli.finetune import advise, finetune
+    from lookalike.cli.index import index
+    from lookalike.cli.search import dedup, search
+    from lookalike.cli.serve import serve
 
     commands = (
         info,

@@ -36,14 +36,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lookalike.checks import DISTILL, FRACTION, check_ranges
-from lookalike.embedder.backbone import (
-    Backbone,
-    best_device,
-    classifier_name,
-    get_backbone,
-    remove_classifier,
-)
+from lookalike.embedder.backbone import Backbone, best_device
+from lookalike.embedder.build import get_backbone
 from lookalike.embedder.checkpoints import BACKBONE_FILE, ProjectedModel, save_backbone
+from lookalike.embedder.heads import classifier_name, remove_classifier
 from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
 from lookalike.embedder.sources import ImageSource, walk_images
 from lookalike.embedder.spec import OUTPUT_LAYER, Preprocess

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from lookalike.checks import ADVISE, check_ranges
+from lookalike.classify.probe import probe
 from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from lookalike.embedder.sources import ImageSource
 from lookalike.embedder.spec import OUTPUT_LAYER
 
 from .images import LabelledImages
-from .probe import probe
 
 SMALL, LARGE = 100, 1000
 CLOSE, FAR = 0.85, 0.6

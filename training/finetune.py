@@ -33,8 +33,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lookalike.checks import FINETUNE, check_ranges
-from lookalike.embedder.backbone import best_device, remove_classifier
+from lookalike.embedder.backbone import best_device
 from lookalike.embedder.checkpoints import BACKBONE_FILE, save_backbone
+from lookalike.embedder.heads import remove_classifier
 from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
 from lookalike.embedder.spec import Preprocess
 from lookalike.errors import InvalidArgument

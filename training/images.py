@@ -19,7 +19,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from lookalike.checks import FRACTION
-from lookalike.collection import Collection
+from lookalike.classify.labels import LabelledItems, check_trainable, labelled_sources
 from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.sources import (
     DEFAULT_MAX_PIXELS,
@@ -30,8 +30,7 @@ from lookalike.embedder.sources import (
 )
 from lookalike.embedder.spec import Preprocess
 from lookalike.errors import BadImage, InvalidArgument
-
-from .labels import LabelledItems, check_trainable, labelled_sources
+from lookalike.store.collection import Collection
 
 TRAIN_CROP_SCALE = (0.6, 1.0)  # light: the crops keep most of the object
 

@@ -47,9 +47,9 @@ def _collections(values: tuple[str, ...]) -> dict[str, Path]:
 )
 def serve(collections, config, host, port, workers, threads, access_log, allow_open) -> None:
     """Serve COLLECTIONS (DIR or NAME=DIR) over HTTP with gunicorn; settings also from LOOKALIKE_*."""
-    from lookalike.collection import Collection
     from lookalike.server.serve import serve as run
     from lookalike.server.settings import Settings
+    from lookalike.store.collection import Collection
 
     settings = Settings.from_file(config) if config else Settings()
     settings = settings.with_env()

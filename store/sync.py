@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.collection import UPLOADS, Collection
 from lookalike.embedder.sources import ImageSource, read_file
 from lookalike.errors import BadImage, InvalidArgument
+from lookalike.store.collection import UPLOADS, Collection
 
 
 @dataclass(frozen=True)

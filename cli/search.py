@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli_options import COLLECTION, LAYER, FiniteRange
+from lookalike.cli.options import COLLECTION, LAYER, FiniteRange
 
 
 def _filters(labels, path_prefix):
@@ -50,7 +50,7 @@ def search(
     import json
 
     from lookalike.index import Searcher
-    from lookalike.sheet import contact_sheet
+    from lookalike.index.sheet import contact_sheet
 
     if not images and not ids:
         raise click.UsageError("give image files and/or --id")
@@ -112,7 +112,7 @@ def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
     import pyarrow.parquet as pq
 
     from lookalike.index import Searcher, find_duplicates
-    from lookalike.sheet import contact_sheet
+    from lookalike.index.sheet import contact_sheet
 
     searcher = Searcher.open(collection_dir, layer)
     found = find_duplicates(searcher, threshold, progress=not quiet)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lookalike.collection import EMBED_LOCK, MANIFEST, Collection
 from lookalike.durable import acquire_lock
-from lookalike.embedder.backbone import Backbone, get_backbone, spec_arguments
+from lookalike.embedder.backbone import Backbone
+from lookalike.embedder.build import get_backbone, spec_arguments
 from lookalike.embedder.device_pipeline import DevicePipeline
-from lookalike.embedder.engines import use_engine
+from lookalike.embedder.export import use_engine
 from lookalike.embedder.pipeline import Batch, Pipeline, ThreadPipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
 from lookalike.embedder.sources import (
@@ -30,7 +30,8 @@ from lookalike.embedder.sources import (
     walk_images,
 )
 from lookalike.errors import Cancelled
-from lookalike.sync import SyncPlan, plan_sync, remove_items
+from lookalike.store.collection import EMBED_LOCK, MANIFEST, Collection
+from lookalike.store.sync import SyncPlan, plan_sync, remove_items
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def embed_images(
 
     New files are embedded; a file whose size or mtime (with `checksum`, its content) changed is
     embedded again as a new item and its old item tombstoned; with `prune`, items of files gone
-    from `inputs` are tombstoned (see `lookalike.sync`). Bad files (corrupt, truncated, empty, not
+    from `inputs` are tombstoned (see `lookalike.store.sync`). Bad files (corrupt, truncated, empty, not
     an image, not a regular file, too many pixels) are recorded in ``failed.jsonl`` and reported,
     never fatal. With `within`, only files whose real path lies in those folders are read.
 

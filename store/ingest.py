@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lookalike.collection import UPLOADS, Collection
 from lookalike.durable import disk_errors, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, sha256_hex
 from lookalike.errors import BadImage
+from lookalike.store.collection import UPLOADS, Collection
 
 SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif",
           "WEBP": ".webp", "TIFF": ".tif"}  # fmt: skip
