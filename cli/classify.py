@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from lookalike.checks import AT_LEAST_ONE, PREDICT, PROBE, TRAIN, Range
+from lookalike.classify.models import MODELS
 from lookalike.cli.options import COLLECTION, QUIET, ranged, weights_value
+from lookalike.embedder.spec import POOLINGS
 
 ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
 
@@ -26,7 +28,7 @@ ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
     "--model",
     default="logreg",
     show_default=True,
-    type=click.Choice(["logreg", "linear-svm", "knn", "mlp"]),
+    type=click.Choice(list(MODELS)),
     help="The estimator.",
 )
 @click.option(
@@ -126,7 +128,7 @@ def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
     "--pooling",
     "poolings",
     multiple=True,
-    type=click.Choice(["avg", "max", "gem", "cls"]),
+    type=click.Choice(POOLINGS),
     help="Poolings to compare (default: avg, max, gem).",
 )
 @click.option(

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
 import numpy as np
 from PIL import Image
 
@@ -172,3 +173,36 @@ def plant_duplicates(folder: Path, copied: int = 9) -> list[tuple[str, str]]:
     return [
         (a, b) for files in groups.values() for i, a in enumerate(files) for b in files[i + 1 :]
     ]
+
+
+@click.command()
+@click.option("--workdir", default="demo-data", show_default=True, type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def demo(workdir, quiet) -> None:
+    """Embed a small real image set (digits, photos); search it; train and use a digit classifier."""
+    report, counts = run_demo(workdir, progress=not quiet)
+    click.echo(
+        f"wrote {counts['digits']} digit images and {counts['photos']} photos under {workdir / 'images'}"
+    )
+    click.echo(report.summary())
+    results, sheet = demo_neighbours(workdir)
+    for query, hits in results:
+        click.echo(f"nearest to {query}:")
+        for hit in hits:
+            click.echo(f"  {hit.distance:.3f}  {hit.label or '-':<4} {hit.path}")
+    click.echo(f"contact sheet of those neighbours: {sheet}")
+    trained, predictions = demo_classifier(workdir)
+    scores = trained.evaluation
+    click.echo(
+        f"classifier 'digits' ({trained.card['model']}) trained from the cached features in "
+        f"{trained.card['fit_seconds']:.2f} s: {scores.method} accuracy {scores.accuracy:.3f}, "
+        f"macro-F1 {scores.macro_f1:.3f}; confusion matrix: {trained.path / 'confusion.png'}"
+    )
+    for prediction in predictions:
+        confidence = prediction.probabilities[prediction.label]
+        click.echo(
+            f"held-out {Path(prediction.source).name}: predicted {prediction.label} "
+            f"(p={confidence:.3f}); nearest labels "
+            f"{', '.join(hit.label or '-' for hit in prediction.neighbours)}"
+        )
+    click.echo(f"inspect it with: lookalike info --collection {report.collection}")

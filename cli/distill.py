@@ -9,6 +9,7 @@ import click
 
 from lookalike.checks import COUNT, DISTILL
 from lookalike.cli.options import QUIET, ranged, weights_callback
+from lookalike.training.options import BATCHNORM_MODES, LOSSES
 
 FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -61,7 +62,7 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
     "--loss",
-    type=click.Choice(["cosine", "mse", "cosine+mse"]),
+    type=click.Choice(LOSSES),
     default="cosine",
     show_default=True,
     help="Loss on the vectors.",
@@ -87,7 +88,7 @@ FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
     "--batchnorm",
-    type=click.Choice(["auto", "frozen", "train"]),
+    type=click.Choice(BATCHNORM_MODES),
     default="auto",
     show_default=True,
     help="BatchNorm statistics: auto keeps a pretrained student's, updates a random one's.",

@@ -9,6 +9,7 @@ import click
 
 from lookalike.checks import ADVISE, FINETUNE
 from lookalike.cli.options import QUIET, ranged, weights_value
+from lookalike.training.options import HEAD_INITS, OPTIMIZERS, STRATEGIES
 
 DATA = click.option(
     "--data",
@@ -33,7 +34,7 @@ IMAGE_SIZE = click.option(
 @WEIGHTS
 @click.option(
     "--strategy",
-    type=click.Choice(["head", "partial", "full", "gradual"]),
+    type=click.Choice(STRATEGIES),
     default="partial",
     show_default=True,
     help="head: frozen backbone; partial: top --unfreeze groups; full: all, discriminative "
@@ -68,7 +69,7 @@ IMAGE_SIZE = click.option(
     show_default=True,
     help="Rate ratio, group to group.",
 )
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw")
 @click.option(
     "--weight-decay", type=ranged(FINETUNE["weight_decay"]), default=0.01, show_default=True
 )
@@ -101,7 +102,7 @@ IMAGE_SIZE = click.option(
 )
 @click.option(
     "--head-init",
-    type=click.Choice(["probe", "random"]),
+    type=click.Choice(HEAD_INITS),
     default="probe",
     show_default=True,
     help="probe: start the head at a linear probe of the frozen features (LP-FT).",

@@ -15,7 +15,7 @@ from lookalike.errors import InvalidArgument
 
 from .engines import OnnxEngine
 from .hooks import FeatureHooks, l2_normalize, pool
-from .spec import OUTPUT_LAYER, BackboneSpec
+from .spec import OUTPUT_LAYER, PRECISIONS, BackboneSpec
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision not in choices:
-        raise InvalidArgument(f"unknown precision {precision!r}; known: auto, {', '.join(choices)}")
+    if precision not in PRECISIONS:
+        raise InvalidArgument(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     return choices[precision]
 
 

@@ -22,8 +22,17 @@ from torchvision.transforms.v2 import functional as F
 
 from lookalike.errors import BadImage
 
-from .pipeline import Batch, read_source
-from .sources import DEFAULT_MAX_PIXELS, ImageSource, check_header, decode, sha256_hex
+from .pipeline import Batch
+from .sources import (
+    DEFAULT_MAX_PIXELS,
+    FileRead,
+    ImageSource,
+    check_header,
+    decode,
+    failure_row,
+    item_row,
+    read_source,
+)
 from .spec import Preprocess
 
 JPEG_FORMATS = ("JPEG", "MPO")
@@ -55,24 +64,25 @@ class DevicePipeline:
                     ahead.append([pool.submit(_read, s) for s in chunks[number + 1]])
                 yield self._batch([future.result() for future in ahead.pop(0)], preprocess)
 
-    def _batch(self, files: list[dict[str, Any]], preprocess: Preprocess) -> Batch:
+    def _batch(self, files: list[tuple], preprocess: Preprocess) -> Batch:
         items, failures, images = [], [], []
         jpegs: list[int] = []
-        for file in files:
-            row = file["row"]
-            if "data" not in file:
-                failures.append(row)  # unreadable: the row says why
+        for source, read, failure in files:
+            if read is None:
+                failures.append(failure)  # unreadable: the row says why
                 continue
             try:
-                header = check_header(file["data"], self.max_pixels)
+                header = check_header(read.data, self.max_pixels)
             except BadImage as error:
-                failures.append({**row, "reason": str(error)})
+                failures.append(failure_row(source, str(error), read))
                 continue
-            row.update(sha256=file["sha256"], width=header.width, height=header.height)
-            if header.format in JPEG_FORMATS and _ends_whole(file["data"]):
+            mtime = read.stat.st_mtime_ns
+            items.append(
+                item_row(source.path, source.label, read.data, mtime, header.width, header.height)
+            )
+            if header.format in JPEG_FORMATS and _ends_whole(read.data):
                 jpegs.append(len(images))  # truncated ones go to Pillow, which refuses them
-            images.append(file["data"])
-            items.append(row)
+            images.append(read.data)
         decoded = self._decode(images, jpegs)
         kept = [i for i, image in enumerate(decoded) if not isinstance(image, BadImage)]
         failures += [
@@ -130,12 +140,9 @@ def _ends_whole(jpeg: bytes) -> bool:
     return jpeg.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
-def _read(source: ImageSource) -> dict[str, Any]:
-    """One file's row, bytes and hash (threads: file reads and hashlib release the GIL)."""
-    row, data = read_source(source)
-    if data is None:
-        return {"row": row}
-    return {"row": row, "data": data, "sha256": sha256_hex(data)}
+def _read(source: ImageSource) -> tuple[ImageSource, FileRead | None, dict[str, Any] | None]:
+    """One file read, or its failure row (threads: file reads release the GIL)."""
+    return (source, *read_source(source))
 
 
 def _preprocess(pixels: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

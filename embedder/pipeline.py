@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lookalike.errors import BadImage, PathNotAllowed
+from lookalike.errors import BadImage
 
-from .preprocess import to_array
-from .sources import DEFAULT_MAX_PIXELS, ImageSource, decode, read_file, sha256_hex
+from .preprocess import image_pixels
+from .sources import DEFAULT_MAX_PIXELS, ImageSource, failure_row, item_row, read_source
 from .spec import Preprocess
 
 FILE_TIMEOUT_SECONDS = 120.0  # a file read and decoded in longer than this is given up on
@@ -43,35 +43,19 @@ class Pipeline(Protocol):
     ) -> Iterator[Batch]: ...
 
 
-def read_source(source: ImageSource) -> tuple[dict[str, Any], bytes | None]:
-    """A file's item row (path, label, bytes, mtime_ns) and its bytes; None and a `reason` in the
-    row when it cannot be read (see `read_file`: regular files only, inside `source.within`)."""
-    row: dict[str, Any] = {"path": str(source.path), "label": source.label}
-    try:
-        read = read_file(source.path, source.within)
-    except OSError as error:
-        return {**row, "reason": f"cannot read: {error.strerror or error}"}, None
-    except (BadImage, PathNotAllowed) as error:
-        return {**row, "reason": f"cannot read: {error}"}, None
-    row.update(bytes=len(read.data), mtime_ns=read.stat.st_mtime_ns)
-    return row, read.data
-
-
 def load_sample(source: ImageSource, preprocess: Preprocess, max_pixels: int) -> dict[str, Any]:
-    """Read, hash, decode and preprocess one file: ``{"item", "pixels"}``, or ``{"failure"}``.
-
-    JPEGs much larger than the resize are decoded at a reduced scale (`decode`'s `short_side`); the
-    item row keeps the full image's size.
-    """
-    row, data = read_source(source)
-    if data is None:
-        return {"failure": row}
+    """Read, hash, decode and preprocess one file (`image_pixels`): ``{"item", "pixels"}``, or
+    ``{"failure"}``. The item row keeps the full image's size."""
+    read, failure = read_source(source)
+    if read is None:
+        return {"failure": failure}
     try:
-        decoded = decode(data, max_pixels, short_side=preprocess.resize)
+        decoded, pixels = image_pixels(read.data, preprocess, max_pixels)
     except BadImage as error:
-        return {"failure": {**row, "reason": str(error)}}
-    row.update(sha256=sha256_hex(data), width=decoded.width, height=decoded.height)
-    return {"item": row, "pixels": to_array(decoded.image, preprocess)}
+        return {"failure": failure_row(source, str(error), read)}
+    mtime = read.stat.st_mtime_ns
+    row = item_row(source.path, source.label, read.data, mtime, decoded.width, decoded.height)
+    return {"item": row, "pixels": pixels}
 
 
 class ImageFiles(Dataset):

@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from .sources import DEFAULT_MAX_PIXELS, DecodedImage, decode
 from .spec import Preprocess
 
 # torchvision's own mapping for PIL inputs (torchvision.transforms.functional.pil_modes_mapping)
@@ -95,3 +96,16 @@ def normalize(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
 def to_batch(images: list[Image.Image], preprocess: Preprocess) -> torch.Tensor:
     """Preprocess already-decoded RGB images into one (B, 3, crop, crop) batch."""
     return torch.from_numpy(np.stack([to_array(image, preprocess) for image in images]))
+
+
+def image_pixels(
+    data: bytes, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[DecodedImage, np.ndarray]:
+    """The one way from encoded bytes to a model's input: decoded (checked against
+    `max_pixels`; `BadImage` if not an image), a JPEG much larger than the input at a reduced
+    scale (libjpeg's DCT scaling), then `to_array`. The decoded image (with its full size) and
+    its (3, crop, crop) float32 pixels. Bulk jobs, search, uploads, predict, the probe and
+    training's validation pass all come through here, so a file gets the same vector whichever
+    way it entered a collection."""
+    decoded = decode(data, max_pixels, short_side=preprocess.resize)
+    return decoded, to_array(decoded.image, preprocess)

@@ -140,6 +140,9 @@ def _looks_like_path(name: str) -> bool:
     return name.endswith(".safetensors") or os.path.isdir(name)
 
 
+SOURCES = ("torchvision", "timm")  # what `list_backbones` can list by itself
+
+
 def list_backbones(source: str | None = None) -> list[str]:
     """Every buildable name: ``default``, torchvision classification models, ``timm:*`` models."""
     import timm
@@ -150,6 +153,8 @@ def list_backbones(source: str | None = None) -> list[str]:
         "timm": [f"timm:{n}" for n in timm.list_models()],
     }
     if source is not None:
+        if source not in SOURCES:
+            raise InvalidArgument(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
         return names[source]
     return [DEFAULT_BACKBONE, *names["torchvision"], *names["timm"]]
 

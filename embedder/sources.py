@@ -10,6 +10,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -125,11 +126,13 @@ def _file_kind(mode: int) -> str:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upright RGB image, maybe decoded at a reduced scale, and the full upright size."""
+    """An upright RGB image, maybe decoded at a reduced scale, the full upright size, and the
+    format its bytes are in."""
 
     image: Image.Image
     width: int
     height: int
+    format: str
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,8 @@ def decode(
         if short_side and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (short_side, short_side))  # the largest scale-down keeping both
         image.load()
-        return DecodedImage(_to_rgb(ImageOps.exif_transpose(image)), header.width, header.height)
+        upright = _to_rgb(ImageOps.exif_transpose(image))
+        return DecodedImage(upright, header.width, header.height, header.format)
 
 
 @contextlib.contextmanager
@@ -236,6 +240,42 @@ def _sixteen_bit_to_eight(image: Image.Image) -> Image.Image:
     pixels += 128
     pixels //= 257
     return Image.fromarray(pixels.astype(np.uint8))
+
+
+def item_row(
+    path: str | Path, label: str | None, data: bytes, mtime_ns: int, width: int, height: int
+) -> dict[str, Any]:
+    """An image's item row: the columns a collection keeps of it (the store's ITEM_SCHEMA, but
+    the id it gets when written). The one builder: bulk jobs, the GPU path and uploads."""
+    return {
+        "path": str(path),
+        "label": label,
+        "sha256": sha256_hex(data),
+        "width": width,
+        "height": height,
+        "bytes": len(data),
+        "mtime_ns": mtime_ns,
+    }
+
+
+def failure_row(source: ImageSource, reason: str, read: FileRead | None = None) -> dict[str, Any]:
+    """A file that could not be embedded: its path, label and why (with its size and mtime when
+    it was read, so an unchanged known-bad file is skipped next time)."""
+    row: dict[str, Any] = {"path": str(source.path), "label": source.label, "reason": reason}
+    if read is not None:
+        row.update(bytes=len(read.data), mtime_ns=read.stat.st_mtime_ns)
+    return row
+
+
+def read_source(source: ImageSource) -> tuple[FileRead | None, dict[str, Any] | None]:
+    """A source's file read (see `read_file`: regular files only, inside `source.within`), or
+    None and its failure row."""
+    try:
+        return read_file(source.path, source.within), None
+    except OSError as error:
+        return None, failure_row(source, f"cannot read: {error.strerror or error}")
+    except (BadImage, PathNotAllowed) as error:
+        return None, failure_row(source, f"cannot read: {error}")
 
 
 def sha256_hex(data: bytes) -> str:

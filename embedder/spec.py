@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POOLINGS = ("avg", "max", "gem", "cls")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # autocast on a GPU: auto is bf16 where supported
 OUTPUT_LAYER = "embedding"  # the model's own output once its classifier is replaced by Identity
 
 

@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.build import backbone_from_spec
-from lookalike.embedder.preprocess import to_array
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
-from lookalike.errors import BadImage, InvalidArgument, SpecMismatch, UnknownItem
+from lookalike.embedder.images import embed_images
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
+from lookalike.errors import InvalidArgument, SpecMismatch, UnknownItem
 from lookalike.store.collection import Collection
 
 from .maintain import open_index
@@ -188,23 +187,9 @@ class Searcher:
     def embed_layers(
         self, images: Sequence[str | Path | bytes], max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> dict[str, np.ndarray]:
-        """Every layer of the collection's spec for each image, from one forward pass.
-
-        Each image is preprocessed as soon as it is decoded, so only one decoded image is held at
-        a time (sixteen 40-megapixel uploads would otherwise hold 2 GB at once)."""
-        backbone = self.backbone()
-        preprocess = backbone.spec.preprocess
-        arrays = []
-        for number, image in enumerate(images):
-            try:
-                data = image if isinstance(image, bytes) else read_file(image).data
-                decoded = decode_image(data, max_pixels, preprocess.resize)  # JPEG: reduced scale
-            except BadImage as error:
-                name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
-                raise BadImage(f"{name}: {error}") from None
-            arrays.append(to_array(decoded, preprocess))
-            del decoded
-        return backbone.embed(torch.from_numpy(np.stack(arrays)))
+        """Every layer of the collection's spec for each image, from one forward pass (the
+        embedder's one way from an image to vectors: `embedder.images.embed_images`)."""
+        return embed_images(self.backbone(), images, max_pixels)
 
     def backbone(self) -> Backbone:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from lookalike.durable import disk_errors, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
-from lookalike.embedder.preprocess import build_transform
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, sha256_hex
+from lookalike.embedder.preprocess import image_pixels
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, item_row, sha256_hex
 from lookalike.errors import BadImage
 from lookalike.store.collection import UPLOADS, Collection
 
@@ -84,21 +82,20 @@ def add_uploads(
     if not uploads:
         nothing = {layer: np.empty((0, d), np.float32) for layer, d in collection.spec.dims.items()}
         return [], np.empty(0, np.int64), nothing
-    transform = build_transform(backbone.spec.preprocess)
     pixels, facts = [], []
     for number, upload in enumerate(uploads):
         try:
-            image = decode_image(upload.data, max_pixels)
+            decoded, array = image_pixels(upload.data, backbone.spec.preprocess, max_pixels)
         except BadImage as error:
             raise BadImage(f"{upload.name or f'image {number + 1}'}: {error}") from None
-        pixels.append(transform(image))
-        facts.append((image.width, image.height, Image.open(io.BytesIO(upload.data)).format))
-        del image  # the next decode reuses the memory
+        pixels.append(array)
+        facts.append((decoded.width, decoded.height, decoded.format))
+        del decoded  # the next decode reuses the memory
     paths = [
         str(store_bytes(collection, upload.data, image_format))
         for upload, (_, _, image_format) in zip(uploads, facts, strict=True)
     ]
-    vectors = backbone.embed(torch.stack(pixels))
+    vectors = backbone.embed(torch.from_numpy(np.stack(pixels)))
     with collection.writer(shard_size=len(uploads), wait=wait) as writer:
         items = collection.items(["id", "path"])  # under the lock: no concurrent duplicate
         known = dict(zip(items["path"].to_pylist(), items["id"].to_pylist(), strict=True))
@@ -120,12 +117,5 @@ def add_uploads(
 
 def _row(upload: Upload, path: str, facts: tuple[int, int, str]) -> dict:
     width, height, _ = facts
-    return {
-        "path": path,
-        "sha256": sha256_hex(upload.data),
-        "width": width,
-        "height": height,
-        "bytes": len(upload.data),
-        "mtime_ns": os.stat(path).st_mtime_ns,
-        "label": upload.label,
-    }
+    mtime = os.stat(path).st_mtime_ns
+    return item_row(path, upload.label, upload.data, mtime, width, height)

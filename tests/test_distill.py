@@ -181,7 +181,7 @@ def test_loss_falls_over_a_few_steps(images, loss: str, kl_weight: float) -> Non
 def trainer_pixels(student, path: Path) -> torch.Tensor:
     from lookalike.training.images import eval_transform
 
-    return eval_transform(student.preprocess)(Image.open(path).convert("RGB"))
+    return eval_transform(student.preprocess)(path.read_bytes())
 
 
 def test_frozen_batchnorm_keeps_its_statistics_and_dropout_is_off() -> None:

@@ -48,11 +48,10 @@ from lookalike.errors import InvalidArgument
 from .agreement import HeldOut, compare_speed, embed_rows
 from .finetune import autocast_for, warmup_cosine
 from .images import LabelledImages, eval_transform, loader
+from .options import BATCHNORM_MODES, LOSSES
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("cosine", "mse", "cosine+mse")
-BATCHNORM_MODES = ("auto", "frozen", "train")
 REPORT_FILE = "distill.json"
 
 

@@ -41,13 +41,11 @@ from lookalike.embedder.spec import Preprocess
 from lookalike.errors import InvalidArgument
 
 from .images import LabelledImages, eval_transform, loader, stratified_split, train_transform
+from .options import HEAD_INITS, OPTIMIZERS, STRATEGIES
 from .stages import StageGroup, apply_freezing, layer_rates, set_train_mode, stage_groups
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("head", "partial", "full", "gradual")
-OPTIMIZERS = ("adamw", "sgd")
-HEAD_INITS = ("probe", "random")
 PROBE_C = 0.1  # the default classifier's regularisation (classify.models.logreg)
 LAST_CHECKPOINT = "last.pt"
 HEAD_FILE = "head.pt"

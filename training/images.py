@@ -20,7 +20,7 @@ from torchvision.transforms import v2 as T
 
 from lookalike.checks import FRACTION
 from lookalike.classify.labels import LabelledItems, check_trainable, labelled_sources
-from lookalike.embedder.preprocess import build_transform
+from lookalike.embedder.preprocess import image_pixels
 from lookalike.embedder.sources import (
     DEFAULT_MAX_PIXELS,
     ImageSource,
@@ -89,33 +89,57 @@ def stratified_split(
     return train, validation
 
 
-def train_transform(preprocess: Preprocess) -> T.Compose:
-    """Light augmentation in the weights' own normalisation: random resized crop and flip."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(
-                preprocess.crop,
-                scale=TRAIN_CROP_SCALE,
-                interpolation=InterpolationMode(preprocess.interpolation),
-                antialias=True,
-            ),
-            T.RandomHorizontalFlip(),
-            T.ToImage(),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
-        ]
-    )
+class TrainPixels:
+    """Encoded bytes to augmented pixels in the weights' own normalisation: a light random
+    resized crop and a horizontal flip (training only; the validation pass uses `EmbeddingPixels`)."""
+
+    def __init__(self, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(
+                    preprocess.crop,
+                    scale=TRAIN_CROP_SCALE,
+                    interpolation=InterpolationMode(preprocess.interpolation),
+                    antialias=True,
+                ),
+                T.RandomHorizontalFlip(),
+                T.ToImage(),
+                T.ToDtype(torch.float32, scale=True),
+                T.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
+            ]
+        )
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        return self.transform(decode_image(data, self.max_pixels))
+
+
+class EmbeddingPixels:
+    """Encoded bytes to exactly the pixels the embedder computes (`image_pixels`)."""
+
+    def __init__(self, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.preprocess, self.max_pixels = preprocess, max_pixels
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        return torch.from_numpy(image_pixels(data, self.preprocess, self.max_pixels)[1])
+
+
+def train_transform(preprocess: Preprocess) -> TrainPixels:
+    return TrainPixels(preprocess)
+
+
+def eval_transform(preprocess: Preprocess) -> EmbeddingPixels:
+    """Exactly the embedding preprocessing."""
+    return EmbeddingPixels(preprocess)
 
 
 class ImageDataset(Dataset):
-    """(pixels, target) per image; an image that fails to decode gives None (counted, skipped)."""
+    """(pixels, target) per image; an image that fails to decode gives None (counted, skipped).
+    `transform` takes a file's bytes (`TrainPixels`, `EmbeddingPixels`)."""
 
-    def __init__(
-        self, images: LabelledImages, transform: Any, max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> None:
+    def __init__(self, images: LabelledImages, transform: Any) -> None:
         self.images = images
         self.transform = transform
-        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.images)
@@ -123,10 +147,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, row: int) -> tuple[torch.Tensor, int] | None:
         source = self.images.sources[row]
         try:
-            image = decode_image(read_file(source.path).data, self.max_pixels)
+            pixels = self.transform(read_file(source.path).data)
         except (OSError, BadImage):
             return None
-        return self.transform(image), int(self.images.targets[row])
+        return pixels, int(self.images.targets[row])
 
 
 @dataclass
@@ -165,8 +189,3 @@ def loader(
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
     )
-
-
-def eval_transform(preprocess: Preprocess) -> T.Compose:
-    """Exactly the embedding preprocessing."""
-    return build_transform(preprocess)

@@ -1,0 +1,152 @@
+"""`lookalike embed`: bring a collection in step with image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lookalike.cli.options import collection_option, weights_value
+from lookalike.embedder.engines import ENGINES
+from lookalike.embedder.sources import PILLOW_PIXEL_LIMIT
+from lookalike.embedder.spec import POOLINGS, PRECISIONS
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@collection_option("Collection directory (created on first use).")
+@click.option(
+    "--backbone",
+    help="Backbone name: default, a torchvision model, timm:<name>, hub:<repo>:<entry>.",
+)
+@click.option("--weights", help="default, none (random init), a weights id, or a checkpoint file.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Layer(s) to embed: 'embedding' or a module name. Repeatable.",
+)
+@click.option(
+    "--pooling",
+    type=click.Choice(POOLINGS),
+    help="Pooling for spatial maps / tokens.",
+)
+@click.option(
+    "--normalize/--no-normalize", default=None, help="L2-normalise embeddings (default: on)."
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=1),
+    help="Crop size override (the resize keeps the weights' ratio).",
+)
+@click.option(
+    "--labels-from-folders",
+    is_flag=True,
+    help="Label each image by its first sub-folder under the root.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per batch (default: 8 on CPU, 128 on GPU).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Decoders: threads on CPU (default: one per core), processes on GPU (cores - 1, at most 8).",
+)
+@click.option("--device", help="cuda, mps or cpu (default: the best available).")
+@click.option(
+    "--precision",
+    default="auto",
+    type=click.Choice(PRECISIONS),
+    help="Autocast precision on GPU.",
+)
+@click.option(
+    "--engine",
+    default="auto",
+    show_default=True,
+    type=click.Choice(ENGINES),
+    help="auto: ONNX Runtime on a CPU where the backbone exports and matches torch, else torch.",
+)
+@click.option(
+    "--shard-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Items per shard (the unit of resume).",
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Try again files that failed before and have not changed."
+)
+@click.option("--prune", is_flag=True, help="Remove the items of files no longer under IMAGES.")
+@click.option(
+    "--checksum",
+    is_flag=True,
+    help="Find changed files by content (SHA-256), not only by size and mtime.",
+)
+@click.option(
+    "--max-pixels",
+    default=64_000_000,
+    show_default=True,
+    type=click.IntRange(1, PILLOW_PIXEL_LIMIT),
+    help="Refuse images with more pixels.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def embed(
+    images,
+    collection_dir,
+    backbone,
+    weights,
+    layers,
+    pooling,
+    normalize,
+    image_size,
+    labels_from_folders,
+    batch_size,
+    workers,
+    device,
+    precision,
+    engine,
+    shard_size,
+    retry_failed,
+    prune,
+    checksum,
+    max_pixels,
+    quiet,
+) -> None:
+    """Bring a collection in step with the images under IMAGES (folders or files): new and
+    changed files embedded, with --prune files gone removed; resumable, and a second run into the
+    same collection waits for the first."""
+    from lookalike.jobs.bulk import embed_images
+
+    options = {
+        "name": backbone,
+        "weights": weights,
+        "layers": layers or None,
+        "pooling": pooling,
+        "normalize": normalize,
+        "image_size": image_size,
+    }
+    embedder = {k: v for k, v in options.items() if v is not None}
+    if weights is not None:
+        embedder["weights"] = weights_value(weights)
+    report = embed_images(
+        images,
+        collection_dir,
+        embedder,
+        labels_from_folders=labels_from_folders,
+        batch_size=batch_size,
+        num_workers=workers,
+        device=device,
+        precision=precision,
+        engine=engine,
+        shard_size=shard_size,
+        retry_failed=retry_failed,
+        prune=prune,
+        checksum=checksum,
+        max_pixels=max_pixels,
+        progress=not quiet,
+    )
+    for failure in report.failed:
+        click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
+    click.echo(report.summary())
