@@ -3,6 +3,7 @@
 from .choose import IndexPlan, choose_index
 from .dedup import Duplicates, find_duplicates
 from .evaluate import Evaluation, evaluate_index
+from .live import LiveCollection, prepare_index
 from .maintain import IndexMismatch, build_index, open_index, update_index
 from .search import Filters, Hit, Searcher
 from .store import has_index, index_dir, load_index, save_index
@@ -15,6 +16,7 @@ __all__ = [
     "Hit",
     "IndexMismatch",
     "IndexPlan",
+    "LiveCollection",
     "Searcher",
     "VectorIndex",
     "build_index",
@@ -25,6 +27,7 @@ __all__ = [
     "index_dir",
     "load_index",
     "open_index",
+    "prepare_index",
     "save_index",
     "set_search_threads",
     "update_index",

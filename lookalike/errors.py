@@ -21,6 +21,10 @@ class CollectionError(LookalikeError):
     """A collection directory that is missing, damaged or locked by another writer."""
 
 
+class CollectionBusy(CollectionError):
+    """Another write holds the collection longer than the caller would wait: retry shortly."""
+
+
 class LabelError(LookalikeError):
     """Training labels that cannot train a classifier: too few classes or examples, unknown items."""
 

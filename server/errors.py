@@ -13,6 +13,7 @@ from lookalike.errors import (
     Cancelled,
     ClassifierError,
     ClassifierExists,
+    CollectionBusy,
     CollectionError,
     LabelError,
     LookalikeError,
@@ -135,4 +136,5 @@ def register_error_handlers(app: Flask) -> None:
         if status is None:
             log.exception("unhandled error")
             return problem(500, "an internal error occurred; it has been logged")
-        return problem(status, str(error))
+        retry = {"Retry-After": "5"} if isinstance(error, CollectionBusy) else None
+        return problem(status, str(error), headers=retry)

@@ -9,11 +9,10 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from lookalike.errors import InvalidArgument
-from lookalike.index import set_search_threads
+from lookalike.index import prepare_index, set_search_threads
 
 from .app import create_app
 from .settings import Settings
-from .state import prepare_index
 
 log = logging.getLogger(__name__)
 READY_LINE = "lookalike worker ready:"

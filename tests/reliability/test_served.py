@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 
 from lookalike.classify import train_classifier
-from lookalike.index import open_index
-from lookalike.server.state import prepare_index
+from lookalike.index import open_index, prepare_index
 from lookalike.store.collection import Collection
 
 from .bad_images import encode, small_photo

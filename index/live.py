@@ -1,0 +1,143 @@
+"""Live writes: a collection open with its index, kept in step by every write, from any process.
+
+`LiveCollection` is what the server runs on and what a Python user gets: add images (stored,
+embedded, appended as a fsynced shard, then indexed) and delete items (tombstoned, then
+unindexed), each durable when the call returns and serialised by the collection's lock; reads
+that first catch the index up with writes made by other processes (a bulk job, another server
+worker), told by the collection's generation (two `stat`s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
+from lookalike.errors import CollectionBusy
+from lookalike.store.collection import Collection
+from lookalike.store.ingest import Added, Upload, add_uploads
+
+from .maintain import (
+    IndexMismatch,
+    build_index,
+    exact_index,
+    open_index,
+    sync_index,
+    update_index,
+)
+from .search import Searcher
+from .store import has_index
+from .vector_index import VectorIndex
+
+WRITE_WAIT_SECONDS = 30.0
+
+
+class LiveCollection:
+    """A collection, its writable index and embedder; safe to share between threads."""
+
+    def __init__(self, searcher: Searcher, wait: float = WRITE_WAIT_SECONDS) -> None:
+        self._searcher = searcher
+        self.wait = wait
+        self._writing = threading.Lock()  # this process's one writer (the file lock: any process)
+        self._syncing = threading.Lock()  # changes to the live index and item table
+        self._seen = searcher.collection.generation()
+
+    @classmethod
+    def open(cls, path: str | Path, wait: float = WRITE_WAIT_SECONDS) -> LiveCollection:
+        """The collection at `path` with its saved index (built or caught up first: see
+        `prepare_index`); an empty collection gets an empty exact index, filled by writes."""
+        generation = Collection.open(path).generation()
+        collection, index = prepare_index(Path(path), read_only=False)
+        layer = collection.spec.layers[0]
+        live = cls(Searcher(collection, index or exact_index(collection, layer), layer), wait)
+        live._seen = generation  # what `prepare_index` caught up with, at the latest
+        return live
+
+    @property
+    def collection(self) -> Collection:
+        return self._searcher.collection
+
+    def searcher(self) -> Searcher:
+        """The searcher, first caught up with writes made elsewhere: a catch-up is short, so a
+        reader waits for one under way rather than answer without an item another process
+        acknowledged (even while a write of this process is under way)."""
+        if self.collection.generation() != self._seen:
+            with self._syncing:
+                generation = self.collection.generation()  # before the sync: nothing missed
+                if generation != self._seen:
+                    self._catch_up()
+                    self._seen = generation
+        return self._searcher
+
+    def catch_up(self) -> tuple[int, int]:
+        """Bring the live index up to the collection now (after a bulk job); (added, removed)."""
+        with self._syncing:
+            return self._catch_up()
+
+    def add_images(
+        self, uploads: Sequence[Upload], max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> list[Added]:
+        """Store, embed and append images, then index them; durable when this returns. The same
+        bytes again give the existing item (`Added.created` False)."""
+        with self.writing() as searcher:
+            added, ids, vectors = add_uploads(
+                searcher.collection, searcher.backbone(), uploads, max_pixels, wait=self.wait
+            )
+            with self._syncing:  # a reader's catch-up may have indexed them already
+                fresh = ~np.isin(ids, searcher.index.ids())
+                if fresh.any():
+                    searcher.refresh_items()  # before the index can return the new ids
+                    searcher.index.add(ids[fresh], vectors[searcher.layer][fresh])
+        return added
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Tombstone items durably (an unknown or deleted id raises `UnknownItem` first), then
+        drop them from the live index."""
+        with self.writing() as searcher:
+            with searcher.collection.writer(wait=self.wait) as writer:
+                writer.delete(ids)
+            with self._syncing:
+                searcher.index.remove(ids)
+                searcher.refresh_items()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Searcher]:
+        """This process's write slot; `CollectionBusy` if another write holds it past `wait`."""
+        searcher = self.searcher()
+        if not self._writing.acquire(timeout=self.wait):
+            raise CollectionBusy(
+                f"collection {self.collection.path} is busy with another write; retry shortly"
+            )
+        try:
+            yield searcher
+        finally:
+            self._writing.release()
+
+    def close(self) -> None:
+        self._searcher.close()
+
+    def _catch_up(self) -> tuple[int, int]:
+        searcher = self._searcher
+        searcher.refresh_items()  # first: hits for ids not (or no longer) in it are skipped
+        return sync_index(searcher.index, searcher.collection, searcher.layer)
+
+
+def prepare_index(path: Path, read_only: bool = True) -> tuple[Collection, VectorIndex | None]:
+    """The collection and its saved index, built or caught up with the collection (and saved)
+    first; None for an empty collection with no index yet. `serve()` calls it once before the
+    workers start, so no worker has to build or catch up (uploads since the last save)."""
+    collection = Collection.open(path)
+    layer = collection.spec.layers[0]
+    if not has_index(collection.path, layer):
+        if not len(collection):
+            return collection, None
+        build_index(collection, layer, progress=False)
+    try:
+        return collection, open_index(collection, layer, read_only=read_only)
+    except IndexMismatch:
+        update_index(collection, layer)
+        return collection, open_index(collection, layer, read_only=read_only)

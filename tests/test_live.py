@@ -1,0 +1,51 @@
+"""`LiveCollection`: the server's write guarantees for a Python user."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY
+from PIL import Image
+
+from lookalike.embedder import get_backbone
+from lookalike.errors import CollectionBusy, UnknownItem
+from lookalike.index import LiveCollection
+from lookalike.store import Collection
+from lookalike.store.ingest import Upload
+
+
+def noise(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def collection_dir(tmp_path: Path) -> Path:
+    with get_backbone(**TINY) as backbone:
+        return Collection.create(tmp_path / "c", backbone.spec).path
+
+
+def test_writes_are_durable_indexed_and_seen_by_another_instance(collection_dir: Path) -> None:
+    first, second = LiveCollection.open(collection_dir), LiveCollection.open(collection_dir)
+    added = first.add_images([Upload(noise(1), "a.png", "x"), Upload(noise(2), "b.png")])
+    assert [a.created for a in added] == [True, True]
+    again = second.add_images([Upload(noise(1), "a-again.png")])  # the same bytes
+    assert again[0].id == added[0].id and not again[0].created
+    hits = second.searcher().search_ids([added[1].id], k=2)[0]
+    assert hits[0].id == added[1].id  # the other instance caught up before answering
+    first.delete([added[0].id])
+    assert added[0].id not in second.searcher().index.ids().tolist()
+    with pytest.raises(UnknownItem):
+        second.delete([added[0].id])
+    assert len(Collection.open(collection_dir)) == 1
+
+
+def test_a_write_waiting_past_its_limit_is_collection_busy(collection_dir: Path) -> None:
+    live = LiveCollection.open(collection_dir, wait=0.1)
+    with live.writing(), pytest.raises(CollectionBusy, match="busy with another write"):
+        live.add_images([Upload(noise(3), "c.png")])
