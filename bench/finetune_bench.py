@@ -31,7 +31,8 @@ from transfer_bench import (
 
 from lookalike.classify import make_model
 from lookalike.embedder import get_backbone
-from lookalike.training.finetune import FinetuneConfig, evaluate, finetune
+from lookalike.training.classifier import evaluate
+from lookalike.training.finetune import FinetuneConfig, finetune
 from lookalike.training.images import (
     LabelledImages,
     eval_transform,

@@ -19,8 +19,9 @@ import faiss
 import numpy as np
 
 from lookalike.index.choose import choose_index
+from lookalike.index.knn import exact_neighbours, held_out_truth, recall_at_k
 from lookalike.index.store import load_index, save_index
-from lookalike.index.vector_index import VectorIndex, exact_neighbours, held_out_truth, recall_at_k
+from lookalike.index.vector_index import VectorIndex
 
 
 def clustered_vectors(

@@ -62,8 +62,8 @@ def load_labels(
         )
         if not len(found):
             raise LabelError(
-                f"no item in {collection.path} has a label: embed with --labels-from-folders "
-                "or give --labels FILE (a CSV or parquet with id or path, and label)"
+                f"no item in {collection.path} has a label: embed with labels from folders, "
+                "or give a labels file (a CSV or parquet with id or path, and label)"
             )
     else:
         found = _from_table(collection, Path(labels))

@@ -20,6 +20,7 @@ from lookalike.embedder.hooks import pool, trace_outputs
 from lookalike.embedder.pipeline import DataLoaderPipeline
 from lookalike.embedder.sources import ImageSource, walk_images
 from lookalike.embedder.spec import OUTPUT_LAYER
+from lookalike.index.knn import self_neighbours
 from lookalike.store.collection import Collection
 
 from .labels import LabelledItems, check_trainable, labelled_sources
@@ -92,17 +93,11 @@ class ProbeReport:
         }
 
 
-def knn_recall_at_1(features: np.ndarray, targets: np.ndarray, block: int = 2048) -> float:
+def knn_recall_at_1(features: np.ndarray, targets: np.ndarray) -> float:
     """Leave-one-out: how often an item's nearest other item (cosine) has the same label."""
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    unit = unit.astype(np.float32)
-    hits = 0
-    for start in range(0, len(unit), block):
-        scores = unit[start : start + block] @ unit.T
-        rows = np.arange(scores.shape[0])
-        scores[rows, start + rows] = -np.inf
-        hits += int((targets[scores.argmax(axis=1)] == targets[start : start + block]).sum())
-    return hits / len(unit)
+    nearest = self_neighbours(unit.astype(np.float32), 1)[:, 0]
+    return float((targets[nearest] == targets).mean())
 
 
 def probe_features(

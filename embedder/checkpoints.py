@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lookalike.durable import atomic_path
 from lookalike.errors import InvalidArgument
 
 from .spec import Preprocess
@@ -66,13 +66,10 @@ def save_backbone(
         "info": json.dumps(info or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    save_file(state, str(partial), metadata=metadata)
-    # safetensors creates its files owner-only; a backbone is shared like any weights file
-    partial.chmod(0o644)
-    with partial.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_file(state, str(partial), metadata=metadata)
+        # safetensors creates its files owner-only; a backbone is shared like any weights file
+        partial.chmod(0o644)
     return path
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike.durable import write_atomic
-from lookalike.errors import InvalidArgument
+from lookalike.durable import atomic_path, write_atomic
+from lookalike.errors import InvalidArgument, StorageFull
 
 from .backbone import Backbone
 from .engines import (
@@ -183,17 +182,15 @@ def _export_somewhere(backbone: Backbone, paths: Sequence[Path]) -> Path:
 def _share(source: Path, targets: Sequence[Path]) -> None:
     """Put `source` at each of `targets`, atomically (a hard link, else a copy); best effort."""
     for target in targets:
-        temporary = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, temporary)
-            except OSError:
-                shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        except OSError as error:
+            with atomic_path(target) as temporary:
+                try:
+                    os.link(source, temporary)
+                except OSError:
+                    shutil.copyfile(source, temporary)
+        except (OSError, StorageFull) as error:
             log.info("cannot share the engine at %s: %s", target, error)
-            temporary.unlink(missing_ok=True)
 
 
 def use_engine(

@@ -159,13 +159,13 @@ def list_backbones(source: str | None = None) -> list[str]:
     return [DEFAULT_BACKBONE, *names["torchvision"], *names["timm"]]
 
 
-def _unknown_backbone(name: str) -> ValueError:
+def _unknown_backbone(name: str) -> InvalidArgument:
     import difflib
 
     known = list_backbones("torchvision")
     close = difflib.get_close_matches(name, known, n=5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return ValueError(
+    return InvalidArgument(
         f"unknown backbone {name!r}.{hint} Known: {DEFAULT_BACKBONE}, {', '.join(known)}, "
         f"timm:<name> (see `lookalike backbones --source timm`), hub:<owner/repo or dir>:<entry>"
     )
@@ -192,7 +192,8 @@ def _torchvision_model(name: str, weights: str | None) -> LoadedModel:
     except OSError as error:  # urllib's URLError is an OSError
         raise WeightsUnavailable(
             f"cannot load {chosen} for {name}: not in the torch hub cache ({torch.hub.get_dir()}) "
-            f"and no network ({error}). Use --weights none, or a local checkpoint file."
+            f"and no network ({error}). Use random weights (None; 'none' on the command line), "
+            "or a local checkpoint file."
         ) from error
     weights_id = str(chosen) if chosen else None
     return LoadedModel(model, name, weights_id, preprocess)

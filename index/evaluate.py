@@ -10,7 +10,8 @@ import numpy as np
 from lookalike.errors import InvalidArgument
 from lookalike.store.collection import Collection
 
-from .vector_index import VectorIndex, drop_own, exact_neighbours, recall_at_k
+from .knn import drop_own, exact_neighbours, recall_at_k
+from .vector_index import VectorIndex
 
 
 @dataclass

@@ -13,8 +13,9 @@ from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
 from lookalike.store.collection import Collection
 
 from .choose import DEFAULT_MEMORY_BUDGET, choose_index
+from .knn import held_out_truth
 from .store import index_dir, load_index, save_index
-from .vector_index import VectorIndex, held_out_truth
+from .vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 

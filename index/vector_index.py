@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,9 +22,9 @@ import numpy as np
 
 from lookalike.errors import InvalidArgument
 
+from .knn import METRICS, as_matrix, drop_own, no_results, pad_results, recall_at_k
 from .locking import ReadWriteLock
 
-METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 EXACT_SUBSET_MAX = (
     20_000  # a filter that leaves this few rows is answered by exact search over them
 )
@@ -103,7 +103,7 @@ class VectorIndex:
         seed: int = 0,
     ) -> VectorIndex:
         """Train (on a sample, where the index needs it) and fill an index with `xb` under `ids`."""
-        xb = _as_matrix(xb)
+        xb = as_matrix(xb)
         index = cls.empty(factory, metric, xb.shape[1], spec)
         if not index.index.is_trained:
             index.train(xb, seed)
@@ -203,7 +203,7 @@ class VectorIndex:
             if mask is None:
                 return self.index.search(xq, k, params=self._params())
             if not mask.any():
-                return _no_results(len(xq), k, self.meta.metric)
+                return no_results(len(xq), k, self.meta.metric)
             if self._exact_subset(mask):
                 positions = np.flatnonzero(mask)
                 subset = self._flat(self._vectors_at(positions))
@@ -213,7 +213,7 @@ class VectorIndex:
                 params = self._params(_bitmap(mask))
                 scores, found = self.inner.search(xq, k, params=params)
             ids = np.where(found >= 0, self.labels[np.maximum(found, 0)], -1)
-            return _pad(scores, ids, k, self.meta.metric)
+            return pad_results(scores, ids, k, self.meta.metric)
 
     def range_search(
         self, xq: np.ndarray, radius: float, allowed: np.ndarray | None = None
@@ -338,7 +338,7 @@ class VectorIndex:
         return ids, xb
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
-        xq = _as_matrix(xq)
+        xq = as_matrix(xq)
         if xq.shape[1] != self.meta.dim:
             raise InvalidArgument(
                 f"vectors have width {xq.shape[1]}; this index holds width {self.meta.dim}"
@@ -358,80 +358,6 @@ def set_search_threads(threads: int) -> None:
     faiss.omp_set_num_threads(threads)
 
 
-def _as_matrix(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2:
-        raise InvalidArgument(f"expected a vector or a matrix of vectors, got shape {x.shape}")
-    return np.ascontiguousarray(x)
-
-
-def _worst(metric: str) -> float:
-    return -np.inf if metric == "ip" else np.inf
-
-
 def _bitmap(mask: np.ndarray) -> faiss.IDSelectorBitmap:
     """A FAISS selector of the rows set in `mask` (FAISS reads bits little-endian)."""
     return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
-
-
-def _no_results(n: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((n, k), _worst(metric), np.float32), np.full((n, k), -1, np.int64)
-
-
-def _pad(scores: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pad to k columns with id -1, and give missing results the worst score."""
-    pad_scores, pad_ids = _no_results(len(ids), k, metric)
-    pad_scores[:, : scores.shape[1]] = scores
-    pad_ids[:, : ids.shape[1]] = ids
-    pad_scores[pad_ids < 0] = _worst(metric)
-    return pad_scores, pad_ids
-
-
-def drop_own(found: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-    """Each row without its query's own id, cut to k columns."""
-    rows = [row[row != me][:k] for row, me in zip(found, own, strict=True)]
-    return np.array([np.pad(r, (0, k - len(r)), constant_values=-1) for r in rows])
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean fraction of the true top-k ids that `found`'s top-k contains."""
-    hits = [
-        len(np.intersect1d(f[:k][f[:k] >= 0], t[:k][t[:k] >= 0]))
-        for f, t in zip(found, truth, strict=True)
-    ]
-    wanted = [max(1, int((t[:k] >= 0).sum())) for t in truth]
-    return float(np.mean(np.array(hits) / np.array(wanted)))
-
-
-def exact_neighbours(
-    blocks: Iterable[tuple[np.ndarray, np.ndarray]], xq: np.ndarray, k: int, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (scores, ids) of the top-k of `xq` over (ids, vectors) blocks, merged block by block.
-
-    The reference for recall: it reads the raw vectors, never an index's compressed copy.
-    """
-    xq = _as_matrix(xq)
-    heap = faiss.ResultHeap(len(xq), k, keep_max=metric == "ip")
-    for ids, xb in blocks:
-        if len(ids) == 0:  # a shard whose items were all deleted
-            continue
-        flat = faiss.IndexFlat(xq.shape[1], METRICS[metric])
-        flat.add(_as_matrix(xb))
-        scores, rows = flat.search(xq, min(k, len(ids)))
-        found = np.where(rows >= 0, np.asarray(ids)[np.maximum(rows, 0)], -1)
-        heap.add_result(*_pad(scores, found, k, metric))
-    heap.finalize()
-    return heap.D, heap.I
-
-
-def held_out_truth(
-    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
-    queries: np.ndarray,
-    own_ids: np.ndarray,
-    k: int,
-    metric: str,
-) -> np.ndarray:
-    """Exact top-k ids of stored vectors used as queries, each without the query's own id."""
-    return drop_own(exact_neighbours(blocks, queries, k + 1, metric)[1], own_ids, k)

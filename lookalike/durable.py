@@ -89,17 +89,24 @@ def append_durably(path: Path, lines: str) -> None:
         fsync_path(path.parent)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to: when the block ends, the file is fsynced and
+    renamed over `path` and the folder fsynced, so readers see the old file or the new one,
+    never a torn one; if the block fails, the temporary file is removed. The one atomic write."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # no two alike
     with disk_errors(path.parent):
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            yield tmp
+            fsync_path(tmp)
+            os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        os.replace(tmp, path)
         fsync_path(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -26,16 +26,15 @@ from lookalike.training.distill import (
     StudentTrainer,
     build_student,
     distill,
-    distill_loss,
     export_student,
     indexed_images,
-    logit_kl,
     set_student_mode,
     split_images,
     teacher_backbone,
     teacher_classifier,
     train_student,
 )
+from lookalike.training.losses import distill_loss, logit_kl
 
 CPU = torch.device("cpu")
 # timm's test models, random init: a 256-d teacher with a classifier, a 96-d student.

@@ -17,15 +17,8 @@ from lookalike.embedder.registry import create_model
 from lookalike.errors import InvalidArgument
 from lookalike.store.collection import Collection
 from lookalike.training.advise import recommend
-from lookalike.training.finetune import (
-    FinetuneConfig,
-    Trainer,
-    accuracy,
-    build_classifier,
-    evaluate,
-    finetune,
-    make_optimizer,
-)
+from lookalike.training.classifier import accuracy, build_classifier, evaluate
+from lookalike.training.finetune import FinetuneConfig, Trainer, finetune, make_optimizer
 from lookalike.training.images import eval_transform, labelled_images, loader
 from lookalike.training.stages import stage_groups
 
@@ -50,7 +43,9 @@ def test_stage_groups_follow_the_architecture() -> None:
 
 def test_groups_get_discriminative_learning_rates() -> None:
     settings = config(strategy="full", lr=1e-2, backbone_lr=1e-3, lr_decay=0.5)
-    model, groups, _, _ = build_classifier(settings, classes=3)
+    model, groups, _, _ = build_classifier(
+        settings.backbone, settings.weights, settings.image_size, classes=3
+    )
     optimizer = make_optimizer(model, groups, settings)
     rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
     assert rates["head"] == pytest.approx(1e-2)

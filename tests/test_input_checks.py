@@ -153,7 +153,7 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built for a command that should have been refused")
 
-    monkeypatch.setattr("lookalike.training.finetune.create_model", refuse)
+    monkeypatch.setattr("lookalike.training.classifier.create_model", refuse)
     monkeypatch.setattr("lookalike.training.distill.create_model", refuse)
 
 

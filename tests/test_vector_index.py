@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lookalike.index import VectorIndex, choose_index, load_index, save_index
-from lookalike.index.vector_index import exact_neighbours, held_out_truth, recall_at_k
+from lookalike.index.knn import exact_neighbours, held_out_truth, recall_at_k
 
 FACTORIES = ["Flat", "HNSW16,Flat", "IVF32,Flat"]
 

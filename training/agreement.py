@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.spec import OUTPUT_LAYER
-from lookalike.errors import InvalidArgument
+from lookalike.index.knn import self_neighbours
 
 from .images import LabelledImages, eval_transform, loader
 
@@ -34,24 +34,12 @@ def embed_rows(
     return vectors
 
 
-def neighbours(xb: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-    """I: each row's `k` nearest other rows by inner product (exact; the row itself excluded)."""
-    if not 0 < k < len(xb):
-        raise InvalidArgument(f"k={k} neighbours need more than {k} vectors, got {len(xb)}")
-    found = np.empty((len(xb), k), np.int64)
-    for start in range(0, len(xb), block):
-        scores = xb[start : start + block] @ xb.T
-        scores[np.arange(len(scores)), np.arange(start, start + len(scores))] = -np.inf
-        found[start : start + block] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return found
-
-
 def neighbour_recall(teacher: np.ndarray, student: np.ndarray, k: int = 10) -> float:
     """Mean share of each item's `k` nearest neighbours under the teacher (cosine) that the
     student's `k` nearest also holds; rows that are not finite in both are left out."""
     kept = np.isfinite(teacher).all(axis=1) & np.isfinite(student).all(axis=1)
-    theirs = neighbours(_unit(teacher[kept]), k)
-    ours = neighbours(_unit(student[kept]), k)
+    theirs = self_neighbours(_unit(teacher[kept]), k)
+    ours = self_neighbours(_unit(student[kept]), k)
     shared = (theirs[:, :, None] == ours[:, None, :]).any(axis=2).sum(axis=1)
     return float(shared.mean() / k)
 

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,11 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from lookalike.checks import DISTILL, FRACTION, check_ranges
+from lookalike.durable import write_atomic
 from lookalike.embedder.backbone import Backbone, best_device
 from lookalike.embedder.build import get_backbone
 from lookalike.embedder.checkpoints import BACKBONE_FILE, ProjectedModel, save_backbone
@@ -46,8 +44,9 @@ from lookalike.embedder.spec import OUTPUT_LAYER, Preprocess
 from lookalike.errors import InvalidArgument
 
 from .agreement import HeldOut, compare_speed, embed_rows
-from .finetune import autocast_for, warmup_cosine
-from .images import LabelledImages, eval_transform, loader
+from .images import Batch, LabelledImages, eval_transform, loader
+from .loop import autocast_for, run_epoch, update, warmup_cosine
+from .losses import distill_loss
 from .options import BATCHNORM_MODES, LOSSES
 
 log = logging.getLogger(__name__)
@@ -245,45 +244,6 @@ def set_student_mode(model: nn.Module, batchnorm: str) -> None:
                 module.train()
 
 
-# ----- losses ---------------------------------------------------------------------------------
-
-
-def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    """1 - cosine, mean squared error, or their sum, averaged over the batch."""
-    cosine = (1 - F.cosine_similarity(student, teacher, dim=1)).mean()
-    mse = F.mse_loss(student, teacher)
-    return {"cosine": cosine, "mse": mse, "cosine+mse": cosine + mse}[kind]
-
-
-def logit_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of the softened class distributions, times T^2 (Hinton et al.)."""
-    return (
-        F.kl_div(
-            F.log_softmax(student / temperature, dim=1),
-            F.log_softmax(teacher / temperature, dim=1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        * temperature**2
-    )
-
-
-def distill_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    config: DistillConfig,
-    classifier: nn.Module | None = None,
-    center: torch.Tensor | float = 0.0,
-) -> torch.Tensor:
-    """The feature loss (on vectors minus `center`), plus the weighted KL term on `classifier`'s
-    logits when asked for."""
-    loss = feature_loss(student - center, teacher - center, config.loss)
-    if config.kl_weight > 0 and classifier is not None:
-        kl = logit_kl(classifier(student), classifier(teacher), config.temperature)
-        loss = loss + config.kl_weight * kl
-    return loss
-
-
 # ----- training -------------------------------------------------------------------------------
 
 
@@ -320,11 +280,7 @@ class StudentTrainer:
         with autocast_for(self.device):
             output = self.model(pixels)
         loss = distill_loss(output.float(), target, self.config, self.classifier, self.center)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.item()
+        return update(loss, self.optimizer, self.scheduler)
 
     def epoch(self, images: LabelledImages, epoch: int, progress: bool = True) -> float:
         """One pass over `images` in a seeded order; returns the mean loss."""
@@ -333,18 +289,13 @@ class StudentTrainer:
             images, eval_transform(self.preprocess), self.config.batch_size,
             shuffle=True, seed=self.config.seed + epoch, workers=self.config.workers,
         )  # fmt: skip
-        total = seen = 0.0
-        bar = tqdm(
-            batches, desc=f"distil epoch {epoch + 1}/{self.config.epochs}", unit="batch",
-            disable=not progress, leave=False,
-        )  # fmt: skip
-        for batch in bar:
-            if len(batch.targets):
-                total += self.step(batch.pixels, batch.targets) * len(batch.targets)
-                seen += len(batch.targets)
-                bar.set_postfix(loss=f"{total / seen:.4f}")
+        description = f"distil epoch {epoch + 1}/{self.config.epochs}"
+        totals = run_epoch(batches, self._batch_step, description, progress)
         self.model.eval()
-        return total / max(seen, 1)
+        return totals.mean_loss
+
+    def _batch_step(self, batch: Batch) -> tuple[float, int]:
+        return self.step(batch.pixels, batch.targets), 0
 
 
 # ----- the run --------------------------------------------------------------------------------
@@ -365,10 +316,7 @@ def export_student(student: Student, out: Path, config: DistillConfig, losses: l
 
 
 def _write_report(report: DistillReport, out: Path) -> None:
-    path = out / REPORT_FILE
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(report.to_dict(), indent=2))
-    os.replace(partial, path)
+    write_atomic(out / REPORT_FILE, json.dumps(report.to_dict(), indent=2).encode())
 
 
 def train_student(

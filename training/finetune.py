@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,25 +29,30 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from lookalike.checks import FINETUNE, check_ranges
 from lookalike.embedder.backbone import best_device
 from lookalike.embedder.checkpoints import BACKBONE_FILE, save_backbone
-from lookalike.embedder.heads import remove_classifier
-from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
-from lookalike.embedder.spec import Preprocess
+from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from lookalike.errors import InvalidArgument
 
-from .images import LabelledImages, eval_transform, loader, stratified_split, train_transform
+from .classifier import HEAD_FILE, ImageClassifier, accuracy, build_classifier
+from .images import (
+    Batch,
+    LabelledImages,
+    eval_transform,
+    loader,
+    stratified_split,
+    train_transform,
+)
+from .loop import autocast_for, run_epoch, save_state, update, warmup_cosine
 from .options import HEAD_INITS, OPTIMIZERS, STRATEGIES
-from .stages import StageGroup, apply_freezing, layer_rates, set_train_mode, stage_groups
+from .stages import StageGroup, apply_freezing, layer_rates, set_train_mode
 
 log = logging.getLogger(__name__)
 
 PROBE_C = 0.1  # the default classifier's regularisation (classify.models.logreg)
 LAST_CHECKPOINT = "last.pt"
-HEAD_FILE = "head.pt"
 REPORT_FILE = "finetune.json"
 
 
@@ -101,18 +105,6 @@ class FinetuneConfig:
         return min(epoch, groups)  # gradual: the head alone first, then one more group an epoch
 
 
-class ImageClassifier(nn.Module):
-    """A headless backbone with a new linear head."""
-
-    def __init__(self, body: nn.Module, width: int, classes: int) -> None:
-        super().__init__()
-        self.body = body
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(pixels))
-
-
 @dataclass
 class EpochRecord:
     epoch: int
@@ -142,22 +134,6 @@ class FinetuneReport:
         return data
 
 
-def build_classifier(
-    config: FinetuneConfig, classes: int
-) -> tuple[ImageClassifier, list[StageGroup], str, Preprocess]:
-    """The model to train, its stage groups, its registry name and its preprocessing."""
-    loaded = create_model(config.backbone, config.weights)
-    remove_classifier(loaded.model)
-    preprocess = loaded.preprocess
-    if config.image_size:
-        preprocess = preprocess.scaled_to(config.image_size)
-    with torch.no_grad():
-        loaded.model.eval()
-        width = int(loaded.model(torch.zeros(1, 3, preprocess.crop, preprocess.crop)).shape[-1])
-    model = ImageClassifier(loaded.model, width, classes)
-    return model, stage_groups(loaded.model), loaded.backbone, preprocess
-
-
 def make_optimizer(
     model: ImageClassifier, groups: list[StageGroup], config: FinetuneConfig
 ) -> torch.optim.Optimizer:
@@ -181,49 +157,6 @@ def make_optimizer(
     return torch.optim.AdamW(parameter_groups, weight_decay=config.weight_decay)
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float):
-    """A LambdaLR factor: linear warm-up over `warmup_fraction` of the steps, then cosine to 0."""
-    warmup = max(1, round(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def accuracy(model: nn.Module, batches, device: torch.device) -> tuple[float, int]:
-    """Top-1 accuracy over `batches`, and how many images failed to decode."""
-    model.eval()
-    right = seen = skipped = 0
-    with torch.inference_mode(), autocast_for(device):
-        for batch in batches:
-            skipped += batch.skipped
-            if not len(batch.targets):
-                continue
-            predicted = model(batch.pixels.to(device)).argmax(dim=1).cpu()
-            right += int((predicted == batch.targets).sum())
-            seen += len(batch.targets)
-    return right / max(seen, 1), skipped
-
-
-def _atomic_save(state: dict[str, Any], path: Path) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(state, partial)
-    with partial.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
 class Trainer:
     """One fine-tuning run: the model, its optimizer and schedule, its data and its checkpoints."""
 
@@ -242,7 +175,7 @@ class Trainer:
         train_rows, val_rows = stratified_split(images.targets, config.val_fraction, config.seed)
         self.train_images, self.val_images = images.subset(train_rows), images.subset(val_rows)
         self.model, self.groups, self.backbone_name, self.preprocess = build_classifier(
-            config, len(images.classes)
+            config.backbone, config.weights, config.image_size, len(images.classes)
         )
         self.model.to(self.device, memory_format=torch.channels_last)  # faster convs, CPU and GPU
         self.optimizer = make_optimizer(self.model, self.groups, config)
@@ -270,7 +203,7 @@ class Trainer:
             "report": json.dumps(self.report.to_dict()),
             "bad_epochs": self.bad_epochs,
         }
-        _atomic_save(state, self.out / LAST_CHECKPOINT)
+        save_state(state, self.out / LAST_CHECKPOINT)
 
     def resume(self) -> bool:
         """Continue from ``last.pt`` if there is one (written by the same config); True if so."""
@@ -314,7 +247,7 @@ class Trainer:
             info=info,
         )
         head = {"head": self.model.head.state_dict(), "classes": list(self.report.classes)}
-        _atomic_save(head, self.out / HEAD_FILE)
+        save_state(head, self.out / HEAD_FILE)
 
     # ----- training ---------------------------------------------------------------------------
 
@@ -374,6 +307,16 @@ class Trainer:
         (self.out / REPORT_FILE).write_text(json.dumps(self.report.to_dict(), indent=2))
         return self.report
 
+    def step(self, batch: Batch) -> tuple[float, int]:
+        """One optimizer step on a batch: (its loss, how many it classified right)."""
+        pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
+        targets = batch.targets.to(self.device)
+        with autocast_for(self.device):
+            logits = self.model(pixels)
+            loss = self.loss(logits.float(), targets)
+        right = int((logits.argmax(dim=1) == targets).sum())
+        return update(loss, self.optimizer, self.scheduler), right
+
     def train_epoch(self, epoch: int) -> EpochRecord:
         started = time.perf_counter()
         seed = self.config.seed * 1000 + epoch  # the epoch's order and augmentation, resumable
@@ -386,28 +329,9 @@ class Trainer:
             self.train_images, train_transform(self.preprocess), self.config.batch_size,
             shuffle=True, seed=seed, workers=self.config.workers,
         )  # fmt: skip
-        total_loss = right = seen = 0.0
-        bar = tqdm(
-            batches, desc=f"epoch {epoch + 1}/{self.config.epochs} ({unfrozen} groups)",
-            unit="batch", disable=not self.progress, leave=False,
-        )  # fmt: skip
-        for batch in bar:
-            self.report.skipped_images += batch.skipped
-            if not len(batch.targets):
-                continue
-            pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
-            targets = batch.targets.to(self.device)
-            with autocast_for(self.device):
-                logits = self.model(pixels)
-                loss = self.loss(logits.float(), targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            total_loss += loss.item() * len(targets)
-            right += int((logits.argmax(dim=1) == targets).sum())
-            seen += len(targets)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{right / seen:.3f}")
+        description = f"epoch {epoch + 1}/{self.config.epochs} ({unfrozen} groups)"
+        totals = run_epoch(batches, self.step, description, self.progress, show_accuracy=True)
+        self.report.skipped_images += totals.skipped
         val_batches = loader(
             self.val_images, eval_transform(self.preprocess), self.config.batch_size,
             shuffle=False, seed=seed, workers=self.config.workers,
@@ -416,8 +340,8 @@ class Trainer:
         record = EpochRecord(
             epoch=epoch,
             unfrozen=unfrozen,
-            loss=round(total_loss / max(seen, 1), 5),
-            train_accuracy=round(right / max(seen, 1), 4),
+            loss=round(totals.mean_loss, 5),
+            train_accuracy=round(totals.accuracy, 4),
             val_accuracy=round(val_accuracy, 4),
             seconds=round(time.perf_counter() - started, 2),
         )
@@ -438,28 +362,3 @@ def finetune(
     if resume and trainer.resume():
         log.info("resuming %s after epoch %s", out, len(trainer.report.history))
     return trainer.run()
-
-
-def load_finetuned(
-    out: str | Path, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, Preprocess, tuple[str, ...]]:
-    """The best exported backbone with its head, in eval mode: (model, preprocessing, classes)."""
-    from lookalike.embedder.checkpoints import exported_preprocess, read_metadata
-
-    out = Path(out)
-    loaded = create_model(str(out / BACKBONE_FILE))
-    head_state = torch.load(out / HEAD_FILE, map_location="cpu", weights_only=True)
-    weight = head_state["head"]["weight"]
-    model = ImageClassifier(loaded.model, weight.shape[1], weight.shape[0])
-    model.head.load_state_dict(head_state["head"])
-    preprocess = exported_preprocess(read_metadata(out / BACKBONE_FILE))
-    return model.to(device).eval(), preprocess, tuple(head_state["classes"])
-
-
-def evaluate(out: str | Path, images: LabelledImages, batch_size: int = 64) -> float:
-    """Top-1 accuracy of a run's best model on `images` (their classes must be the run's)."""
-    model, preprocess, classes = load_finetuned(out)
-    if tuple(classes) != tuple(images.classes):
-        raise InvalidArgument(f"the run's classes {classes} differ from these {images.classes}")
-    batches = loader(images, eval_transform(preprocess), batch_size, shuffle=False, seed=0)
-    return accuracy(model, batches, torch.device("cpu"))[0]

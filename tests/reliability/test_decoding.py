@@ -78,25 +78,34 @@ def test_a_request_holds_one_decoded_image_at_a_time(empty_collection: Path, mon
 
 
 def test_the_pixel_budget_makes_large_decodes_take_turns() -> None:
+    """Ordered by events, not sleeps: "big" holds 80 of 100 until it is released."""
     budget, events = PixelBudget(100), []
+    inside = {name: threading.Event() for name in ("big", "small", "huge")}
+    release = threading.Event()
 
-    def decode(name: str, pixels: int, seconds: float) -> None:
+    def decode(name: str, pixels: int) -> None:
         with budget.take(pixels):
             events.append(f"{name} in")
-            time.sleep(seconds)
+            inside[name].set()
+            if name == "big":
+                release.wait(10)
             events.append(f"{name} out")
 
-    first = threading.Thread(target=decode, args=("big", 80, 0.2))
-    first.start()
-    time.sleep(0.05)
-    small = threading.Thread(target=decode, args=("small", 20, 0.0))
-    huge = threading.Thread(target=decode, args=("huge", 10**9, 0.0))  # capped at the limit
-    small.start()
-    huge.start()
-    for thread in (first, small, huge):
+    threads = {
+        name: threading.Thread(target=decode, args=(name, pixels))
+        for name, pixels in (("big", 80), ("small", 20), ("huge", 10**9))  # huge: capped
+    }
+    threads["big"].start()
+    assert inside["big"].wait(10)
+    threads["small"].start()
+    threads["huge"].start()
+    assert inside["small"].wait(10)  # it fits beside the big one
+    assert not inside["huge"].wait(0.2)  # it waits for the whole budget
+    release.set()
+    for thread in threads.values():
         thread.join(timeout=10)
-    assert events.index("small in") < events.index("big out")  # it fitted beside
-    assert events.index("huge in") > events.index("big out")  # it waited for the whole budget
+    assert events.index("small in") < events.index("big out")
+    assert events.index("huge in") > events.index("big out")
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
