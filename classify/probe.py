@@ -20,6 +20,7 @@ from lookalike.embedder.hooks import pool, trace_outputs
 from lookalike.embedder.pipeline import DataLoaderPipeline
 from lookalike.embedder.sources import ImageSource, walk_images
 from lookalike.embedder.spec import OUTPUT_LAYER
+from lookalike.embedder.stages import stage_outputs
 from lookalike.index.knn import self_neighbours
 from lookalike.store.collection import Collection
 
@@ -30,7 +31,6 @@ from .plots import probe_png
 DEFAULT_POOLINGS = ("avg", "max", "gem")
 DEFAULT_SAMPLE = 2000
 MAX_PROBED_LAYERS = 4
-CONTAINER_NAMES = ("blocks", "features", "stages", "layers", "encoder")
 
 
 @dataclass(frozen=True)
@@ -132,19 +132,9 @@ def probe_features(
 def candidate_layers(
     model: nn.Module, image_size: int, limit: int = MAX_PROBED_LAYERS
 ) -> list[str]:
-    """The deepest `limit` stage outputs that hold spatial maps (or tokens), in forward order.
-
-    Stages are the children of a ``blocks``/``features``/``stages``/``layers`` container
-    (EfficientNet's and ViT's blocks) or else the model's top-level children (ResNet's). timm's
-    ``feature_info`` is not used: it lists only the stages where resolution drops.
-    """
-    children = dict(model.named_children())
-    names = list(children)
-    for name, child in children.items():
-        if name in CONTAINER_NAMES and isinstance(child, nn.Sequential | nn.ModuleList):
-            names = [f"{name}.{sub}" for sub, _ in child.named_children()]
-            break
-    traced = trace_outputs(model, names, image_size)
+    """The deepest `limit` stage outputs (`embedder.stages`: the one definition of a backbone's
+    stages, shared with fine-tuning) that hold spatial maps (or tokens), in forward order."""
+    traced = trace_outputs(model, stage_outputs(model), image_size)
     ranked = [name for name, (output, _) in traced.items() if _is_map(output)]
     return ranked[-limit:]
 
