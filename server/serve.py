@@ -13,9 +13,12 @@ from lookalike.index import prepare_index, set_search_threads
 
 from .app import create_app
 from .settings import Settings
+from .worker import configured_worker
 
 log = logging.getLogger(__name__)
 READY_LINE = "lookalike worker ready:"
+# A worker holds requests that are still arriving in memory: at most this many full-size uploads.
+BUFFERED_UPLOADS = 4
 
 
 class LookalikeServer(BaseApplication):
@@ -74,7 +77,13 @@ def serve(
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        # gthread, with each request read whole before a thread sees it (slow clients hold
+        # no thread), within request_timeout and max_upload_bytes; see worker.py
+        "worker_class": configured_worker(
+            settings.request_timeout,
+            settings.max_upload_bytes,
+            BUFFERED_UPLOADS * settings.max_upload_bytes,
+        ),
         "timeout": 120,
         "graceful_timeout": 30,
         "accesslog": "-" if access_log else None,  # /metrics counts requests either way

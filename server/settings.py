@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lookalike.checks import check_range
+from lookalike.embedder.sources import check_max_pixels
 from lookalike.errors import InvalidArgument
 
 ENV_PREFIX = "LOOKALIKE_"
@@ -32,6 +34,16 @@ class Settings:
     max_images_per_request: int = 16
     rate_limit: str | None = None  # flask-limiter syntax, e.g. "1000/second;20000/minute"
     allowed_roots: tuple[Path, ...] = ()  # server-side folders embed jobs may read
+    request_timeout: float = 10.0  # seconds a request (head and body) has to arrive whole
+
+    def __post_init__(self) -> None:
+        if not 0 < self.request_timeout < float("inf"):
+            raise InvalidArgument(
+                f"request_timeout must be a positive number of seconds, got {self.request_timeout!r}"
+            )
+        check_range("max_upload_bytes", self.max_upload_bytes, 1, integer=True)
+        check_range("max_images_per_request", self.max_images_per_request, 1, integer=True)
+        check_max_pixels(self.max_pixels)  # Pillow's own limit would cap a larger one silently
 
     @property
     def open_access(self) -> bool:
@@ -59,7 +71,9 @@ class Settings:
             )
         for name in ("max_upload_bytes", "max_pixels", "max_images_per_request"):
             if name in values:
-                values[name] = int(values[name])
+                values[name] = _whole(name, values[name])
+        if "request_timeout" in values:
+            values["request_timeout"] = _seconds("request_timeout", values["request_timeout"])
         return cls(**values)
 
     @classmethod
@@ -92,6 +106,20 @@ def _pair(text: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise InvalidArgument(f"a collection is NAME=DIR, got {text!r}")
     return name, path
+
+
+def _whole(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _seconds(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name} must be a number of seconds, got {value!r}") from None
 
 
 def _merge(settings: Settings, changes: dict[str, Any]) -> Settings:
