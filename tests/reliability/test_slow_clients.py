@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from lookalike.collection import Collection
+from lookalike.store.collection import Collection
 from lookalike.server.worker import Limits, Refused, RequestFrame
 
 from .harness import PROBLEM, Client, Server, early_answer_request, noise_png
