@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test harness (a real server, a ke
 from conftest import TINY  # noqa: E402
 from reliability.harness import Client, Server, percentile_ms  # noqa: E402
 
-from lookalike.store.collection import Collection  # noqa: E402
 from lookalike.embedder import get_backbone  # noqa: E402
 from lookalike.server.settings import Settings  # noqa: E402
+from lookalike.store.collection import Collection  # noqa: E402
 
 WORKDIR = ROOT / "bench-data" / "slow-clients"
 KEY = "bench-reader"

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from lookalike.store.collection import Collection
 from lookalike.server.worker import Limits, Refused, RequestFrame
+from lookalike.store.collection import Collection
 
 from .harness import PROBLEM, Client, Server, early_answer_request, noise_png
 
