@@ -1,4 +1,13 @@
-"""The bulk embedding job: image folders in, a resumable collection out."""
+"""The bulk embedding job: image folders in, a collection in step with them out.
+
+New files are embedded; a file whose size or mtime (with `checksum`, its content) changed is
+embedded again as a new item and its old item tombstoned; with `prune`, items of files gone from
+the inputs are tombstoned (`lookalike.store.sync`). Bad files (corrupt, truncated, empty, not an
+image, not a regular file, too many pixels) are recorded in ``failed.jsonl`` and reported, never
+fatal; with `within`, only files whose real path lies in those folders are read. One run at a time
+embeds into a collection (another waits, then finds the work done); the collection's write lock
+is held only while a shard is committed, so uploads and deletes go on meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -134,24 +143,12 @@ def embed_images(
     should_stop: Callable[[], bool] | None = None,
     wait: float = math.inf,
 ) -> EmbedReport:
-    """Bring the collection in step with the images under `inputs`; resumable after any
-    interruption.
-
-    New files are embedded; a file whose size or mtime (with `checksum`, its content) changed is
-    embedded again as a new item and its old item tombstoned; with `prune`, items of files gone
-    from `inputs` are tombstoned (see `lookalike.store.sync`). Bad files (corrupt, truncated, empty, not
-    an image, not a regular file, too many pixels) are recorded in ``failed.jsonl`` and reported,
-    never fatal. With `within`, only files whose real path lies in those folders are read.
-
-    One run at a time embeds into a collection: another waits up to `wait` seconds (forever by
-    default), then resumes where the first left off. The collection's write lock is held only
-    while a shard is committed, so uploads and deletes go on meanwhile. `on_progress(done, total)`
-    follows each batch; `should_stop()` is asked after each, and True ends the run with
-    `Cancelled` once what was embedded is committed. `engine`: auto (ONNX Runtime on a CPU where
-    the backbone exports, else torch), onnx or torch. On a CPU, files are decoded by
-    `num_workers` threads (default: one per core) while the engine runs; on a GPU by DataLoader
-    worker processes.
-    """
+    """Bring the collection in step with the images under `inputs` (see the module docstring);
+    resumable after any interruption. `on_progress(done, total)` follows each batch;
+    `should_stop()` is asked after each, and True ends the run with `Cancelled` once what was
+    embedded is committed. Another run waits up to `wait` seconds (forever by default). `engine`:
+    auto (ONNX Runtime on a CPU where the backbone exports, else torch), onnx or torch; files are
+    decoded by `num_workers` threads on a CPU, DataLoader worker processes on a GPU."""
     check_max_pixels(max_pixels)
     roots = [Path(i).expanduser().resolve() for i in inputs]
     sources = list(walk_images(roots, labels_from_folders, tuple(within) if within else None))
@@ -161,14 +158,8 @@ def embed_images(
         )
         with backbone:
             report = EmbedReport(collection.path, len(sources), engine=backbone.engine_name)
-            plan = plan_sync(
-                collection,
-                sources,
-                roots,
-                retry_failed=retry_failed,
-                prune=prune,
-                checksum=checksum,
-            )
+            options = {"retry_failed": retry_failed, "prune": prune, "checksum": checksum}
+            plan = plan_sync(collection, sources, roots, **options)
             _count_plan(plan, report)
             remove_items(collection, plan.tombstones, COMMIT_WAIT_SECONDS, missing_ok=True)
             pipeline = pipeline or default_pipeline(
