@@ -1,32 +1,43 @@
-"""Classifiers on cached features: train (scikit-learn, skops), predict, and the layer probe."""
+"""Classifiers on cached features: train (scikit-learn, skops), predict, and the layer probe.
 
-from .labels import LabelledItems, load_labels
-from .models import DEFAULT_MODEL, MODELS, make_model
-from .predict import Prediction, Predictor
-from .probe import ProbeReport, ProbeRow, probe, probe_collection, probe_features, probe_folder
-from .store import delete_classifier, list_classifiers, load_classifier, read_card, save_classifier
-from .train import Evaluation, TrainReport, train_classifier
+The names below load on first use (PEP 562), so a light import (`classify.models` for the CLI's
+choices) does not pull in skops and FAISS.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "MODELS",
-    "Evaluation",
-    "LabelledItems",
-    "Prediction",
-    "Predictor",
-    "ProbeReport",
-    "ProbeRow",
-    "TrainReport",
-    "delete_classifier",
-    "list_classifiers",
-    "load_classifier",
-    "load_labels",
-    "make_model",
-    "probe",
-    "probe_collection",
-    "probe_features",
-    "probe_folder",
-    "read_card",
-    "save_classifier",
-    "train_classifier",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "LabelledItems": "labels",
+    "load_labels": "labels",
+    "DEFAULT_MODEL": "models",
+    "MODELS": "models",
+    "make_model": "models",
+    "Prediction": "predict",
+    "Predictor": "predict",
+    "ProbeReport": "probing",
+    "ProbeRow": "probing",
+    "probe": "probing",
+    "probe_collection": "probing",
+    "probe_features": "probing",
+    "probe_folder": "probing",
+    "delete_classifier": "store",
+    "list_classifiers": "store",
+    "load_classifier": "store",
+    "read_card": "store",
+    "save_classifier": "store",
+    "Evaluation": "train",
+    "TrainReport": "train",
+    "train_classifier": "train",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.checks import ADVISE, check_ranges
-from lookalike.classify.probe import probe
+from lookalike.classify.probing import probe
 from lookalike.embedder.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from lookalike.embedder.sources import ImageSource
 from lookalike.embedder.spec import OUTPUT_LAYER
