@@ -161,19 +161,22 @@ def _read_back(base: str, key: dict[str, str], item_id: int, status: int, ledger
     """An acknowledged write, read at once over a new connection (so maybe by another worker):
     the item (or its absence), and a search from its stored vector."""
     fresh = Client(base, key)
+    search = "not searched"
     try:
         item = fresh.request("GET", f"{COLLECTION}/items/{item_id}")
+        found = True
         if status == 200:
             hits = fresh.json("POST", f"{COLLECTION}/search", {"id": item_id, "k": 1})
             first = hits.json()["results"][0]["hits"][:1] if hits.status == 200 else []
             found = [hit["id"] for hit in first] == [item_id]
-        else:
-            found = True
+            search = f"search by id {hits.status}: {hits.body[:300]!r}"
     finally:
         fresh.close()
     if item.status != status or not found:
         with ledger.lock:
-            ledger.not_read_back.append(f"item {item_id}: {item.status}, expected {status}")
+            ledger.not_read_back.append(
+                f"item {item_id}: {item.status}, expected {status}; {search}"
+            )
 
 
 def run_load(
