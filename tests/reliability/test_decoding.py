@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import lookalike.index.search as search_module
-from lookalike.embedder.sources import decode_image
+import lookalike.embedder.preprocess as preprocess_module
+from lookalike.embedder.sources import decode, decode_image
 from lookalike.errors import BadImage
 from lookalike.index.maintain import exact_index
 from lookalike.index.search import Searcher
@@ -63,13 +63,13 @@ def test_a_request_holds_one_decoded_image_at_a_time(empty_collection: Path, mon
     decoded: list[weakref.ref] = []
     held = []
 
-    def decode_and_track(*args, **kwargs) -> Image.Image:
+    def decode_and_track(*args, **kwargs):
         held.append(sum(ref() is not None for ref in decoded))  # alive as the next one starts
-        image = decode_image(*args, **kwargs)
-        decoded.append(weakref.ref(image))
-        return image
+        result = decode(*args, **kwargs)
+        decoded.append(weakref.ref(result.image))
+        return result
 
-    monkeypatch.setattr(search_module, "decode_image", decode_and_track)
+    monkeypatch.setattr(preprocess_module, "decode", decode_and_track)
     photo = encode(small_photo(), "PNG")
     vectors = searcher.embed_images([photo] * 6)
     assert vectors.shape == (6, collection.spec.dims[layer]) and np.allclose(vectors, vectors[0])
