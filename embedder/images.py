@@ -32,7 +32,7 @@ def embed_images(
     arrays = []
     for number, image in enumerate(images):
         try:
-            _, pixels = image_pixels(image_bytes(image), backbone.spec.preprocess, max_pixels)
+            pixels = image_pixels(image_bytes(image), backbone.spec.preprocess, max_pixels)[1]
         except BadImage as error:
             name = f"image {number + 1}" if isinstance(image, bytes) else str(image)
             raise BadImage(f"{name}: {error}") from None
