@@ -1,14 +1,6 @@
-"""The ONNX Runtime engine: a backbone's export run on the CPU (exporting and checking it, and
-choosing an engine: `export`).
-
-On a CPU, ONNX Runtime runs the offline default about twice as fast as torch eager (bench/
-embed_bench.py), so ``engine="auto"`` uses it wherever the backbone exports. The export holds the
-pooled (and L2-normalised) vector of every spec layer as one output each (hooked layers included),
-so only vectors leave the graph. It is cached as ``<spec fingerprint>.onnx`` (next to a collection,
-or in the user cache) and tagged with that fingerprint. Each time an engine is opened its vectors
-are compared with torch's on real photos; below `MIN_COSINE` on any layer the file is rebuilt once,
-then the engine is refused: ``auto`` falls back to torch with the reason logged, ``onnx`` raises.
-"""
+"""The ONNX Runtime engine: a backbone's export (one output per spec layer) in a CPU session,
+where its export files are kept, and how two engines' vectors are compared. Exporting, checking
+and choosing an engine: `export`."""
 
 from __future__ import annotations
 

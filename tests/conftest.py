@@ -189,3 +189,22 @@ def running_server(
         while (line := lines.get(timeout=10)) != "":
             output.append(line)
         output[:] = ["".join(output), f"exit status {server.returncode}"]
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "3m") mounted at `folder`: a disk that fills up for real (root
+    only; the test is skipped where mounting is not allowed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"cannot mount a small tmpfs here: {error}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

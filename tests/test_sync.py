@@ -8,12 +8,13 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, photo
+from conftest import TINY, photo, small_tmpfs
 
 from lookalike.cli import main
 from lookalike.errors import InvalidArgument, StorageFull
@@ -202,20 +203,9 @@ def test_max_pixels_above_pillows_own_limit_is_refused(tmp_path: Path, photo_dir
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 3 MiB tmpfs (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot mount a small tmpfs here: {error}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "disk", "3m") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_named_and_the_resume_is_exact(tmp_path: Path, small_disk: Path) -> None:

@@ -5,11 +5,11 @@ thumbnails of files swapped on disk; a full disk on upload."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import small_tmpfs
 
 from lookalike.store.collection import Collection
 
@@ -166,35 +166,24 @@ def test_thumbnails_read_only_regular_files_where_they_were(
 def test_a_full_disk_answers_507_and_the_next_upload_after_freeing_works(
     tmp_path: Path, tiny_spec
 ) -> None:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot mount a small tmpfs here: {error}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "2m") as mount:
         collection = Collection.create(mount / "c", tiny_spec).path
         server = Server({"c": collection}, workers=1).start()
-        server.wait_ready()
-        client = Client(server.base)
-        assert client.upload("/v1/collections/c/items", [("a.png", noise_png(1))]).status == 201
-        free = os.statvfs(mount)
-        filler = mount / "filler"
-        filler.write_bytes(b"\0" * (free.f_bavail * free.f_frsize))
-        full = client.upload("/v1/collections/c/items", [("b.png", noise_png(2, size=200))])
-        assert full.status == 507 and full.content_type == "application/problem+json"
-        assert "no space left on the device" in full.json()["detail"]
-        search = client.json("POST", "/v1/collections/c/search", {"id": 0, "k": 1})
-        assert search.status == 200  # reads go on
-        filler.unlink()
-        assert (
-            client.upload("/v1/collections/c/items", [("b.png", noise_png(2, size=200))]).status
-            == 201
-        )
-        server.kill()
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        try:
+            server.wait_ready()
+            client = Client(server.base)
+            upload = client.upload("/v1/collections/c/items", [("a.png", noise_png(1))])
+            assert upload.status == 201
+            free = os.statvfs(mount)
+            filler = mount / "filler"
+            filler.write_bytes(b"\0" * (free.f_bavail * free.f_frsize))
+            second = [("b.png", noise_png(2, size=200))]
+            full = client.upload("/v1/collections/c/items", second)
+            assert full.status == 507 and full.content_type == "application/problem+json"
+            assert "no space left on the device" in full.json()["detail"]
+            search = client.json("POST", "/v1/collections/c/search", {"id": 0, "k": 1})
+            assert search.status == 200  # reads go on
+            filler.unlink()
+            assert client.upload("/v1/collections/c/items", second).status == 201
+        finally:
+            server.kill()
