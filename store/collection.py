@@ -9,6 +9,7 @@ Layout::
     DIR/deleted.jsonl            one JSON line per deleted item id (shards are never rewritten)
     DIR/.lock                    held (flock) by the one writer, for one commit
     DIR/.embed.lock              held (flock) by the one bulk embedding run, for the whole run
+    DIR/.generation              a token replaced after each shard is renamed in
 
 A shard is written under ``shards/.tmp-*`` and renamed into place once every file in it is
 complete and fsynced, so readers (and a run resumed after ``kill -9``) see whole shards only.
@@ -22,6 +23,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,8 @@ FAILED = "failed.jsonl"
 DELETED = "deleted.jsonl"
 UPLOADS = "uploads"  # the collection's own copies of uploaded images (see lookalike.store.ingest)
 WRITE_LOCK = ".lock"  # held by the one writer, for a commit (a shard, tombstones, failures)
-EMBED_LOCK = ".embed.lock"  # held by the one bulk embedding run, for the whole run
+EMBED_LOCK = ".embed.lock"
+GENERATION = ".generation"  # replaced after each shard is renamed in: see `Collection.generation`  # held by the one bulk embedding run, for the whole run
 FORMAT_VERSION = 1
 
 
@@ -145,14 +149,20 @@ class Collection:
             table = self._tables[shard.name] = shard.items()
         return table
 
-    def generation(self) -> tuple[int, int]:
-        """A stamp that changes whenever items are added or deleted, by any process (two stats):
-        the shards folder's mtime (a shard is renamed in) and the tombstone file's size."""
+    def generation(self) -> tuple[str, int]:
+        """A stamp that changes whenever items are added or deleted, by any process: the token a
+        writer replaces after each shard it renames in, and the tombstone file's size. (The
+        shards folder's mtime is not enough: a file system's clock ticks every few milliseconds,
+        and two shards renamed in within one tick left it unchanged.)"""
+        try:
+            token = (self.path / GENERATION).read_text()
+        except FileNotFoundError:
+            token = ""
         try:
             deleted = (self.path / DELETED).stat().st_size
         except FileNotFoundError:
             deleted = 0
-        return ((self.path / "shards").stat().st_mtime_ns, deleted)
+        return (token, deleted)
 
     def deleted_ids(self) -> np.ndarray:
         """Sorted ids of deleted items (tombstones in ``deleted.jsonl``; shards are immutable)."""
@@ -353,6 +363,7 @@ class CollectionWriter:
             final = shards_dir / f"{self._next_shard:06d}"
             os.rename(tmp, final)
             fsync_path(shards_dir)
+        _new_generation(self.collection.path)
         log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
         return Shard(final)
@@ -393,3 +404,11 @@ class CollectionWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _new_generation(path: Path) -> None:
+    """Replace the collection's generation token (atomically; not fsynced: after a crash every
+    reader starts afresh, so a lost token costs nothing)."""
+    tmp = path / f"{GENERATION}.{os.getpid()}-{threading.get_ident()}.tmp"
+    tmp.write_text(uuid.uuid4().hex)
+    os.replace(tmp, path / GENERATION)
