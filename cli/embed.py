@@ -150,3 +150,5 @@ def embed(
     for failure in report.failed:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
     click.echo(report.summary())
+    if report.problem:  # nothing to show for the run: a script must not take it for success
+        raise click.ClickException(report.problem)

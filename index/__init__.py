@@ -3,8 +3,8 @@
 from .choose import IndexPlan, choose_index
 from .dedup import Duplicates, find_duplicates
 from .evaluate import Evaluation, evaluate_index
-from .live import LiveCollection, prepare_index
-from .maintain import IndexMismatch, build_index, open_index, update_index
+from .live import LiveCollection
+from .maintain import IndexMismatch, build_index, open_index, prepare_index, update_index
 from .search import Filters, Hit, Searcher
 from .store import has_index, index_dir, load_index, save_index
 from .vector_index import VectorIndex, set_search_threads

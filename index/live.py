@@ -21,17 +21,8 @@ from lookalike.errors import CollectionBusy
 from lookalike.store.collection import Collection
 from lookalike.store.ingest import Added, Upload, add_uploads
 
-from .maintain import (
-    IndexMismatch,
-    build_index,
-    exact_index,
-    open_index,
-    sync_index,
-    update_index,
-)
+from .maintain import exact_index, prepare_index, sync_index
 from .search import Searcher
-from .store import has_index
-from .vector_index import VectorIndex
 
 WRITE_WAIT_SECONDS = 30.0
 
@@ -124,20 +115,3 @@ class LiveCollection:
         searcher = self._searcher
         searcher.refresh_items()  # first: hits for ids not (or no longer) in it are skipped
         return sync_index(searcher.index, searcher.collection, searcher.layer)
-
-
-def prepare_index(path: Path, read_only: bool = True) -> tuple[Collection, VectorIndex | None]:
-    """The collection and its saved index, built or caught up with the collection (and saved)
-    first; None for an empty collection with no index yet. `serve()` calls it once before the
-    workers start, so no worker has to build or catch up (uploads since the last save)."""
-    collection = Collection.open(path)
-    layer = collection.spec.layers[0]
-    if not has_index(collection.path, layer):
-        if not len(collection):
-            return collection, None
-        build_index(collection, layer, progress=False)
-    try:
-        return collection, open_index(collection, layer, read_only=read_only)
-    except IndexMismatch:
-        update_index(collection, layer)
-        return collection, open_index(collection, layer, read_only=read_only)

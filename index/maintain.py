@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -14,7 +15,7 @@ from lookalike.store.collection import Collection
 
 from .choose import DEFAULT_MEMORY_BUDGET, choose_index
 from .knn import held_out_truth
-from .store import index_dir, load_index, save_index
+from .store import has_index, index_dir, load_index, save_index
 from .vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -170,3 +171,23 @@ def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = 500, seed: int =
     """Tuning queries: `count` of the sampled stored vectors, with their ids."""
     chosen = np.random.default_rng(seed).choice(len(ids), min(count, len(ids)), replace=False)
     return vectors[chosen], ids[chosen]
+
+
+def prepare_index(
+    path: str | Path, read_only: bool = True, layer: str | None = None
+) -> tuple[Collection, VectorIndex | None]:
+    """The collection and its saved index of `layer` (default: the first), built or caught up
+    with the collection (and saved) first; None for an empty collection with no index yet.
+    `serve()` calls it once before the workers start, so no worker has to build or catch up;
+    `Searcher.open` calls it, so a search after `embed` needs no `index update` first."""
+    collection = Collection.open(path)
+    layer = layer or collection.spec.layers[0]
+    if not has_index(collection.path, layer):
+        if not len(collection):
+            return collection, None
+        build_index(collection, layer, progress=False)
+    try:
+        return collection, open_index(collection, layer, read_only=read_only)
+    except IndexMismatch:
+        update_index(collection, layer)
+        return collection, open_index(collection, layer, read_only=read_only)

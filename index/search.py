@@ -24,7 +24,7 @@ from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
 from lookalike.errors import InvalidArgument, SpecMismatch, UnknownItem
 from lookalike.store.collection import Collection
 
-from .maintain import open_index
+from .maintain import exact_index, prepare_index
 from .vector_index import MAX_K, VectorIndex
 
 
@@ -122,9 +122,11 @@ class Searcher:
         read_only: bool = True,
         engine: str = "auto",
     ):
-        collection = Collection.open(collection_dir)
+        """The collection with its saved index, built or caught up first if the collection
+        changed since (`prepare_index`); an empty collection searches an empty exact index."""
+        collection, index = prepare_index(collection_dir, read_only, layer)
         layer = layer or collection.spec.layers[0]
-        return cls(collection, open_index(collection, layer, read_only=read_only), layer, engine)
+        return cls(collection, index or exact_index(collection, layer), layer, engine)
 
     @property
     def metric(self) -> str:

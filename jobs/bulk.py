@@ -34,6 +34,7 @@ from lookalike.embedder.pipeline import Batch, Pipeline, ThreadPipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
 from lookalike.embedder.sources import (
     DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
     ImageSource,
     check_max_pixels,
     walk_images,
@@ -64,6 +65,18 @@ class EmbedReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     engine: str = "torch"
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run achieved nothing a caller asked for: no image found, or every file this
+        run tried failed; None otherwise."""
+        if not self.found:
+            extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+            return f"no image found (looked for {extensions}; hidden files are skipped)"
+        tried = self.embedded + len(self.failed)
+        if tried and not self.embedded:
+            return f"every one of the {tried} files tried failed (see above, and failed.jsonl)"
+        return None
 
     @property
     def images_per_second(self) -> float:
