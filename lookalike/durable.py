@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from lookalike.errors import CollectionError, StorageFull
 
@@ -106,7 +109,34 @@ def atomic_path(path: Path) -> Iterator[Path]:
         fsync_path(path.parent)
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a file `append_durably` wrote, one a line; a line torn by a crash
+    mid-append (never acknowledged) is passed over. A missing file has none."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a file so that readers see the old or the new content, never a torn one."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def replace_token(path: Path) -> None:
+    """Replace a small file with a fresh random token, atomically but not fsynced: a stamp that
+    tells readers something changed (after a crash every reader starts afresh, so a lost one
+    costs nothing)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    tmp.write_text(uuid.uuid4().hex)
+    os.replace(tmp, path)

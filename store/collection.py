@@ -23,8 +23,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lookalike import __version__
-from lookalike.durable import acquire_lock, append_durably, disk_errors, fsync_path, write_atomic
+from lookalike.durable import (
+    acquire_lock,
+    append_durably,
+    disk_errors,
+    fsync_path,
+    read_records,
+    replace_token,
+    write_atomic,
+)
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import (
     CollectionError,
@@ -175,12 +181,7 @@ class Collection:
         cached = self._deleted  # read once: another thread may replace it
         if cached is not None and cached[0] == key:
             return cached[1]
-        ids = []
-        for line in path.read_text().splitlines():
-            try:
-                ids.append(int(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # a line torn by a crash mid-append: that delete was not acknowledged
+        ids = [r["id"] for r in read_records(path) if type(r.get("id")) is int]
         deleted = np.unique(np.asarray(ids, np.int64))
         self._deleted = (key, deleted)
         return deleted
@@ -287,16 +288,7 @@ class Collection:
 
     def failures(self) -> list[dict[str, Any]]:
         """The latest failure record per path, for paths that have not been embedded since."""
-        latest: dict[str, dict[str, Any]] = {}
-        path = self.path / FAILED
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line torn by a crash mid-append
-                    latest[record["path"]] = record
+        latest = {r["path"]: r for r in read_records(self.path / FAILED) if "path" in r}
         embedded = set(self.items(["path"]).column("path").to_pylist())
         return [r for p, r in latest.items() if p not in embedded]
 
@@ -363,7 +355,7 @@ class CollectionWriter:
             final = shards_dir / f"{self._next_shard:06d}"
             os.rename(tmp, final)
             fsync_path(shards_dir)
-        _new_generation(self.collection.path)
+        replace_token(self.collection.path / GENERATION)  # readers: a shard came in
         log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
         return Shard(final)
@@ -404,11 +396,3 @@ class CollectionWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _new_generation(path: Path) -> None:
-    """Replace the collection's generation token (atomically; not fsynced: after a crash every
-    reader starts afresh, so a lost token costs nothing)."""
-    tmp = path / f"{GENERATION}.{os.getpid()}-{threading.get_ident()}.tmp"
-    tmp.write_text(uuid.uuid4().hex)
-    os.replace(tmp, path / GENERATION)
