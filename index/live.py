@@ -64,6 +64,12 @@ class LiveCollection:
                     self._seen = generation
         return self._searcher
 
+    @property
+    def current(self) -> Searcher:
+        """The searcher as it stands, not caught up first: for readiness and metrics, which must
+        not trigger index work."""
+        return self._searcher
+
     def catch_up(self) -> tuple[int, int]:
         """Bring the live index up to the collection now (after a bulk job); (added, removed)."""
         with self._syncing:

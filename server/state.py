@@ -128,7 +128,7 @@ class Served:
     def index_sizes(self) -> dict[str, int]:
         with self._lock:
             live = dict(self._live)
-        return {name: len(collection.searcher().index) for name, collection in live.items()}
+        return {name: len(collection.current.index) for name, collection in live.items()}
 
     def warm(self) -> None:
         """Open every collection's index and embedder now (what /readyz reports)."""
@@ -139,9 +139,7 @@ class Served:
         with self._lock:
             live = dict(self._live)
         return {
-            name: "ready"
-            if name in live and live[name].searcher().embedder_loaded
-            else "not loaded"
+            name: "ready" if name in live and live[name].current.embedder_loaded else "not loaded"
             for name in self.names()
         }
 

@@ -73,16 +73,22 @@ def train_job(body: dict, name: str):
     """Train a classifier on the collection's cached embeddings, as a job (answers its card)."""
     served().collection(name)  # 404 now, not in the job
     check_name(body["name"])  # a bad name (a path, say) is a 422 now, not a failed job later
-    labels = body["labels"]
-    if isinstance(labels, dict):
-        try:
-            {int(item): str(label) for item, label in labels.items()}
-        except ValueError:
-            raise ApiError(422, "labels map item ids (integers) to labels") from None
+    _item_labels(body["labels"])  # a 422 now, not a failed job later
     request = {
         key: body.get(key) for key in ("name", "model", "labels", "folds", "holdout", "overwrite")
     }
     return _accepted(runner().submit("train", name, request, _work("train", name, request)))
+
+
+def _item_labels(labels: str | dict) -> str | dict[int, str]:
+    """'folders', or the JSON object of item ids (as strings) to labels with int ids; 422 if an
+    id is not an integer. The one reading for a new job and a resumed one."""
+    if not isinstance(labels, dict):
+        return labels
+    try:
+        return {int(item): str(label) for item, label in labels.items()}
+    except ValueError:
+        raise ApiError(422, "labels map item ids (integers) to labels") from None
 
 
 def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
@@ -95,13 +101,10 @@ def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
         )
 
     def train(running: RunningJob) -> dict:
-        labels = request["labels"]
-        if isinstance(labels, dict):
-            labels = {int(item): str(label) for item, label in labels.items()}
         report = train_classifier(
             state.collection(name),
             request["name"],
-            labels,
+            _item_labels(request["labels"]),
             request["model"],
             folds=request["folds"],
             holdout=request["holdout"],
