@@ -95,7 +95,8 @@ def update_index(collection: Collection, layer: str | None = None) -> UpdateRepo
 
 def sync_index(index: VectorIndex, collection: Collection, layer: str) -> tuple[int, int]:
     """Add the collection's items the index lacks and drop ids it no longer has (in memory);
-    returns (added, removed)."""
+    returns (added, removed). An item deleted by another process between the two reads is
+    still added: the delete changed the generation, so the next catch-up drops it."""
     wanted = collection.items(["id"]).column("id").to_numpy()
     have = index.ids()
     missing = np.setdiff1d(wanted, have)
@@ -104,7 +105,7 @@ def sync_index(index: VectorIndex, collection: Collection, layer: str) -> tuple[
         index.remove(gone)
     for start in range(0, len(missing), 65536):
         block = missing[start : start + 65536]
-        index.add(block, collection.vectors(block, layer))
+        index.add(block, collection.vectors(block, layer, deleted_ok=True))
     return len(missing), len(gone)
 
 

@@ -64,8 +64,8 @@ FAILED = "failed.jsonl"
 DELETED = "deleted.jsonl"
 UPLOADS = "uploads"  # the collection's own copies of uploaded images (see lookalike.store.ingest)
 WRITE_LOCK = ".lock"  # held by the one writer, for a commit (a shard, tombstones, failures)
-EMBED_LOCK = ".embed.lock"
-GENERATION = ".generation"  # replaced after each shard is renamed in: see `Collection.generation`  # held by the one bulk embedding run, for the whole run
+EMBED_LOCK = ".embed.lock"  # held by the one bulk embedding run, for the whole run
+GENERATION = ".generation"  # replaced after each shard is renamed in: see `Collection.generation`
 FORMAT_VERSION = 1
 
 
@@ -135,12 +135,8 @@ class Collection:
 
     def shards(self) -> list[Shard]:
         folder = self.path / "shards"
-        names = (
-            sorted(p.name for p in folder.iterdir() if SHARD_NAME.match(p.name))
-            if folder.exists()
-            else []
-        )
-        return [Shard(folder / name) for name in names]
+        names = [p.name for p in folder.iterdir()] if folder.exists() else []
+        return [Shard(folder / name) for name in sorted(names) if SHARD_NAME.match(name)]
 
     def __len__(self) -> int:
         stored = sum(self._table(shard).num_rows for shard in self.shards())
@@ -237,8 +233,10 @@ class Collection:
             np.concatenate([np.asarray(xb) for _, xb in blocks]),
         )
 
-    def vectors(self, ids: Sequence[int] | np.ndarray, layer: str | None = None) -> np.ndarray:
-        """The stored vectors of `ids`, in that order; an unknown id raises `UnknownItem`."""
+    def vectors(
+        self, ids: Sequence[int] | np.ndarray, layer: str | None = None, deleted_ok: bool = False
+    ) -> np.ndarray:
+        """The stored vectors of `ids`, in order; `UnknownItem` for an unknown or deleted id."""
         layer = layer or self.spec.layers[0]
         self._check_layer(layer)
         ids = as_ids(ids)
@@ -247,7 +245,8 @@ class Collection:
         found = (where < len(sorted_ids)) & (
             sorted_ids[np.minimum(where, len(sorted_ids) - 1)] == ids
         )
-        found &= ~np.isin(ids, self.deleted_ids())
+        if not deleted_ok:
+            found &= ~np.isin(ids, self.deleted_ids())
         if not found.all():
             missing = ids[~found][:5].tolist()
             raise UnknownItem(f"no item with id {', '.join(map(str, missing))} in {self.path}")

@@ -262,6 +262,7 @@ class ShutdownReport:
     seconds_to_exit: float
     probes: int
     probes_answered: int  # 201 with every item
+    probes_started: int  # an image of it stored: the server read it (the others were refused)
     probes_in_flight: int  # answered after the signal: accepted before it, finished after
     served_after_signal: int
     five_xx: int
@@ -274,22 +275,29 @@ class ShutdownReport:
         return [
             f"SIGTERM under load: exit {self.exit_code} after {self.seconds_to_exit:.1f} s; "
             f"uploads in flight at the signal: {self.probes_in_flight}, answered 201: "
-            f"{self.probes_answered} of {self.probes}; requests answered after the signal: "
+            f"{self.probes_answered} of {self.probes} ({self.probes_started} read by the server, "
+            f"the others refused whole); requests answered after the signal: "
             f"{self.served_after_signal}, 5xx: {self.five_xx}",
             f"  connections refused or closed once it stopped accepting: {self.cut_off or 0}; "
             f"acknowledged writes {self.acknowledged}, lost: {self.lost}",
         ]
 
 
+PROBE_IMAGES = 8
+
+
 def _probe(base: str, key: dict[str, str], seed: int, answers: dict) -> None:
     """Eight 256 px images in one upload: slow enough to be in flight when SIGTERM comes."""
-    images = [(f"{seed}-{n}.png", noise_png(seed * 100 + n, size=256)) for n in range(8)]
-    answer = Client(base, key, timeout=120).upload(f"{COLLECTION}/items", images)
+    images = [(f"{seed}-{n}.png", noise_png(seed * 100 + n, size=256)) for n in range(PROBE_IMAGES)]
+    try:
+        answer = Client(base, key, timeout=120).upload(f"{COLLECTION}/items", images)
+    except (OSError, http.client.HTTPException):  # refused: the server had stopped accepting
+        return
     answers[seed] = (answer, time.monotonic())
 
 
-def _stored(path: Path, seed: int) -> Path:
-    digest = hashlib.sha256(noise_png(seed * 100, size=256)).hexdigest()
+def _stored(path: Path, seed: int, number: int = 0) -> Path:
+    digest = hashlib.sha256(noise_png(seed * 100 + number, size=256)).hexdigest()
     return path / "uploads" / digest[:2] / f"{digest}.png"
 
 
@@ -303,8 +311,9 @@ def sigterm_under_load(
     probes: int = 4,
 ) -> ShutdownReport:
     """Mixed load, then `probes` big uploads; as soon as the first one's first image is stored
-    (the server is processing it), SIGTERM to the master. Every probe must be answered; every
-    acknowledged write must be on disk once the server has exited."""
+    (the server is processing it), SIGTERM to the master. Every probe the server read must be
+    answered (one still waiting to be accepted is refused whole); every acknowledged write must
+    be on disk once the server has exited."""
     ledger = LoadLedger(ids=Collection.open(path).items(["id"]).column("id").to_pylist())
     rngs = [random.Random(n) for n in range(clients)]
     answers: dict[int, tuple[Answer, float]] = {}
@@ -332,7 +341,10 @@ def sigterm_under_load(
     answered = [
         (answer, finished)
         for answer, finished in answers.values()
-        if answer.status == 201 and len(answer.json()["items"]) == 8
+        if answer.status == 201 and len(answer.json()["items"]) == PROBE_IMAGES
+    ]
+    started = [
+        seed for seed in seeds if any(_stored(path, seed, n).exists() for n in range(PROBE_IMAGES))
     ]
     for answer, _ in answered:
         ledger.acknowledged.update(item["id"] for item in answer.json()["items"])
@@ -342,6 +354,7 @@ def sigterm_under_load(
         seconds_to_exit=exited,
         probes=probes,
         probes_answered=len(answered),
+        probes_started=len(started),
         probes_in_flight=sum(finished > signalled for _, finished in answers.values()),
         served_after_signal=report.served - before,
         five_xx=report.five_xx,

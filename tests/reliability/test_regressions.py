@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.index import open_index, prepare_index
+from lookalike.index.live import LiveCollection
 from lookalike.server.app import create_app
 from lookalike.server.settings import Settings
 from lookalike.store.collection import Collection, Shard
@@ -87,3 +88,30 @@ def test_a_classifier_name_is_checked_before_the_job_starts(empty_collection: Pa
         answer = client.post("/v1/collections/c/classifiers", json={"name": name})
         assert answer.status_code == 422 and "bad classifier name" in answer.json["detail"]
     assert not client.get("/v1/jobs").json["jobs"]
+
+
+def test_a_catch_up_racing_a_delete_elsewhere_answers_and_drops_the_item(
+    empty_collection: Path, monkeypatch
+) -> None:
+    """A worker catching up reads the live ids, then their vectors; another worker deleting one
+    of them in between made the catch-up raise, and a search by vector answered 404 (the
+    reliability suite's SIGTERM-under-load run). The delete is replayed in that gap."""
+    add_one_shard_each(Collection.open(empty_collection), 1)
+    live = LiveCollection.open(empty_collection)
+    add_one_shard_each(Collection.open(empty_collection), 2)  # items 1 and 2, by "another worker"
+    read = live.collection.items
+
+    def delete_after_reading(columns=None, **kwargs):
+        table = read(columns, **kwargs)
+        if columns != ["id"]:  # the item table for hits, read first
+            return table
+        monkeypatch.setattr(live.collection, "items", read)  # once: after the live ids
+        with Collection.open(empty_collection).writer() as writer:
+            writer.delete([2])
+        return table
+
+    monkeypatch.setattr(live.collection, "items", delete_after_reading)
+    width = live.collection.spec.dims[live.collection.spec.layers[0]]
+    hits = live.searcher().search_vectors(np.ones(width, np.float32), k=5)[0]
+    assert {hit.id for hit in hits} <= {0, 1, 2}
+    assert sorted(live.searcher().index.ids().tolist()) == [0, 1]  # the delete seen next read

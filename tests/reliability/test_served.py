@@ -152,7 +152,7 @@ def test_sigterm_under_load_finishes_what_it_accepted(served: Served) -> None:
     report = sigterm_under_load(served.server, served.path, served.width, WRITER, seconds_before=2)
     summary = "\n".join(report.lines())
     assert report.exit_code == 0, served.server.output()[-3000:]
-    assert report.probes_answered == report.probes == 4, summary
+    assert report.probes_answered == report.probes_started >= 1, summary
     assert report.probes_in_flight >= 1, summary  # the signal came while they were under way
     assert report.five_xx == 0 and not report.unexpected, report.unexpected[:10]
     assert report.lost == 0, summary
