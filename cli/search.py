@@ -91,8 +91,10 @@ def search(
 @click.option(
     "--threshold",
     type=FiniteRange(min=0),
-    required=True,
-    help="Pairs closer than this distance are duplicates.",
+    help="Pairs closer than this distance are duplicates (default: calibrated on the collection).",
+)
+@click.option(
+    "--recalibrate", is_flag=True, help="Calibrate again even if a stored calibration still fits."
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Write clusters as .csv or .parquet.")
 @click.option(
@@ -106,19 +108,34 @@ def search(
     help="Clusters to print / draw.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def dedup(collection_dir, layer, threshold, out, sheet, show, quiet) -> None:
-    """Find every pair of near-duplicate items and group them into clusters."""
+def dedup(collection_dir, layer, threshold, recalibrate, out, sheet, show, quiet) -> None:
+    """Find every pair of near-duplicate items and group them into clusters.
+
+    With no --threshold, the threshold is calibrated on the collection: copies of a sample of
+    its images (re-encoded, downscaled, cropped, brightened, rotated) are embedded, and the
+    threshold keeps those while staying under the distances between distinct items. The
+    calibration is stored in the collection and reused until its item count changes by 25 %.
+    """
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     from lookalike.index import Searcher, find_duplicates
+    from lookalike.index.calibrate import calibrated_threshold
     from lookalike.index.sheet import contact_sheet
 
     searcher = Searcher.open(collection_dir, layer)
+    if threshold is None:
+        calibration, reused = calibrated_threshold(
+            searcher, recalibrate=recalibrate, progress=not quiet
+        )
+        threshold = calibration.threshold
+        click.echo(
+            "\n".join(calibration.lines()) + ("\n  (stored calibration, reused)" if reused else "")
+        )
     found = find_duplicates(searcher, threshold, progress=not quiet)
     in_clusters = sum(len(c) for c in found.clusters)
     click.echo(
-        f"{len(found.pairs)} pairs within {threshold}; {len(found.clusters)} clusters, {in_clusters} items"
+        f"{len(found.pairs)} pairs within {threshold:.3f}; {len(found.clusters)} clusters, {in_clusters} items"
     )
     for number, members in enumerate(found.clusters[:show]):
         click.echo(

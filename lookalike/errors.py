@@ -54,6 +54,10 @@ class Cancelled(LookalikeError):
     """A job stopped because it was asked to; what it had committed stays."""
 
 
+class CannotCalibrate(LookalikeError):
+    """Too few of a collection's images can be read to calibrate a dedup threshold."""
+
+
 class InvalidArgument(LookalikeError, ValueError):
     """An argument the caller got wrong: a shape, a range, an unknown name or option."""
 

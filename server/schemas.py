@@ -299,3 +299,54 @@ class Classifiers(Strict):
 
 class Jobs(Strict):
     jobs = ma.fields.List(ma.fields.Nested(Job))
+
+
+class DedupJson(Strict):
+    threshold = ma.fields.Float(
+        load_default=None, allow_nan=False, validate=ma.validate.Range(0, 2),
+        metadata={"description": "Pairs within this distance are duplicates (default: calibrated "
+                  "on the collection, stored and reused until its item count moves by 25 %)."},
+    )  # fmt: skip
+    clusters = WholeNumber(
+        load_default=100, validate=ma.validate.Range(0, 10_000),
+        metadata={"description": "List at most this many clusters, largest first."},
+    )  # fmt: skip
+
+
+class Calibration(ma.Schema):
+    threshold = ma.fields.Float()
+    bound = ma.fields.String(
+        metadata={"description": "variants: the 99th percentile of copies' distances set it; "
+                  "distinct: the cap under distinct items' distances did."}
+    )  # fmt: skip
+    layer = ma.fields.String()
+    items = ma.fields.Integer()
+    images = ma.fields.Integer(metadata={"description": "Images copied with edits and embedded."})
+    variants = ma.fields.Dict(ma.fields.String(), ma.fields.Float())
+    distinct = ma.fields.Dict(ma.fields.String(), ma.fields.Float())
+    by_edit = ma.fields.Dict(ma.fields.String(), ma.fields.Float())
+    seconds = ma.fields.Float()
+    created = ma.fields.String()
+    reused = ma.fields.Boolean()
+
+
+class ClusterItem(ma.Schema):
+    id = ma.fields.Integer()
+    path = ma.fields.String()
+    label = ma.fields.String(allow_none=True)
+
+
+class Cluster(ma.Schema):
+    size = ma.fields.Integer()
+    items = ma.fields.List(
+        ma.fields.Nested(ClusterItem), metadata={"description": "The first 50 members, by id."}
+    )
+
+
+class DuplicatesFound(ma.Schema):
+    threshold = ma.fields.Float()
+    calibration = ma.fields.Nested(Calibration, allow_none=True)
+    pairs = ma.fields.Integer()
+    items_in_clusters = ma.fields.Integer()
+    cluster_count = ma.fields.Integer()
+    clusters = ma.fields.List(ma.fields.Nested(Cluster))

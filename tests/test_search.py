@@ -12,14 +12,12 @@ from conftest import TINY
 from PIL import Image
 
 from lookalike.cli import main
-from lookalike.cli.demo import plant_duplicates
 from lookalike.errors import BadImage, CollectionError, SpecMismatch, UnknownItem
 from lookalike.index import (
     Filters,
     IndexMismatch,
     Searcher,
     build_index,
-    find_duplicates,
     load_index,
     open_index,
     save_index,
@@ -115,23 +113,6 @@ def test_index_from_another_spec_is_refused(indexed) -> None:
     save_index(index, folder)
     with pytest.raises(SpecMismatch, match="pooling"):
         Searcher.open(collection_dir)
-
-
-def test_dedup_finds_planted_duplicates(tmp_path: Path) -> None:
-    planted = plant_duplicates(tmp_path / "images")
-    embed_images([tmp_path / "images"], tmp_path / "c", {"image_size": 160}, progress=False)
-    build_index(Collection.open(tmp_path / "c"), progress=False)
-    searcher = Searcher.open(tmp_path / "c")
-    found = find_duplicates(searcher, threshold=0.15, progress=False)
-    name = {i["id"]: Path(i["path"]).name for i in searcher.collection.items().to_pylist()}
-    pairs = {
-        tuple(sorted((name[a], name[b])))
-        for a, b in zip(found.pairs["a"].to_pylist(), found.pairs["b"].to_pylist(), strict=True)
-    }
-    truth = {tuple(sorted(p)) for p in planted}
-    precision, recall = len(pairs & truth) / len(pairs), len(pairs & truth) / len(truth)
-    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
-    assert len(found.clusters[0]) == 4  # an original and its three copies
 
 
 def test_cli_index_search_dedup(indexed, tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 from flask import Response
 from PIL import Image
@@ -17,7 +15,7 @@ from .. import schemas
 from ..auth import WRITE, requires
 from ..errors import ApiError
 from ..json import Blueprint
-from .common import read_uploads, served, settings
+from .common import may_serve, read_uploads, served, settings
 
 blp = Blueprint(
     "collections", __name__, url_prefix="/v1/collections", description="Collections and items."
@@ -97,7 +95,7 @@ def get_thumbnail(name: str, item_id: int) -> Response:
     path = served().searcher(name).item(item_id)["path"]
     try:
         read = read_file(path)
-        if not _may_serve(read.real_path, path, served().path(name)):
+        if not may_serve(read.real_path, path, served().path(name)):
             raise ApiError(
                 403, f"the file of item {item_id} now resolves outside the collection's folders"
             )
@@ -115,11 +113,3 @@ def get_thumbnail(name: str, item_id: int) -> Response:
     response = Response(buffer.getvalue(), mimetype="image/jpeg")
     response.cache_control.max_age = 3600
     return response
-
-
-def _may_serve(real_path: Path, recorded: str, collection_dir: Path) -> bool:
-    """The recorded file itself (no link on the way), or a file in the collection or a root."""
-    if real_path == Path(os.path.normpath(recorded)):
-        return True
-    folders = (collection_dir.resolve(), *settings().allowed_roots)
-    return any(real_path.is_relative_to(folder) for folder in folders)

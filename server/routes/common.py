@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
@@ -39,3 +41,12 @@ def read_uploads(body: dict[str, Any]) -> tuple[list[bytes], list[str], int]:
 
 def filters_from(args: dict[str, Any]) -> Filters:
     return Filters(tuple(args.get("labels") or ()), args.get("path_prefix"))
+
+
+def may_serve(real_path: Path, recorded: str, collection_dir: Path) -> bool:
+    """An item's file may be read (thumbnails, calibration): the recorded file itself (no link on
+    the way), or a file in the collection or an allowed root."""
+    if real_path == Path(os.path.normpath(recorded)):
+        return True
+    folders = (collection_dir.resolve(), *settings().allowed_roots)
+    return any(real_path.is_relative_to(folder) for folder in folders)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from flask import Response, current_app
 
+from lookalike.index import find_duplicates
+from lookalike.index.calibrate import calibrated_threshold
+
 from .. import schemas
 from ..errors import ApiError
 from ..json import Blueprint
-from .common import filters_from, read_uploads, served, settings
+from .common import filters_from, may_serve, read_uploads, served, settings
+
+CLUSTER_ITEMS = 50  # members listed per cluster
 
 blp = Blueprint("search", __name__, url_prefix="/v1/collections", description="Similarity search.")
 
@@ -57,6 +62,37 @@ def search_images(form: dict, name: str) -> Response:
         vectors, form["k"], threshold=form["threshold"], filters=filters_from(form)
     )
     return _answer(names, results)
+
+
+@blp.route("/<name>/duplicates", methods=["POST"])
+@blp.arguments(schemas.DedupJson())
+@blp.response(200, schemas.DuplicatesFound)
+def duplicates(query: dict, name: str) -> dict:
+    """Clusters of near-duplicate items; with no threshold, one calibrated on the collection."""
+    searcher = served().searcher(name)
+    calibration = None
+    threshold = query["threshold"]
+    if threshold is None:
+        collection_dir = served().path(name)
+        found, reused = calibrated_threshold(
+            searcher,
+            may_read=lambda real, recorded: may_serve(real, recorded, collection_dir),
+            max_pixels=settings().max_pixels,
+            progress=False,
+        )
+        calibration, threshold = {**found.to_dict(), "reused": reused}, found.threshold
+    found = find_duplicates(searcher, threshold, progress=False)
+    return {
+        "threshold": threshold,
+        "calibration": calibration,
+        "pairs": len(found.pairs),
+        "items_in_clusters": sum(len(members) for members in found.clusters),
+        "cluster_count": len(found.clusters),
+        "clusters": [
+            {"size": len(members), "items": [searcher.item(i) for i in members[:CLUSTER_ITEMS]]}
+            for members in found.clusters[: query["clusters"]]
+        ],
+    }
 
 
 @blp.route("/<name>/embed", methods=["POST"])

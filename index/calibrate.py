@@ -1,0 +1,249 @@
+"""Dedup's threshold, calibrated on the collection itself.
+
+Two distance distributions, both in the collection's own embedding space:
+
+- **variants**: a sample of the collection's images, each given near-duplicate edits (see
+  `variants.EDITS`), embedded with the collection's embedder; the distance of each variant to its
+  original's stored vector. This is how far a copy lands.
+- **distinct**: for a sample of items, the distance to the nearest item that is not one of its
+  own duplicates. An item's neighbours are read nearest first (with 0 before the first); the
+  largest step between two consecutive distances ends its group of copies (none when the step
+  to the first neighbour is the largest), and the neighbour after that step is its nearest
+  distinct item. So copies already in the collection do not pass for distinct items.
+
+The threshold is the 99th percentile of the variant distances (recall of realistic copies),
+capped at the 0.5th percentile of the distinct distances (precision: at most about one item in
+two hundred has a distinct item that close). Which of the two set it is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lookalike.durable import write_atomic
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
+from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
+
+from .search import Searcher
+from .variants import EDITS, variant_bytes
+
+CALIBRATION = "calibration.json"  # in the collection: one calibration per layer
+VARIANT_QUANTILE = 99.0
+DISTINCT_QUANTILE = 0.5
+DEFAULT_IMAGES = 96  # originals varied (three edits each)
+EDITS_PER_IMAGE = 3
+MIN_IMAGES = 8
+DISTINCT_ITEMS = 4000  # items whose nearest distinct item is measured
+NEIGHBOURS = 8
+REUSE_CHANGE = 0.25  # recalibrate once the item count moved by more than this share
+BATCH = 32
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+MayRead = Callable[[Path, str], bool]  # (real path opened, recorded path) -> may it be read
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    bound: str  # "variants" (their 99th percentile) or "distinct" (the cap set it)
+    layer: str
+    fingerprint: str
+    items: int  # live items when calibrated
+    images: int  # originals varied
+    variants: dict[str, float]  # percentile -> distance of a variant to its original
+    distinct: dict[str, float]  # percentile -> distance of an item to its nearest distinct one
+    by_edit: dict[str, float]  # edit -> median variant distance
+    seconds: float
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(**data)
+
+    def lines(self) -> list[str]:
+        def row(values: dict[str, float]) -> str:
+            return ", ".join(f"p{p} {v:.3f}" for p, v in values.items()) or "none"
+
+        bound = (
+            f"the {VARIANT_QUANTILE:g}th percentile of copies"
+            if self.bound == "variants"
+            else f"capped under distinct items (their {DISTINCT_QUANTILE:g}th percentile)"
+        )
+        return [
+            f"threshold {self.threshold:.3f}: {bound}; calibrated on {self.images} images "
+            f"({self.items} items, layer {self.layer}) in {self.seconds:.1f} s",
+            f"  copy to original:        {row(self.variants)}",
+            f"  item to nearest distinct: {row(self.distinct)}",
+            "  by edit (median): " + ", ".join(f"{e} {d:.3f}" for e, d in self.by_edit.items()),
+        ]
+
+
+def calibrate_threshold(
+    searcher: Searcher,
+    images: int = DEFAULT_IMAGES,
+    seed: int = 0,
+    may_read: MayRead | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> Calibration:
+    """Measure both distributions on `searcher`'s collection and pick the threshold (module doc)."""
+    if images < MIN_IMAGES:
+        raise InvalidArgument(f"images must be at least {MIN_IMAGES}, got {images}")
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    items = searcher.collection.items(["id", "path"]).to_pylist()
+    originals = _readable_sample(items, images, rng, may_read, max_pixels)
+    if len(originals) < min(MIN_IMAGES, len(items)) or not originals:
+        raise CannotCalibrate(
+            f"only {len(originals)} of the collection's images could be read to calibrate "
+            f"(at least {MIN_IMAGES} are needed); give a threshold instead"
+        )
+    variants, edits = _variant_distances(searcher, originals, rng, max_pixels, progress)
+    distinct = nearest_distinct(
+        searcher, [item["id"] for item in rng.sample(items, min(len(items), DISTINCT_ITEMS))]
+    )
+    threshold, bound = _pick(variants, distinct)
+    return Calibration(
+        threshold=round(threshold, 6),
+        bound=bound,
+        layer=searcher.layer,
+        fingerprint=searcher.collection.spec.fingerprint(),
+        items=len(items),
+        images=len(originals),
+        variants=_percentiles(variants),
+        distinct=_percentiles(distinct),
+        by_edit={
+            e: round(float(np.median(variants[edits == e])), 4) for e in EDITS if (edits == e).any()
+        },
+        seconds=round(time.perf_counter() - started, 2),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _readable_sample(items, count, rng, may_read, max_pixels) -> list[tuple[int, Any]]:
+    """Up to `count` (id, decoded image) of random items whose file still reads as an image."""
+    order = rng.sample(items, len(items))
+    found = []
+    for item in order[: count * 3]:
+        try:
+            read = read_file(item["path"])
+            if may_read is not None and not may_read(read.real_path, item["path"]):
+                continue
+            found.append((item["id"], decode_image(read.data, max_pixels)))
+        except (OSError, BadImage):
+            continue
+        if len(found) == count:
+            break
+    return found
+
+
+def _variant_distances(
+    searcher, originals, rng, max_pixels, progress
+) -> tuple[np.ndarray, np.ndarray]:
+    ids = [item_id for item_id, _ in originals]
+    stored = searcher.collection.vectors(ids, searcher.layer)
+    jobs = [
+        (row, edit)
+        for row in range(len(originals))
+        for edit in rng.sample(list(EDITS), EDITS_PER_IMAGE)
+    ]
+    distances = np.empty(len(jobs), np.float32)
+    with tqdm(total=len(jobs), unit="img", desc="calibrate", disable=not progress) as bar:
+        for start in range(0, len(jobs), BATCH):
+            batch = jobs[start : start + BATCH]
+            encoded = [variant_bytes(originals[row][1], edit, rng) for row, edit in batch]
+            vectors = searcher.embed_images(encoded, max_pixels)
+            rows = [row for row, _ in batch]
+            distances[start : start + len(batch)] = _distance(
+                searcher.metric, vectors, stored[rows]
+            )
+            bar.update(len(batch))
+    return distances, np.array([edit for _, edit in jobs])
+
+
+def nearest_distinct(searcher: Searcher, ids: list[int]) -> np.ndarray:
+    """For each item, the distance to its nearest neighbour past its own group of copies (the
+    neighbour after the largest step in its sorted neighbour distances, 0 counted first)."""
+    found = []
+    for start in range(0, len(ids), 1024):
+        block = ids[start : start + 1024]
+        for me, hits in zip(block, searcher.search_ids(block, k=NEIGHBOURS + 1), strict=True):
+            steps = np.array([0.0, *[hit.distance for hit in hits if hit.id != me][:NEIGHBOURS]])
+            if len(steps) > 1:
+                found.append(steps[int(np.argmax(np.diff(steps))) + 1])
+    return np.asarray(found, np.float32)
+
+
+def _pick(variants: np.ndarray, distinct: np.ndarray) -> tuple[float, str]:
+    copies = float(np.percentile(variants, VARIANT_QUANTILE))
+    if not len(distinct):
+        return copies, "variants"
+    cap = float(np.percentile(distinct, DISTINCT_QUANTILE))
+    return (copies, "variants") if copies <= cap else (cap, "distinct")
+
+
+def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if metric == "ip":
+        return np.clip(1.0 - np.sum(a * b, axis=1), 0.0, 2.0)
+    return np.linalg.norm(a - b, axis=1)
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    return {str(p): round(float(np.percentile(values, p)), 4) for p in PERCENTILES}
+
+
+# ----- stored with the collection -----------------------------------------------------------------
+
+
+def load_calibration(searcher: Searcher) -> Calibration | None:
+    """The stored calibration of the searcher's layer, if it fits the collection as it is now:
+    the same embedder, and an item count within `REUSE_CHANGE` of the calibrated one."""
+    try:
+        stored = json.loads((searcher.collection.path / CALIBRATION).read_text())
+        calibration = Calibration.from_dict(stored[searcher.layer])
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
+    if calibration.fingerprint != searcher.collection.spec.fingerprint():
+        return None
+    items = len(searcher.collection)
+    return (
+        calibration if abs(items - calibration.items) <= REUSE_CHANGE * calibration.items else None
+    )
+
+
+def save_calibration(searcher: Searcher, calibration: Calibration) -> None:
+    path = searcher.collection.path / CALIBRATION
+    try:
+        stored = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        stored = {}
+    stored[calibration.layer] = calibration.to_dict()
+    write_atomic(path, json.dumps(stored, indent=2).encode())
+
+
+def calibrated_threshold(
+    searcher: Searcher, recalibrate: bool = False, **options: Any
+) -> tuple[Calibration, bool]:
+    """The stored calibration when it still fits (see `load_calibration`), else a new one,
+    stored; (calibration, whether it was reused)."""
+    stored = None if recalibrate else load_calibration(searcher)
+    if stored is not None:
+        return stored, True
+    calibration = calibrate_threshold(searcher, **options)
+    save_calibration(searcher, calibration)
+    return calibration, False

@@ -1,0 +1,164 @@
+"""Dedup with a threshold calibrated on the collection: planted copies of real photos found with
+no option given; the calibration stored, reused and redone; unreadable images; the CLI and API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import TINY
+
+from lookalike.cli import main
+from lookalike.cli.demo import plant_duplicates
+from lookalike.errors import CannotCalibrate
+from lookalike.index import Searcher, find_duplicates
+from lookalike.index.calibrate import (
+    CALIBRATION,
+    calibrate_threshold,
+    calibrated_threshold,
+    load_calibration,
+)
+from lookalike.jobs.bulk import embed_images
+from lookalike.server.app import create_app
+from lookalike.server.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set]:
+    """Real photos, nine of them with a re-encoded, a resized and a cropped copy; embedded with
+    the default pretrained backbone (at 160 px, for speed)."""
+    work = tmp_path_factory.mktemp("planted")
+    truth = {tuple(sorted(pair)) for pair in plant_duplicates(work / "images")}
+    embed_images([work / "images"], work / "c", {"image_size": 160}, progress=False)
+    return work / "c", truth
+
+
+def found_pairs(searcher: Searcher, threshold: float) -> set:
+    found = find_duplicates(searcher, threshold, progress=False)
+    name = {i["id"]: Path(i["path"]).name for i in searcher.collection.items().to_pylist()}
+    pairs = zip(found.pairs["a"].to_pylist(), found.pairs["b"].to_pylist(), strict=True)
+    return {tuple(sorted((name[a], name[b]))) for a, b in pairs}
+
+
+def test_the_calibrated_threshold_finds_the_planted_copies(planted) -> None:
+    collection_dir, truth = planted
+    searcher = Searcher.open(collection_dir)
+    calibration = calibrate_threshold(searcher, images=24, progress=False)
+    pairs = found_pairs(searcher, calibration.threshold)
+    precision, recall = len(pairs & truth) / max(1, len(pairs)), len(pairs & truth) / len(truth)
+    assert precision >= 0.98 and recall >= 0.95, (precision, recall, calibration.lines())
+    # the copies already in the collection did not pass for distinct items
+    assert calibration.distinct["1"] > calibration.variants["50"], calibration.lines()
+    assert set(calibration.by_edit) <= {
+        "jpeg",
+        "half",
+        "crop",
+        "brightness",
+        "contrast",
+        "rotate",
+        "combined",
+    }
+
+
+def test_the_calibration_is_stored_reused_and_redone_when_the_collection_grew(
+    planted, tmp_path: Path
+) -> None:
+    collection_dir = tmp_path / "c"
+    shutil.copytree(planted[0], collection_dir)
+    searcher = Searcher.open(collection_dir)
+    first, reused = calibrated_threshold(searcher, images=8, progress=False)
+    assert not reused and (collection_dir / CALIBRATION).exists()
+    again, reused = calibrated_threshold(Searcher.open(collection_dir), images=8, progress=False)
+    assert reused and again == first
+    images = tmp_path / "more"
+    images.mkdir()
+    for source in sorted(Path(p) for p in searcher.collection.items().column("path").to_pylist())[
+        :20
+    ]:
+        (images / f"more-{source.name}").write_bytes(source.read_bytes())  # 44 -> 64 items
+    embed_images([images], collection_dir, progress=False)
+    grown = Searcher.open(collection_dir)
+    assert load_calibration(grown) is None  # 45 % more items: it no longer fits
+    redone, reused = calibrated_threshold(grown, images=8, progress=False)
+    assert not reused and redone.items == len(grown.collection) == 64
+
+
+def test_images_it_may_not_read_are_skipped_and_none_left_is_a_clear_error(planted) -> None:
+    """`may_read` stands for files outside the allowed roots (the server's rule for thumbnails)."""
+    searcher = Searcher.open(planted[0])
+    paths = searcher.collection.items().column("path").to_pylist()
+    refused = set(paths[: len(paths) // 2])
+    calibration = calibrate_threshold(
+        searcher, images=8, progress=False, may_read=lambda real, recorded: recorded not in refused
+    )
+    assert calibration.images == 8
+    with pytest.raises(CannotCalibrate, match="could be read to calibrate"):
+        calibrate_threshold(searcher, images=8, progress=False, may_read=lambda *_: False)
+
+
+def test_distinct_items_closer_than_copies_cap_the_threshold(
+    digit_dir: Path, tmp_path: Path
+) -> None:
+    """Handwritten digits: distinct digits of a class lie closer together than a re-encoded or
+    rotated copy of one; the cap keeps them from being called duplicates."""
+    embed_images([digit_dir], tmp_path / "c", {"image_size": 96}, progress=False)
+    searcher = Searcher.open(tmp_path / "c")
+    calibration = calibrate_threshold(searcher, images=12, progress=False)
+    assert calibration.bound == "distinct", calibration.lines()
+    found = find_duplicates(searcher, calibration.threshold, progress=False)
+    assert len(found.pairs) <= 2, calibration.lines()  # 36 distinct digits, no copies
+
+
+def test_cli_dedup_calibrates_with_no_threshold_and_says_how(planted, tmp_path: Path) -> None:
+    collection_dir = tmp_path / "c"
+    shutil.copytree(planted[0], collection_dir)
+    runner = CliRunner()
+    first = runner.invoke(main, ["dedup", "-c", str(collection_dir), "-q"])
+    assert first.exit_code == 0, first.output
+    assert "threshold" in first.output and "copy to original" in first.output
+    assert "9 clusters, 36 items" in first.output
+    second = runner.invoke(main, ["dedup", "-c", str(collection_dir), "-q"])
+    assert "stored calibration, reused" in second.output
+    given = runner.invoke(main, ["dedup", "-c", str(collection_dir), "-q", "--threshold", "0"])
+    assert "copy to original" not in given.output and "0 pairs" in given.output
+
+
+def test_cli_dedup_with_no_readable_image_says_what_to_do(tmp_path: Path, photo_dir: Path) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(photo_dir, images)
+    embed_images([images], tmp_path / "c", TINY, progress=False, num_workers=0)
+    for path in images.iterdir():
+        os.unlink(path)
+    result = CliRunner().invoke(main, ["dedup", "-c", str(tmp_path / "c"), "-q"])
+    assert result.exit_code == 1 and "give a threshold instead" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_api_duplicates_calibrated_or_given(planted, tmp_path: Path) -> None:
+    collection_dir = tmp_path / "c"
+    shutil.copytree(planted[0], collection_dir)
+    app = create_app(Settings(collections={"p": collection_dir}))
+    client = app.test_client()
+    answer = client.post("/v1/collections/p/duplicates", json={})
+    assert answer.status_code == 200, answer.json
+    body = answer.json
+    assert body["cluster_count"] == 9 and body["items_in_clusters"] == 36
+    assert (
+        body["calibration"]["threshold"] == body["threshold"] and not body["calibration"]["reused"]
+    )
+    assert {len(cluster["items"]) for cluster in body["clusters"]} == {4}
+    assert client.post("/v1/collections/p/duplicates", json={}).json["calibration"]["reused"]
+    given = client.post("/v1/collections/p/duplicates", json={"threshold": 0.0, "clusters": 1})
+    assert given.json["calibration"] is None and given.json["clusters"] == []
+    for bad in (
+        {"threshold": -1},
+        {"threshold": 3},
+        {"threshold": "x"},
+        {"clusters": -1},
+        {"k": 1},
+    ):
+        refused = client.post("/v1/collections/p/duplicates", json=bad)
+        assert refused.status_code == 422 and refused.mimetype == "application/problem+json", bad
