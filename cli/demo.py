@@ -67,6 +67,24 @@ def write_photos(folder: Path) -> int:
     for name, pixels in zip(sample.filenames, sample.images, strict=True):
         Image.fromarray(pixels).save(folder / Path(name).name, quality=92)
         written += 1
+    return written + write_copies(folder)
+
+
+def write_copies(folder: Path) -> int:
+    """Near-duplicates for dedup to find: a halved re-encoded copy, a cropped one, a brighter one."""
+    from PIL import ImageEnhance
+
+    edits = {
+        "chelsea.jpg": lambda im: im.resize((im.width // 2, im.height // 2)),
+        "coffee.jpg": lambda im: im.crop((30, 20, im.width - 30, im.height - 20)),
+        "astronaut.jpg": lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+    }
+    written = 0
+    for name, edit in edits.items():
+        if (folder / name).exists():
+            copy = edit(Image.open(folder / name).convert("RGB"))
+            copy.save(folder / f"copy-of-{name}", quality=60)
+            written += 1
     return written
 
 
@@ -109,6 +127,22 @@ def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, li
         for query, hits in results
     ]
     return results, contact_sheet(rows, workdir / "neighbours.png")
+
+
+def demo_duplicates(workdir: str | Path, progress: bool = True):
+    """Near-duplicates among the demo's photos, at a threshold calibrated on them."""
+    from lookalike.index import Filters, Searcher, find_duplicates
+    from lookalike.index.calibrate import calibrated_threshold
+
+    workdir = Path(workdir)
+    searcher = Searcher.open(workdir / "collection")
+    photos = Filters(path_prefix=str(workdir.resolve() / "images" / "photos") + "/")
+    calibration, _ = calibrated_threshold(searcher, filters=photos, progress=progress)
+    found = find_duplicates(searcher, calibration.threshold, photos, progress=False)
+    clusters = [
+        [Path(searcher.item(i)["path"]).name for i in members] for members in found.clusters
+    ]
+    return calibration, clusters
 
 
 def demo_classifier(workdir: str | Path) -> tuple[TrainReport, list[Prediction]]:
@@ -191,6 +225,10 @@ def demo(workdir, quiet) -> None:
         for hit in hits:
             click.echo(f"  {hit.distance:.3f}  {hit.label or '-':<4} {hit.path}")
     click.echo(f"contact sheet of those neighbours: {sheet}")
+    calibration, clusters = demo_duplicates(workdir, progress=not quiet)
+    click.echo("duplicates among the photos, " + "\n".join(calibration.lines()))
+    for members in clusters:
+        click.echo(f"  duplicates: {', '.join(members)}")
     trained, predictions = demo_classifier(workdir)
     scores = trained.evaluation
     click.echo(

@@ -96,6 +96,8 @@ def search(
 @click.option(
     "--recalibrate", is_flag=True, help="Calibrate again even if a stored calibration still fits."
 )
+@click.option("--label", "labels", multiple=True, help="Only items with this label. Repeatable.")
+@click.option("--path-prefix", help="Only items whose path starts with this.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write clusters as .csv or .parquet.")
 @click.option(
     "--sheet", type=click.Path(path_type=Path), help="Contact sheet PNG of the largest clusters."
@@ -108,7 +110,9 @@ def search(
     help="Clusters to print / draw.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def dedup(collection_dir, layer, threshold, recalibrate, out, sheet, show, quiet) -> None:
+def dedup(
+    collection_dir, layer, threshold, recalibrate, labels, path_prefix, out, sheet, show, quiet
+) -> None:
     """Find every pair of near-duplicate items and group them into clusters.
 
     With no --threshold, the threshold is calibrated on the collection: copies of a sample of
@@ -124,15 +128,16 @@ def dedup(collection_dir, layer, threshold, recalibrate, out, sheet, show, quiet
     from lookalike.index.sheet import contact_sheet
 
     searcher = Searcher.open(collection_dir, layer)
+    filters = _filters(labels, path_prefix)
     if threshold is None:
         calibration, reused = calibrated_threshold(
-            searcher, recalibrate=recalibrate, progress=not quiet
+            searcher, recalibrate=recalibrate, filters=filters, progress=not quiet
         )
         threshold = calibration.threshold
         click.echo(
             "\n".join(calibration.lines()) + ("\n  (stored calibration, reused)" if reused else "")
         )
-    found = find_duplicates(searcher, threshold, progress=not quiet)
+    found = find_duplicates(searcher, threshold, filters, progress=not quiet)
     in_clusters = sum(len(c) for c in found.clusters)
     click.echo(
         f"{len(found.pairs)} pairs within {threshold:.3f}; {len(found.clusters)} clusters, {in_clusters} items"

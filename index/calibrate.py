@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from lookalike.durable import write_atomic
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
 
-from .search import Searcher
+from .search import Filters, Searcher
 from .variants import EDITS, variant_bytes
 
 CALIBRATION = "calibration.json"  # in the collection: one calibration per layer
@@ -55,10 +57,11 @@ MayRead = Callable[[Path, str], bool]  # (real path opened, recorded path) -> ma
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
-    bound: str  # "variants" (their 99th percentile) or "distinct" (the cap set it)
+    bound: str  # "variants" (their 99th percentile), "distinct" (the cap set it) or "no items"
     layer: str
+    scope: str  # which items: "" for all, else the filters (see `scope_of`)
     fingerprint: str
-    items: int  # live items when calibrated
+    items: int  # live items in scope when calibrated
     images: int  # originals varied
     variants: dict[str, float]  # percentile -> distance of a variant to its original
     distinct: dict[str, float]  # percentile -> distance of an item to its nearest distinct one
@@ -77,14 +80,14 @@ class Calibration:
         def row(values: dict[str, float]) -> str:
             return ", ".join(f"p{p} {v:.3f}" for p, v in values.items()) or "none"
 
-        bound = (
-            f"the {VARIANT_QUANTILE:g}th percentile of copies"
-            if self.bound == "variants"
-            else f"capped under distinct items (their {DISTINCT_QUANTILE:g}th percentile)"
-        )
+        bound = {
+            "variants": f"the {VARIANT_QUANTILE:g}th percentile of copies",
+            "distinct": f"capped under distinct items (their {DISTINCT_QUANTILE:g}th percentile)",
+        }.get(self.bound, "no items to compare")
         return [
             f"threshold {self.threshold:.3f}: {bound}; calibrated on {self.images} images "
-            f"({self.items} items, layer {self.layer}) in {self.seconds:.1f} s",
+            f"({self.items} items{self.scope and ' with ' + self.scope}, layer {self.layer}) "
+            f"in {self.seconds:.1f} s",
             f"  copy to original:        {row(self.variants)}",
             f"  item to nearest distinct: {row(self.distinct)}",
             "  by edit (median): " + ", ".join(f"{e} {d:.3f}" for e, d in self.by_edit.items()),
@@ -95,6 +98,7 @@ def calibrate_threshold(
     searcher: Searcher,
     images: int = DEFAULT_IMAGES,
     seed: int = 0,
+    filters: Filters | None = None,
     may_read: MayRead | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
@@ -104,22 +108,22 @@ def calibrate_threshold(
         raise InvalidArgument(f"images must be at least {MIN_IMAGES}, got {images}")
     started = time.perf_counter()
     rng = random.Random(seed)
-    items = searcher.collection.items(["id", "path"]).to_pylist()
+    items = _items_in_scope(searcher, filters)
     originals = _readable_sample(items, images, rng, may_read, max_pixels)
-    if len(originals) < min(MIN_IMAGES, len(items)) or not originals:
+    if items and (len(originals) < min(MIN_IMAGES, len(items)) or not originals):
         raise CannotCalibrate(
             f"only {len(originals)} of the collection's images could be read to calibrate "
             f"(at least {MIN_IMAGES} are needed); give a threshold instead"
         )
     variants, edits = _variant_distances(searcher, originals, rng, max_pixels, progress)
-    distinct = nearest_distinct(
-        searcher, [item["id"] for item in rng.sample(items, min(len(items), DISTINCT_ITEMS))]
-    )
+    sampled = rng.sample(items, min(len(items), DISTINCT_ITEMS))
+    distinct = nearest_distinct(searcher, [item["id"] for item in sampled], filters)
     threshold, bound = _pick(variants, distinct)
     return Calibration(
         threshold=round(threshold, 6),
         bound=bound,
         layer=searcher.layer,
+        scope=scope_of(filters),
         fingerprint=searcher.collection.spec.fingerprint(),
         items=len(items),
         images=len(originals),
@@ -174,13 +178,17 @@ def _variant_distances(
     return distances, np.array([edit for _, edit in jobs])
 
 
-def nearest_distinct(searcher: Searcher, ids: list[int]) -> np.ndarray:
+def nearest_distinct(
+    searcher: Searcher, ids: list[int], filters: Filters | None = None
+) -> np.ndarray:
     """For each item, the distance to its nearest neighbour past its own group of copies (the
     neighbour after the largest step in its sorted neighbour distances, 0 counted first)."""
     found = []
     for start in range(0, len(ids), 1024):
         block = ids[start : start + 1024]
-        for me, hits in zip(block, searcher.search_ids(block, k=NEIGHBOURS + 1), strict=True):
+        for me, hits in zip(
+            block, searcher.search_ids(block, k=NEIGHBOURS + 1, filters=filters), strict=True
+        ):
             steps = np.array([0.0, *[hit.distance for hit in hits if hit.id != me][:NEIGHBOURS]])
             if len(steps) > 1:
                 found.append(steps[int(np.argmax(np.diff(steps))) + 1])
@@ -188,6 +196,8 @@ def nearest_distinct(searcher: Searcher, ids: list[int]) -> np.ndarray:
 
 
 def _pick(variants: np.ndarray, distinct: np.ndarray) -> tuple[float, str]:
+    if not len(variants):
+        return 0.0, "no items"
     copies = float(np.percentile(variants, VARIANT_QUANTILE))
     if not len(distinct):
         return copies, "variants"
@@ -210,17 +220,37 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 # ----- stored with the collection -----------------------------------------------------------------
 
 
-def load_calibration(searcher: Searcher) -> Calibration | None:
-    """The stored calibration of the searcher's layer, if it fits the collection as it is now:
-    the same embedder, and an item count within `REUSE_CHANGE` of the calibrated one."""
+def scope_of(filters: Filters | None) -> str:
+    if not filters:
+        return ""
+    parts = [f"label {' or '.join(filters.labels)}"] if filters.labels else []
+    parts += [f"path under {filters.path_prefix}"] if filters.path_prefix else []
+    return " and ".join(parts)
+
+
+def _key(layer: str, scope: str) -> str:
+    return f"{layer} ({scope})" if scope else layer
+
+
+def _items_in_scope(searcher: Searcher, filters: Filters | None) -> list[dict[str, Any]]:
+    table = searcher.collection.items(["id", "path"])
+    if filters:
+        table = table.filter(pc.is_in(table["id"], pa.array(searcher.allowed_ids(filters))))
+    return table.to_pylist()
+
+
+def load_calibration(searcher: Searcher, filters: Filters | None = None) -> Calibration | None:
+    """The stored calibration of the searcher's layer (and filters), if it fits the collection
+    as it is now: the same embedder, and an item count within `REUSE_CHANGE` of the calibrated
+    one."""
     try:
         stored = json.loads((searcher.collection.path / CALIBRATION).read_text())
-        calibration = Calibration.from_dict(stored[searcher.layer])
+        calibration = Calibration.from_dict(stored[_key(searcher.layer, scope_of(filters))])
     except (FileNotFoundError, KeyError, TypeError, ValueError):
         return None
     if calibration.fingerprint != searcher.collection.spec.fingerprint():
         return None
-    items = len(searcher.collection)
+    items = len(searcher.allowed_ids(filters)) if filters else len(searcher.collection)
     return (
         calibration if abs(items - calibration.items) <= REUSE_CHANGE * calibration.items else None
     )
@@ -232,18 +262,21 @@ def save_calibration(searcher: Searcher, calibration: Calibration) -> None:
         stored = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         stored = {}
-    stored[calibration.layer] = calibration.to_dict()
+    stored[_key(calibration.layer, calibration.scope)] = calibration.to_dict()
     write_atomic(path, json.dumps(stored, indent=2).encode())
 
 
 def calibrated_threshold(
-    searcher: Searcher, recalibrate: bool = False, **options: Any
+    searcher: Searcher,
+    recalibrate: bool = False,
+    filters: Filters | None = None,
+    **options: Any,
 ) -> tuple[Calibration, bool]:
     """The stored calibration when it still fits (see `load_calibration`), else a new one,
     stored; (calibration, whether it was reused)."""
-    stored = None if recalibrate else load_calibration(searcher)
+    stored = None if recalibrate else load_calibration(searcher, filters)
     if stored is not None:
         return stored, True
-    calibration = calibrate_threshold(searcher, **options)
+    calibration = calibrate_threshold(searcher, filters=filters, **options)
     save_calibration(searcher, calibration)
     return calibration, False

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from .search import Searcher
+from .search import Filters, Searcher
 
 BLOCK = 2048  # queries per range search: memory stays bounded by a block's results
 
@@ -37,16 +37,26 @@ class Duplicates:
         return pa.Table.from_pylist(rows, schema=schema)
 
 
-def find_duplicates(searcher: Searcher, threshold: float, progress: bool = True) -> Duplicates:
-    """Range-search every stored vector, block by block, and group the pairs it finds."""
+def find_duplicates(
+    searcher: Searcher, threshold: float, filters: Filters | None = None, progress: bool = True
+) -> Duplicates:
+    """Range-search every stored vector (of the items `filters` keeps), block by block, and group
+    the pairs it finds."""
     firsts, seconds, distances = [], [], []
-    total = len(searcher.collection)
+    allowed = searcher.allowed_ids(filters) if filters else None
+    total = len(searcher.collection) if allowed is None else len(allowed)
     with tqdm(total=total, unit="vec", desc="dedup", disable=not progress) as bar:
         for ids, vectors in searcher.collection.iter_embeddings(searcher.layer):
+            if allowed is not None:
+                keep = np.isin(ids, allowed)
+                ids, vectors = ids[keep], np.asarray(vectors)[keep]
             for start in range(0, len(ids), BLOCK):
                 block_ids = ids[start : start + BLOCK]
                 hits = searcher.search_vectors(
-                    np.asarray(vectors[start : start + BLOCK]), k=None, threshold=threshold
+                    np.asarray(vectors[start : start + BLOCK]),
+                    k=None,
+                    threshold=threshold,
+                    filters=filters,
                 )
                 for query_id, found in zip(block_ids, hits, strict=True):
                     for hit in found:

@@ -311,6 +311,13 @@ class DedupJson(Strict):
         load_default=100, validate=ma.validate.Range(0, 10_000),
         metadata={"description": "List at most this many clusters, largest first."},
     )  # fmt: skip
+    labels = ma.fields.List(
+        ma.fields.String(), load_default=list,
+        metadata={"description": "Only items with one of these labels."},
+    )  # fmt: skip
+    path_prefix = ma.fields.String(
+        load_default=None, metadata={"description": "Only items whose path starts with this."}
+    )
 
 
 class Calibration(ma.Schema):

@@ -74,4 +74,6 @@ def test_demo_image_writers(tmp_path: Path) -> None:
     written = write_photos(tmp_path / "photos")
     photos = sorted((tmp_path / "photos").iterdir())
     assert written == len(photos) >= 6
-    assert all(min(Image.open(p).size) >= 200 for p in photos)
+    copies = [p for p in photos if p.name.startswith("copy-of-")]
+    assert len(copies) == 3 and all((p.parent / p.name[8:]).exists() for p in copies)
+    assert all(min(Image.open(p).size) >= 200 for p in photos if p not in copies)

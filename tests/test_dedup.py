@@ -14,7 +14,7 @@ from conftest import TINY
 from lookalike.cli import main
 from lookalike.cli.demo import plant_duplicates
 from lookalike.errors import CannotCalibrate
-from lookalike.index import Searcher, find_duplicates
+from lookalike.index import Filters, Searcher, find_duplicates
 from lookalike.index.calibrate import (
     CALIBRATION,
     calibrate_threshold,
@@ -162,3 +162,45 @@ def test_api_duplicates_calibrated_or_given(planted, tmp_path: Path) -> None:
     ):
         refused = client.post("/v1/collections/p/duplicates", json=bad)
         assert refused.status_code == 422 and refused.mimetype == "application/problem+json", bad
+
+
+def test_dedup_within_a_label_or_folder_calibrates_on_those_items_only(
+    planted, tmp_path: Path
+) -> None:
+    collection_dir = tmp_path / "c"
+    shutil.copytree(planted[0], collection_dir)
+    searcher = Searcher.open(collection_dir)
+    prefix = str(Path(searcher.collection.items().column("path")[0].as_py()).parent / "c")
+    filters = Filters(path_prefix=prefix)  # chelsea, coffee, colorwheel, coins, camera, clock
+    calibration, _ = calibrated_threshold(searcher, filters=filters, images=8, progress=False)
+    assert calibration.scope == f"path under {prefix}" and calibration.items == 18
+    found = find_duplicates(searcher, calibration.threshold, filters, progress=False)
+    names = {
+        Path(searcher.item(i)["path"]).name.split("-")[0].split(".")[0]
+        for c in found.clusters
+        for i in c
+    }
+    assert names == {"chelsea", "coffee", "colorwheel", "camera"}
+    assert load_calibration(searcher) is None  # the whole collection's is another one
+    answer = (
+        create_app(Settings(collections={"p": collection_dir}))
+        .test_client()
+        .post("/v1/collections/p/duplicates", json={"path_prefix": prefix})
+    )
+    assert answer.json["calibration"]["reused"] and answer.json["cluster_count"] == 4
+
+
+def test_an_empty_collection_has_no_duplicates_rather_than_an_error(tmp_path: Path) -> None:
+    from lookalike.embedder import get_backbone
+    from lookalike.store.collection import Collection
+
+    with get_backbone(**TINY) as backbone:
+        Collection.create(tmp_path / "empty", backbone.spec)
+    result = CliRunner().invoke(main, ["dedup", "-c", str(tmp_path / "empty"), "-q"])
+    assert result.exit_code == 0 and "0 pairs" in result.output, result.output
+    answer = (
+        create_app(Settings(collections={"e": tmp_path / "empty"}))
+        .test_client()
+        .post("/v1/collections/e/duplicates", json={})
+    )
+    assert answer.status_code == 200 and answer.json["cluster_count"] == 0

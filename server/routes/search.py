@@ -70,18 +70,19 @@ def search_images(form: dict, name: str) -> Response:
 def duplicates(query: dict, name: str) -> dict:
     """Clusters of near-duplicate items; with no threshold, one calibrated on the collection."""
     searcher = served().searcher(name)
-    calibration = None
+    calibration, filters = None, filters_from(query)
     threshold = query["threshold"]
     if threshold is None:
         collection_dir = served().path(name)
         found, reused = calibrated_threshold(
             searcher,
+            filters=filters,
             may_read=lambda real, recorded: may_serve(real, recorded, collection_dir),
             max_pixels=settings().max_pixels,
             progress=False,
         )
         calibration, threshold = {**found.to_dict(), "reused": reused}, found.threshold
-    found = find_duplicates(searcher, threshold, progress=False)
+    found = find_duplicates(searcher, threshold, filters, progress=False)
     return {
         "threshold": threshold,
         "calibration": calibration,
