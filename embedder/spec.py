@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-POOLINGS = ("avg", "max", "gem", "cls")
+POOLINGS = ("avg", "max", "gem", "cls", "grid")  # grid: a 3 x 3 layout (see hooks.grid_pool)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # autocast on a GPU: auto is bf16 where supported
 OUTPUT_LAYER = "embedding"  # the model's own output once its classifier is replaced by Identity
 

@@ -5,15 +5,17 @@ Two distance distributions, both in the collection's own embedding space:
 - **variants**: a sample of the collection's images, each given near-duplicate edits (see
   `variants.EDITS`), embedded with the collection's embedder; the distance of each variant to its
   original's stored vector. This is how far a copy lands.
-- **distinct**: for a sample of items, the distance to the nearest item that is not one of its
-  own duplicates. An item's neighbours are read nearest first (with 0 before the first); the
-  largest step between two consecutive distances ends its group of copies (none when the step
-  to the first neighbour is the largest), and the neighbour after that step is its nearest
-  distinct item. So copies already in the collection do not pass for distinct items.
+- **neighbours**: for a sample of items, the distances to their nearest items, read nearest
+  first (with 0 before the first); the largest step between two consecutive distances ends the
+  item's own group of copies (none when the step to the first neighbour is the largest), and the
+  neighbours after it are distinct items. So copies already in the collection do not pass for
+  distinct items.
 
 The threshold is the 99th percentile of the variant distances (recall of realistic copies),
-capped at the 0.5th percentile of the distinct distances (precision: at most about one item in
-two hundred has a distinct item that close). Which of the two set it is recorded.
+lowered, where needed, to the largest distance at which at most `FALSE_SHARE` (2 %) of the
+sampled neighbour pairs within it are distinct items: an estimate of dedup's precision that
+follows the collection (a few look-alikes among many copies cost little; among few copies,
+much). Which of the two set it is recorded.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ from .variants import EDITS, variant_bytes
 
 CALIBRATION = "calibration.json"  # in the collection: one calibration per layer
 VARIANT_QUANTILE = 99.0
-DISTINCT_QUANTILE = 0.5
+FALSE_SHARE = 0.02  # of the pairs found, at most this share may be distinct items
 DEFAULT_IMAGES = 96  # originals varied (three edits each)
 EDITS_PER_IMAGE = 3
 MIN_IMAGES = 8
-DISTINCT_ITEMS = 4000  # items whose nearest distinct item is measured
+DISTINCT_ITEMS = 4000  # items whose neighbourhood is read
 NEIGHBOURS = 8
 REUSE_CHANGE = 0.25  # recalibrate once the item count moved by more than this share
 BATCH = 32
@@ -57,7 +59,7 @@ MayRead = Callable[[Path, str], bool]  # (real path opened, recorded path) -> ma
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
-    bound: str  # "variants" (their 99th percentile), "distinct" (the cap set it) or "no items"
+    bound: str  # "variants" (their 99th percentile), "precision" (lowered for it) or "no items"
     layer: str
     scope: str  # which items: "" for all, else the filters (see `scope_of`)
     fingerprint: str
@@ -82,7 +84,7 @@ class Calibration:
 
         bound = {
             "variants": f"the {VARIANT_QUANTILE:g}th percentile of copies",
-            "distinct": f"capped under distinct items (their {DISTINCT_QUANTILE:g}th percentile)",
+            "precision": f"lowered until at most {FALSE_SHARE:.0%} of pairs are distinct items",
         }.get(self.bound, "no items to compare")
         return [
             f"threshold {self.threshold:.3f}: {bound}; calibrated on {self.images} images "
@@ -117,8 +119,8 @@ def calibrate_threshold(
         )
     variants, edits = _variant_distances(searcher, originals, rng, max_pixels, progress)
     sampled = rng.sample(items, min(len(items), DISTINCT_ITEMS))
-    distinct = nearest_distinct(searcher, [item["id"] for item in sampled], filters)
-    threshold, bound = _pick(variants, distinct)
+    near = neighbourhoods(searcher, [item["id"] for item in sampled], filters)
+    threshold, bound = _pick(variants, near)
     return Calibration(
         threshold=round(threshold, 6),
         bound=bound,
@@ -128,7 +130,7 @@ def calibrate_threshold(
         items=len(items),
         images=len(originals),
         variants=_percentiles(variants),
-        distinct=_percentiles(distinct),
+        distinct=_percentiles(near.nearest_distinct()),
         by_edit={
             e: round(float(np.median(variants[edits == e])), 4) for e in EDITS if (edits == e).any()
         },
@@ -178,31 +180,58 @@ def _variant_distances(
     return distances, np.array([edit for _, edit in jobs])
 
 
-def nearest_distinct(
+@dataclass(frozen=True)
+class Neighbourhoods:
+    """The nearest neighbours' distances of sampled items (rows sorted, NaN where none), and
+    for each item how many of them are its own copies (those before the largest step)."""
+
+    distances: np.ndarray  # (items, NEIGHBOURS)
+    copies: np.ndarray  # (items,)
+
+    def nearest_distinct(self) -> np.ndarray:
+        rows = np.arange(len(self.copies))
+        held = self.copies < self.distances.shape[1]
+        found = self.distances[rows[held], self.copies[held]]
+        return found[~np.isnan(found)]
+
+    def false_share(self, threshold: float) -> float:
+        """Of the neighbour pairs within `threshold`, the share with a distinct item: an estimate
+        of the share of false pairs dedup would report at it."""
+        within = self.distances <= threshold  # NaN compares False
+        distinct = within & (np.arange(self.distances.shape[1]) >= self.copies[:, None])
+        return float(distinct.sum() / within.sum()) if within.any() else 0.0
+
+
+def neighbourhoods(
     searcher: Searcher, ids: list[int], filters: Filters | None = None
-) -> np.ndarray:
-    """For each item, the distance to its nearest neighbour past its own group of copies (the
-    neighbour after the largest step in its sorted neighbour distances, 0 counted first)."""
-    found = []
+) -> Neighbourhoods:
+    """Each item's `NEIGHBOURS` nearest others; its group of copies ends at the largest step
+    between consecutive distances (0 counted first: no copies when the first step is the largest)."""
+    distances = np.full((len(ids), NEIGHBOURS), np.nan, np.float32)
     for start in range(0, len(ids), 1024):
         block = ids[start : start + 1024]
-        for me, hits in zip(
-            block, searcher.search_ids(block, k=NEIGHBOURS + 1, filters=filters), strict=True
-        ):
-            steps = np.array([0.0, *[hit.distance for hit in hits if hit.id != me][:NEIGHBOURS]])
-            if len(steps) > 1:
-                found.append(steps[int(np.argmax(np.diff(steps))) + 1])
-    return np.asarray(found, np.float32)
+        found = searcher.search_ids(block, k=NEIGHBOURS + 1, filters=filters)
+        for row, (me, hits) in enumerate(zip(block, found, strict=True), start):
+            near = [hit.distance for hit in hits if hit.id != me][:NEIGHBOURS]
+            distances[row, : len(near)] = near
+    steps = np.diff(np.nan_to_num(distances, nan=-1.0), axis=1, prepend=0.0)
+    return Neighbourhoods(distances, np.argmax(steps, axis=1))
 
 
-def _pick(variants: np.ndarray, distinct: np.ndarray) -> tuple[float, str]:
+def _pick(variants: np.ndarray, near: Neighbourhoods) -> tuple[float, str]:
+    """The largest distance, up to the copies' high percentile, at which the estimated share
+    of false pairs stays within `FALSE_SHARE` (see the module doc)."""
     if not len(variants):
         return 0.0, "no items"
     copies = float(np.percentile(variants, VARIANT_QUANTILE))
-    if not len(distinct):
+    if near.false_share(copies) <= FALSE_SHARE:
         return copies, "variants"
-    cap = float(np.percentile(distinct, DISTINCT_QUANTILE))
-    return (copies, "variants") if copies <= cap else (cap, "distinct")
+    candidates = np.unique(near.distances[near.distances < copies])[::-1]
+    for candidate in candidates:  # from the largest down: the first that keeps precision
+        below = np.nextafter(np.float32(candidate), np.float32(0))
+        if near.false_share(below) <= FALSE_SHARE:
+            return float(below), "precision"
+    return 0.0, "precision"
 
 
 def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

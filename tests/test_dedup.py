@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY
@@ -107,7 +108,7 @@ def test_distinct_items_closer_than_copies_cap_the_threshold(
     embed_images([digit_dir], tmp_path / "c", {"image_size": 96}, progress=False)
     searcher = Searcher.open(tmp_path / "c")
     calibration = calibrate_threshold(searcher, images=12, progress=False)
-    assert calibration.bound == "distinct", calibration.lines()
+    assert calibration.bound == "precision", calibration.lines()
     found = find_duplicates(searcher, calibration.threshold, progress=False)
     assert len(found.pairs) <= 2, calibration.lines()  # 36 distinct digits, no copies
 
@@ -204,3 +205,25 @@ def test_an_empty_collection_has_no_duplicates_rather_than_an_error(tmp_path: Pa
         .post("/v1/collections/e/duplicates", json={})
     )
     assert answer.status_code == 200 and answer.json["cluster_count"] == 0
+
+
+def test_look_alikes_lower_the_threshold_only_as_far_as_precision_needs() -> None:
+    """The rule on its own: copies reach 0.30; one item in twenty has a distinct look-alike at
+    0.20. Among many copies that costs little precision (kept), among none it costs all."""
+    from lookalike.index.calibrate import Neighbourhoods, _pick
+
+    variants = np.linspace(0.0, 0.30, 200)
+
+    def sample(copies_each: int, items: int = 100) -> Neighbourhoods:
+        rows = []
+        for item in range(items):
+            near = [0.2] if item % 20 == 0 else []
+            rows.append(sorted([0.05] * copies_each + near + [0.6, 0.62, 0.64, 0.66])[:4])
+        return Neighbourhoods(np.array(rows, np.float32), np.full(items, copies_each))
+
+    # 300 copy pairs and 5 look-alike pairs: 1.6 % false, the copies' bound stands
+    assert _pick(variants, sample(copies_each=3)) == (pytest.approx(0.297, abs=1e-3), "variants")
+    threshold, bound = _pick(variants, sample(copies_each=0))  # the look-alikes alone
+    assert bound == "precision" and threshold < 0.2
+    threshold, bound = _pick(variants, sample(copies_each=1))  # 100 copies, 5 look-alikes
+    assert bound == "precision" and 0.05 <= threshold < 0.2

@@ -250,3 +250,18 @@ def test_cli_embed_takes_an_engine(photo_dir: Path, tmp_path: Path) -> None:
         )
         assert result.exit_code == 0, result.output
         assert f"({engine})" in result.output and "4 embedded" in result.output
+
+
+def test_grid_pooling_keeps_the_layout_and_exports_too(tmp_path: Path) -> None:
+    """`grid`: 3 x 3 cells of the map side by side, each L2-normalised; ONNX Runtime agrees."""
+    with get_backbone(**TINY, layers=["layer3"], pooling="avg", device="cpu") as pooled:
+        pixels = check_pixels(pooled)
+        flipped = pixels.flip(-1)  # the same content in another layout
+        pooled_moved = cosines(pooled.embed(flipped)["layer3"], pooled.embed(pixels)["layer3"])
+    with get_backbone(**TINY, layers=["layer3"], pooling="grid", device="cpu") as backbone:
+        expected = backbone.embed(pixels)
+        found = use_engine(backbone, "onnx", tmp_path).embed(pixels)
+        grid_moved = cosines(backbone.embed(flipped)["layer3"], found["layer3"])
+        assert backbone.spec.dims == {"layer3": 256 * 9}
+    assert min(min_cosines(expected, found).values()) >= 0.999
+    assert grid_moved.max() < pooled_moved.min()  # a global pool barely sees a flip; the grid does
