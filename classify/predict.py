@@ -88,6 +88,11 @@ class Predictor:
         """The layers whose vectors, side by side, the classifier reads (older cards: one)."""
         return list(self.card.get("layers") or [self.card["layer"]])
 
+    @property
+    def needed_layers(self) -> list[str]:
+        """The classifier's layers and the neighbours' layer (the card's `layer`)."""
+        return list(dict.fromkeys([*self.layers, self.card["layer"]]))
+
     def predict_vectors(
         self,
         vectors: np.ndarray | Mapping[str, np.ndarray],
@@ -96,14 +101,14 @@ class Predictor:
         with_embedding: bool = False,
     ) -> list[Prediction]:
         """Predictions for already-embedded vectors: one array (a one-layer classifier) or
-        arrays by layer. Neighbours are searched with the first layer's vectors."""
+        arrays by layer. Neighbours are searched with the card's `layer` (the searched one)."""
         check_ranges({"k": k}, PREDICT)
         by_layer = vectors if isinstance(vectors, Mapping) else {self.layers[0]: vectors}
-        missing = [layer for layer in self.layers if layer not in by_layer]
+        missing = [layer for layer in self.needed_layers if layer not in by_layer]
         if missing:
             raise InvalidArgument(f"classifier {self.card['name']!r} also needs layers {missing}")
         features = np.hstack([np.asarray(by_layer[layer], np.float32) for layer in self.layers])
-        queries = np.asarray(by_layer[self.layers[0]], np.float32)
+        queries = np.asarray(by_layer[self.card["layer"]], np.float32)
         probabilities = self.model.predict_proba(features)
         neighbours = self.searcher.search_vectors(queries, k) if k else [[] for _ in sources]
         return [
@@ -143,7 +148,7 @@ class Predictor:
     ) -> list[Prediction]:
         """Predict stored items from their cached embeddings (each is its own first neighbour)."""
         collection = self.searcher.collection
-        by_layer = {layer: collection.vectors(ids, layer) for layer in self.layers}
+        by_layer = {layer: collection.vectors(ids, layer) for layer in self.needed_layers}
         return self.predict_vectors(by_layer, [f"id {i}" for i in ids], k, with_embedding)
 
     def close(self) -> None:

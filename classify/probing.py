@@ -19,7 +19,7 @@ from lookalike.embedder.build import get_backbone, spec_arguments
 from lookalike.embedder.hooks import pool, trace_outputs
 from lookalike.embedder.pipeline import DataLoaderPipeline
 from lookalike.embedder.sources import ImageSource, walk_images
-from lookalike.embedder.spec import OUTPUT_LAYER
+from lookalike.embedder.spec import OUTPUT_LAYER, split_layer
 from lookalike.embedder.stages import stage_outputs
 from lookalike.index.knn import self_neighbours
 from lookalike.store.collection import Collection
@@ -191,10 +191,11 @@ def embed_for_probe(
                 continue
             labels += [item["label"] for item in batch.items]
             for layer, maps in backbone.feature_maps(batch.pixels).items():
-                ways = poolings if maps.dim() > 2 else ("-",)
+                module, own = split_layer(layer, "")  # `blocks.5/gem`: that pooling only
+                ways = (own,) if own else poolings if maps.dim() > 2 else ("-",)
                 for way in ways:
                     vector = maps if way == "-" else pool(maps, way)
-                    pieces.setdefault((layer, way), []).append(vector.float().cpu().numpy())
+                    pieces.setdefault((module, way), []).append(vector.float().cpu().numpy())
     return {key: np.concatenate(parts) for key, parts in pieces.items()}, labels
 
 

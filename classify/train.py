@@ -14,15 +14,24 @@ import sklearn
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from sklearn.metrics import precision_recall_fscore_support as per_class_scores
-from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline
 
 from lookalike import __version__
 from lookalike.checks import TRAIN, check_ranges
-from lookalike.errors import LabelError
+from lookalike.errors import InvalidArgument
 from lookalike.store.collection import Collection
 
 from .labels import LabelledItems, load_labels
+from .layer_choice import (
+    AUTO,
+    LayerChoice,
+    asked_layers,
+    choose_layers,
+    nested_predictions,
+    side_by_side,
+    stratified_folds,
+)
 from .models import DEFAULT_MODEL, make_model
 from .plots import confusion_png
 from .store import check_free, check_name, save_classifier
@@ -56,10 +65,12 @@ class TrainReport:
     card: dict[str, Any]
     evaluation: Evaluation
     path: Path
+    choice: LayerChoice | None = None  # the candidates' scores, with layer ``auto``
 
     def summary(self) -> str:
         card, scores = self.card, self.evaluation
-        lines = [
+        lines = [self.choice.table()] if self.choice else []
+        lines += [
             f"classifier {card['name']!r} ({card['model']}, layer {'+'.join(card['layers'])}) trained on "
             f"{card['n_train']} items, {len(card['classes'])} classes, "
             f"in {card['fit_seconds']:.2f} s from cached features",
@@ -87,19 +98,59 @@ def evaluate(
     """Scores on data the model did not see: stratified k-fold CV, or a stratified held-out split."""
     check_ranges({"folds": folds, "holdout": holdout, "seed": seed}, TRAIN)
     if holdout is not None:
-        fit_rows, test_rows = train_test_split(
-            np.arange(len(targets)), test_size=holdout, stratify=targets, random_state=seed
-        )
+        fit_rows, test_rows = _held_out(targets, holdout, seed)
         fitted = clone(model).fit(features[fit_rows], targets[fit_rows])
         truth, predicted = targets[test_rows], fitted.predict(features[test_rows])
         method = f"held-out {holdout:.0%} ({len(test_rows)} items)"
     else:
-        splits = min(folds, int(np.bincount(targets).min()))
-        if splits < 2:
-            raise LabelError("cross-validation needs at least 2 examples of every class")
-        cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
+        cv = stratified_folds(targets, folds, seed)
         truth, predicted = targets, cross_val_predict(model, features, targets, cv=cv)
-        method = f"stratified {splits}-fold CV"
+        method = f"stratified {cv.get_n_splits()}-fold CV"
+    return scores(truth, predicted, classes, method)
+
+
+def evaluate_auto(
+    model: Pipeline,
+    by_layer: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    classes: list[str],
+    folds: int = DEFAULT_FOLDS,
+    holdout: float | None = None,
+    seed: int = 0,
+    nested: bool = False,
+) -> tuple[LayerChoice, Evaluation]:
+    """Choose the layer(s) by inner CV (`layer_choice`) and score the choice: on the held-out
+    split (chosen on the rest), by nested CV, or by its selection score, labelled as such."""
+    if holdout is not None:
+        fit_rows, test_rows = _held_out(targets, holdout, seed)
+        inner = stratified_folds(targets[fit_rows], folds, seed)
+        fold = {layer: vectors[fit_rows] for layer, vectors in by_layer.items()}
+        choice, _ = choose_layers(fold, targets[fit_rows], model, inner)
+        features = side_by_side(by_layer, choice.chosen.layers)
+        fitted = clone(model).fit(features[fit_rows], targets[fit_rows])
+        method = f"held-out {holdout:.0%} ({len(test_rows)} items; layer chosen by CV on the rest)"
+        return choice, scores(
+            targets[test_rows], fitted.predict(features[test_rows]), classes, method
+        )
+    cv = stratified_folds(targets, folds, seed)
+    choice, predicted = choose_layers(by_layer, targets, model, cv)
+    method, count = f"stratified {cv.get_n_splits()}-fold CV", len(choice.candidates)
+    if nested:
+        predicted = nested_predictions(by_layer, targets, model, cv, seed)
+        method = f"nested {method} (the layer chosen inside each fold, among {count})"
+    elif count > 1:
+        method += f", selection score (these folds chose the layer among {count})"
+    return choice, scores(targets, predicted, classes, method)
+
+
+def _held_out(targets: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return train_test_split(
+        np.arange(len(targets)), test_size=holdout, stratify=targets, random_state=seed
+    )
+
+
+def scores(truth: np.ndarray, predicted: np.ndarray, classes: list[str], method: str) -> Evaluation:
+    """Accuracy, macro-F1, per-class scores and the confusion matrix of out-of-sample predictions."""
     labels = np.arange(len(classes))
     precision, recall, f1, support = per_class_scores(
         truth, predicted, labels=labels, zero_division=0
@@ -126,60 +177,89 @@ def train_classifier(
     name: str,
     labels: str | Path | Mapping[int, str] | None = None,
     model: str = DEFAULT_MODEL,
-    layer: str | Sequence[str] | None = None,
+    layer: str | Sequence[str] | None = AUTO,
     folds: int = DEFAULT_FOLDS,
     holdout: float | None = None,
     overwrite: bool = False,
     seed: int = 0,
+    nested: bool = False,
 ) -> TrainReport:
-    """Fit `model` on the cached `layer` embeddings of the labelled items; evaluate, then save.
+    """Fit `model` on the cached embeddings of the labelled items; evaluate, then save.
 
-    Several layers are read side by side (their vectors concatenated): stages of one backbone
-    often transfer better together than any one alone.
-
-    The backbone never runs: features come from the collection's shards.
+    `layer` ``auto`` (the default, or None) chooses among the collection's cached layers and all
+    of them side by side by inner stratified CV (`layer_choice`), and records every candidate's
+    score in the card; `nested` scores that choice by nested CV. Named layers (several are read
+    side by side) are used as given. The backbone never runs: features come from the shards.
     """
     check_ranges({"folds": folds, "holdout": holdout, "seed": seed}, TRAIN)
     if not isinstance(collection, Collection):
         collection = Collection.open(collection)
     check_name(name)
     check_free(collection, name, overwrite)
-    layers = [layer] if isinstance(layer, str) else list(layer or collection.spec.layers[:1])
+    asked = asked_layers(layer, collection.spec.layers)
+    if nested and (asked is not None or holdout is not None):
+        raise InvalidArgument("nested CV scores the choice of layer 'auto', without a holdout")
     labelled = load_labels(collection, labels)
-    classes = labelled.classes
-    targets = np.searchsorted(classes, labelled.labels.astype(str))
+    targets = np.searchsorted(labelled.classes, labelled.labels.astype(str))
     started = time.perf_counter()
-    features = np.hstack([collection.vectors(labelled.ids, one) for one in layers])
+    by_layer = {
+        one: collection.vectors(labelled.ids, one) for one in asked or collection.spec.layers
+    }
     load_seconds = time.perf_counter() - started
 
-    smallest_fit, fold_min_count = _smallest_fold(targets, folds, holdout)
-    estimator = make_model(model, smallest_fit, fold_min_count, seed)
-    evaluation = evaluate(estimator, features, targets, classes, folds, holdout, seed)
-
+    depth = 1 + (asked is None and (nested or holdout is not None))  # CV inside CV or a split
+    estimator = make_model(model, *_smallest_fold(targets, folds, holdout, depth), seed)
+    if asked is None:
+        choice, evaluation = evaluate_auto(
+            estimator, by_layer, targets, labelled.classes, folds, holdout, seed, nested
+        )
+        layers = list(choice.chosen.layers)
+    else:
+        features = side_by_side(by_layer, asked)
+        evaluation = evaluate(estimator, features, targets, labelled.classes, folds, holdout, seed)
+        choice, layers = None, asked
     started = time.perf_counter()
-    fitted = clone(estimator).fit(features, targets)
-    fit_seconds = time.perf_counter() - started
-    card = _card(name, model, fitted, layers, collection, labelled, evaluation)
-    card.update(load_seconds=round(load_seconds, 3), fit_seconds=round(fit_seconds, 3))
+    fitted = clone(estimator).fit(side_by_side(by_layer, layers), targets)
+    card = _card(name, model, fitted, layers, collection, labelled, evaluation, choice)
+    card.update(
+        load_seconds=round(load_seconds, 3), fit_seconds=round(time.perf_counter() - started, 3)
+    )
+    path = _save(collection, fitted, card, evaluation, overwrite)
+    return TrainReport(card=card, evaluation=evaluation, path=path, choice=choice)
+
+
+def _save(
+    collection: Collection,
+    fitted: Pipeline,
+    card: dict[str, Any],
+    evaluation: Evaluation,
+    overwrite: bool,
+) -> Path:
+    """The classifier, its card and its confusion matrix, in the collection."""
     figure = confusion_png(
         evaluation.confusion,
-        classes,
-        f"{name}: {model} on {'+'.join(layers)} ({evaluation.method}, acc {evaluation.accuracy:.3f})",
+        card["classes"],
+        f"{card['name']}: {card['model']} on {'+'.join(card['layers'])} "
+        f"({evaluation.method.split(',')[0]}, acc {evaluation.accuracy:.3f})",
     )
-    path = save_classifier(
-        collection, name, fitted, card, {CONFUSION_FILE: figure}, overwrite=overwrite
-    )
-    return TrainReport(card=card, evaluation=evaluation, path=path)
+    files = {CONFUSION_FILE: figure}
+    return save_classifier(collection, card["name"], fitted, card, files, overwrite=overwrite)
 
 
-def _smallest_fold(targets: np.ndarray, folds: int, holdout: float | None) -> tuple[int, int]:
-    """Rows, and fewest examples of a class, that the model is fitted on during evaluation."""
-    counts = np.bincount(targets)
+def _smallest_fold(
+    targets: np.ndarray, folds: int, holdout: float | None, depth: int = 1
+) -> tuple[int, int]:
+    """Rows, and fewest examples of a class, that the model is fitted on during evaluation:
+    after the held-out split and/or `depth` levels of CV (2 when one chooses the layer inside
+    another, or inside the split's training part)."""
+    rows, fewest = len(targets), int(np.bincount(targets).min())
     if holdout is not None:
         keep = 1 - holdout
-        return int(len(targets) * keep), int(counts.min() * keep)
-    splits = max(2, min(folds, int(counts.min())))
-    return len(targets) - -(-len(targets) // splits), int(counts.min() - -(-counts.min() // splits))
+        rows, fewest, depth = int(rows * keep), int(fewest * keep), depth - 1
+    for _ in range(depth):
+        splits = max(2, min(folds, fewest))
+        rows, fewest = rows - -(-rows // splits), fewest - -(-fewest // splits)
+    return rows, fewest
 
 
 def _card(
@@ -190,6 +270,7 @@ def _card(
     collection: Collection,
     labelled: LabelledItems,
     evaluation: Evaluation,
+    choice: LayerChoice | None,
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -199,8 +280,10 @@ def _card(
         "class_counts": labelled.counts(),
         "n_train": len(labelled),
         "labels_source": labelled.source,
-        "layer": layers[0],  # the neighbours' layer
-        "layers": layers,
+        # the neighbours' layer: with `auto`, the collection's searched one (its first)
+        "layer": collection.spec.layers[0] if choice else layers[0],
+        "layers": layers,  # what the classifier reads, side by side
+        "layer_choice": choice.to_dict() if choice else None,
         "metrics": evaluation.to_dict(),
         "spec": collection.spec.to_dict(),
         "spec_fingerprint": collection.spec.fingerprint(),

@@ -9,7 +9,14 @@ import click
 
 from lookalike.checks import AT_LEAST_ONE, PREDICT, PROBE, TRAIN, Range
 from lookalike.classify.models import MODELS
-from lookalike.cli.options import COLLECTION, QUIET, ranged, weights_value
+from lookalike.cli.options import (
+    COLLECTION,
+    QUIET,
+    labels_options,
+    labels_value,
+    ranged,
+    weights_value,
+)
 from lookalike.embedder.spec import POOLINGS
 
 ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
@@ -18,12 +25,7 @@ ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
 @click.command()
 @COLLECTION
 @click.option("--name", required=True, help="Classifier name (letters, digits, . _ -).")
-@click.option(
-    "--labels",
-    default="folders",
-    show_default=True,
-    help="'folders' (recorded at embed time) or a CSV/parquet with id or path, and label.",
-)
+@labels_options
 @click.option(
     "--model",
     default="logreg",
@@ -35,7 +37,14 @@ ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
     "--layer",
     "layers",
     multiple=True,
-    help="Layer(s) to train on; several are read side by side (default: the collection's first).",
+    help="'auto' (the default): choose among the collection's cached layers, and all of them side "
+    "by side, by inner CV; or the layer(s) to read, side by side. Repeatable.",
+)
+@click.option(
+    "--nested",
+    is_flag=True,
+    help="With --layer auto: score the choice by nested CV (honest; folds + 1 times the fits) "
+    "instead of reporting its selection score.",
 )
 @click.option(
     "--folds",
@@ -53,13 +62,33 @@ ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
 @click.option("--seed", type=ranged(TRAIN["seed"]), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the classifier card as JSON.")
 def train(
-    collection_dir, name, labels, model, layers, folds, holdout, overwrite, seed, as_json
+    collection_dir,
+    name,
+    labels_from_folders,
+    labels_file,
+    model,
+    layers,
+    nested,
+    folds,
+    holdout,
+    overwrite,
+    seed,
+    as_json,
 ) -> None:
     """Train a classifier on the collection's cached embeddings (the backbone never runs)."""
     from lookalike.classify import train_classifier
 
     report = train_classifier(
-        collection_dir, name, labels, model, layers or None, folds, holdout, overwrite, seed
+        collection_dir,
+        name,
+        labels_value(labels_from_folders, labels_file),
+        model,
+        layers or "auto",
+        folds,
+        holdout,
+        overwrite,
+        seed,
+        nested=nested,
     )
     click.echo(json.dumps(report.card, indent=2) if as_json else report.summary())
 
@@ -117,12 +146,15 @@ def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
     type=click.Path(path_type=Path),
     help="Probe the collection's labelled images with its own backbone.",
 )
-@click.option("--labels", default="folders", show_default=True, help="As for `train`.")
+@labels_options
 @click.option("--backbone", default="default", show_default=True, help="Backbone for FOLDER.")
 @click.option("--weights", default="default", show_default=True, help="Weights for FOLDER.")
 @click.option("--image-size", type=ranged(AT_LEAST_ONE), help="Crop size override for FOLDER.")
 @click.option(
-    "--layer", "layers", multiple=True, help="Layers to probe (default: the deepest stages)."
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Layers to probe (default: the deepest stages); blocks.5/gem: that pooling only.",
 )
 @click.option(
     "--pooling",
@@ -145,7 +177,8 @@ def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
 def probe(
     folder,
     collection_dir,
-    labels,
+    labels_from_folders,
+    labels_file,
     backbone,
     weights,
     image_size,
@@ -162,6 +195,9 @@ def probe(
 
     if bool(folder) == bool(collection_dir):
         raise click.UsageError("give a labelled FOLDER (one sub-folder per class) or --collection")
+    labels = labels_value(labels_from_folders, labels_file)
+    if folder and labels != "folders":
+        raise click.UsageError("a FOLDER is labelled by its sub-folders; --labels FILE needs -c")
     options = {
         "layers": layers or None,
         "poolings": poolings or ("avg", "max", "gem"),
@@ -195,9 +231,9 @@ def classifiers(collection_dir) -> None:
     if not cards:
         click.echo("no classifiers yet (train one with `lookalike train`)")
     for card in cards:
-        metrics = card["metrics"]
+        metrics, layers = card["metrics"], "+".join(card.get("layers") or [card["layer"]])
         click.echo(
-            f"{card['name']:<20} {card['model']:<10} layer {card['layer']:<12} "
+            f"{card['name']:<20} {card['model']:<10} layer {layers:<12} "
             f"{len(card['classes'])} classes, {card['n_train']} items, "
             f"accuracy {metrics['accuracy']:.3f} ({metrics['method']}), {card['created']}"
         )

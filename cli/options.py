@@ -50,3 +50,33 @@ def ranged(bound: Range) -> click.ParamType:
 COLLECTION = collection_option()
 LAYER = click.option("--layer", help="Layer to use (default: the collection's first).")
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+def labels_options(command):
+    """Where training labels come from, the same for `train` and `probe`: `--labels-from-folders`
+    (the default) or `--labels FILE`."""
+    command = click.option(
+        "--labels",
+        "labels_file",
+        metavar="FILE",
+        help="A CSV or parquet with an id or path column and a label column.",
+    )(command)
+    return click.option(
+        "--labels-from-folders",
+        is_flag=True,
+        help="Label each image by its first sub-folder (for a collection: as recorded by "
+        "`embed --labels-from-folders`). The default without --labels.",
+    )(command)
+
+
+def labels_value(from_folders: bool, labels_file: str | None) -> str:
+    """What the library takes: 'folders' or a labels file (`--labels folders`, the old
+    spelling, still means folders)."""
+    if labels_file is None or labels_file == FOLDERS:
+        return FOLDERS
+    if from_folders:
+        raise click.UsageError("give --labels-from-folders or --labels FILE, not both")
+    return labels_file
+
+
+FOLDERS = "folders"  # `classify.labels.FOLDERS`, without importing the library

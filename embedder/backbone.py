@@ -50,8 +50,9 @@ class Backbone:
         )
         self.device = device
         self.autocast_dtype = _autocast_dtype(device, precision)
-        hooked = [layer for layer in spec.layers if layer != OUTPUT_LAYER]
-        self.hooks = FeatureHooks(self.model, hooked)
+        self._sources = {layer: spec.split(layer) for layer in spec.layers}  # module, pooling
+        hooked = [module for module, _ in self._sources.values() if module != OUTPUT_LAYER]
+        self.hooks = FeatureHooks(self.model, list(dict.fromkeys(hooked)))
         self.engine: OnnxEngine | None = None  # set by `engines.use_engine`; None runs torch
         self._lock = threading.Lock()
         self.spec = spec
@@ -82,10 +83,13 @@ class Backbone:
         output = self.model(batch)
         captured = self.hooks.pop()
         captured[OUTPUT_LAYER] = output
-        return {layer: self._vector(captured[layer]) for layer in self.spec.layers}
+        return {
+            layer: self._vector(captured[module], pooling)
+            for layer, (module, pooling) in self._sources.items()
+        }
 
-    def _vector(self, features: torch.Tensor) -> torch.Tensor:
-        vector = pool(features, self.spec.pooling).float()
+    def _vector(self, features: torch.Tensor, pooling: str) -> torch.Tensor:
+        vector = pool(features, pooling).float()
         return l2_normalize(vector) if self.spec.normalize else vector
 
     def feature_maps(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,7 +99,7 @@ class Backbone:
             output = self.model(batch)
             captured = self.hooks.pop()
         captured[OUTPUT_LAYER] = output
-        return {layer: captured[layer] for layer in self.spec.layers}
+        return {layer: captured[module] for layer, (module, _) in self._sources.items()}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:

@@ -16,12 +16,13 @@ from .heads import remove_classifier
 from .hooks import trace_outputs
 from .registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, create_model
 from .spec import OUTPUT_LAYER, POOLINGS, BackboneSpec, Preprocess
+from .stages import default_stage_layers
 
 
 def get_backbone(
     name: str = DEFAULT_BACKBONE,
     weights: str | None = DEFAULT_WEIGHTS,
-    layers: Sequence[str] = (OUTPUT_LAYER,),
+    layers: Sequence[str] | None = (OUTPUT_LAYER,),
     pooling: str = "avg",
     normalize: bool = True,
     device: str | torch.device | None = None,
@@ -35,8 +36,12 @@ def get_backbone(
     Args:
         name: a registry name (see `registry`), e.g. ``default``, ``resnet50``, ``timm:vit_small_patch16_224``.
         weights: ``default``, ``None`` (random init), a source-specific id, or a checkpoint path.
-        layers: ``embedding`` (the output once the classifier is gone) and/or named submodules.
-        pooling: how spatial maps and token sequences become vectors: avg, max, gem or cls.
+        layers: ``embedding`` (the output once the classifier is gone) and/or named submodules,
+            each optionally with its own pooling (``blocks.5/gem``); None: the embedding and the
+            backbone's deepest inner stages (`stages.default_stage_layers`), what a collection
+            caches by default.
+        pooling: how spatial maps and token sequences become vectors: avg, max, gem or cls
+            (layers named with their own pooling keep it).
         normalize: L2-normalise each vector (cosine similarity = inner product).
         device: defaults to the best available (cuda, mps, cpu).
         image_size: crop size override (the resize keeps the weights' ratio), e.g. small for tests.
@@ -47,11 +52,13 @@ def get_backbone(
     """
     if pooling not in POOLINGS:
         raise InvalidArgument(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
-    if not layers:
+    if layers is not None and not layers:
         raise InvalidArgument("at least one layer is needed")
     loaded = create_model(name, weights)
     remove_classifier(loaded.model)
     preprocess = loaded.preprocess.scaled_to(image_size) if image_size else loaded.preprocess
+    if layers is None:
+        layers = (OUTPUT_LAYER, *default_stage_layers(loaded.model, preprocess.crop))
     spec = BackboneSpec(
         backbone=loaded.backbone,
         weights=loaded.weights,

@@ -8,9 +8,26 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from lookalike.errors import InvalidArgument
+
 POOLINGS = ("avg", "max", "gem", "cls", "grid")  # grid: a 3 x 3 layout (see hooks.grid_pool)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # autocast on a GPU: auto is bf16 where supported
 OUTPUT_LAYER = "embedding"  # the model's own output once its classifier is replaced by Identity
+POOLING_MARK = "/"  # ``blocks.5/gem``: a layer with its own pooling (the probe's key)
+
+
+def split_layer(layer: str, default_pooling: str) -> tuple[str, str]:
+    """(module name, pooling) of a spec layer: ``blocks.5/gem`` is ``blocks.5`` GeM-pooled; a bare
+    name takes the spec's one `default_pooling`."""
+    module, mark, pooling = layer.partition(POOLING_MARK)
+    if not mark:
+        return layer, default_pooling
+    if pooling not in POOLINGS or not module:
+        raise InvalidArgument(
+            f"bad layer {layer!r}: write MODULE or MODULE{POOLING_MARK}POOLING with a pooling "
+            f"of {', '.join(POOLINGS)}"
+        )
+    return module, pooling
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,10 @@ class BackboneSpec:
             preprocess=Preprocess.from_dict(data["preprocess"]),
             dtype=data.get("dtype", "float32"),
         )
+
+    def split(self, layer: str) -> tuple[str, str]:
+        """(module name, pooling) of one of the spec's layers (see `split_layer`)."""
+        return split_layer(layer, self.pooling)
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole spec."""

@@ -19,9 +19,13 @@ from torch import nn
 
 from lookalike.errors import InvalidArgument
 
+from .hooks import trace_outputs
+from .spec import POOLING_MARK
+
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 MIN_GROUPS = 4
+EXTRA_STAGES = 2  # intermediate stages cached beside the embedding by default (README "Layers")
 
 
 @dataclass(frozen=True)
@@ -106,3 +110,20 @@ def stage_groups(model: nn.Module, min_groups: int = MIN_GROUPS) -> list[StageGr
 def stage_outputs(model: nn.Module) -> list[str]:
     """The name of the module whose output ends each stage group, input to output."""
     return [group.names[-1] for group in stage_groups(model)]
+
+
+def inner_stages(model: nn.Module, image_size: int) -> list[tuple[str, int]]:
+    """(name, output rank) of the stages between the stem and the last stage group whose output
+    is a spatial map (rank 4) or a token sequence (rank 3), input to output. The last group is
+    left out: the embedding already pools it."""
+    inner = stage_outputs(model)[1:-1]
+    traced = trace_outputs(model, inner, image_size)
+    return [(name, len(shape) + 1) for name, (_, shape) in traced.items() if len(shape) in (2, 3)]
+
+
+def default_stage_layers(model: nn.Module, image_size: int, count: int = EXTRA_STAGES) -> list[str]:
+    """The `count` deepest inner stages (`inner_stages`), named with their pooling: GeM for maps
+    (the probe's most frequent winner on EfficientNet-Lite0: digits, Fashion-MNIST), avg for
+    tokens (GeM would clip their negative values). E.g. ``blocks.5/gem``, ``blocks.6/gem``."""
+    stages = inner_stages(model, image_size)[-count:] if count else []
+    return [f"{name}{POOLING_MARK}{'gem' if rank == 4 else 'avg'}" for name, rank in stages]

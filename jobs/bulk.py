@@ -101,13 +101,15 @@ def open_for_embedding(
     """The collection at `collection_dir` and the backbone to fill it with, on `engine`.
 
     A new collection takes the `embedder` options (`get_backbone` arguments; empty means the
-    offline default). An existing one keeps its own spec: options that would change it are refused
-    with `SpecMismatch`, naming the fields that differ. The engine never changes the spec; its
-    export is cached in the collection's ``engines/`` folder.
+    offline default; no `layers`, the embedding and the backbone's deepest inner stages). An
+    existing one keeps its own spec: options that would change it are refused with
+    `SpecMismatch`, naming the fields that differ. The engine never changes the spec; its export
+    is cached in the collection's ``engines/`` folder.
     """
-    embedder = dict(embedder or {})
+    embedder = {k: v for k, v in (embedder or {}).items() if k != "layers" or v is not None}
     if not Collection.exists(collection_dir):
-        backbone = get_backbone(**embedder, device=device, precision=precision)
+        arguments = {"layers": None, **embedder}  # None: the embedding + default inner stages
+        backbone = get_backbone(**arguments, device=device, precision=precision)
         collection = Collection.create(collection_dir, backbone.spec)
         return collection, _on_engine(backbone, engine, collection)
     collection = Collection.open(collection_dir)

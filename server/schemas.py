@@ -206,12 +206,34 @@ class Labels(ma.fields.Field):
         raise ma.ValidationError("labels is 'folders' or an object of item id -> label")
 
 
+class Layers(ma.fields.Field):
+    """'auto', a cached layer's name, or a list of them (read side by side)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        names = [value] if isinstance(value, str) else value
+        if (
+            isinstance(names, list)
+            and names
+            and all(isinstance(name, str) and 0 < len(name) <= 200 for name in names)
+        ):
+            return value
+        raise ma.ValidationError("layer is 'auto', a layer name or a list of layer names")
+
+
 class TrainJob(Strict):
     name = ma.fields.String(required=True)
     model = ma.fields.String(
         load_default="logreg", validate=ma.validate.OneOf(["logreg", "linear-svm", "knn", "mlp"])
     )
     labels = Labels(load_default="folders")
+    layer = Layers(
+        load_default="auto",
+        metadata={
+            "description": "'auto' (choose among the collection's cached layers, and all of them "
+            "side by side, by inner CV: the card records every candidate's score), a cached "
+            "layer, or a list of them read side by side."
+        },
+    )
     folds = WholeNumber(load_default=5, validate=ma.validate.Range(2, 20))
     holdout = ma.fields.Float(
         validate=ma.validate.Range(0, 1, min_inclusive=False, max_inclusive=False)

@@ -65,11 +65,28 @@ def test_bad_files_are_reported_and_good_ones_embedded(mixed_dir, tmp_path: Path
 
 def test_stored_vectors_are_the_backbones_output(photo_dir: Path, tmp_path: Path) -> None:
     embed([photo_dir / "chelsea.jpg"], tmp_path / "c")
-    _, stored = Collection.open(tmp_path / "c").embeddings()
-    with get_backbone(**TINY) as backbone:
+    collection = Collection.open(tmp_path / "c")
+    # by default the embedding and the two deepest inner stages, GeM-pooled, from one pass
+    assert collection.spec.layers == ("embedding", "layer2/gem", "layer3/gem")
+    assert collection.spec.dims == {"embedding": 512, "layer2/gem": 128, "layer3/gem": 256}
+    layers = ["embedding", "layer2", "layer3"]
+    with get_backbone(**TINY, layers=layers, pooling="gem") as backbone:
         direct = backbone.embed(to_batch([photo("chelsea")], backbone.spec.preprocess))
     # JPEG round trip of the file vs the in-memory photo: close, not bit-identical
-    assert float(stored[0] @ direct["embedding"][0]) > 0.99
+    for layer in layers:
+        stored = collection.vectors([0], collection.spec.layers[layers.index(layer)])
+        assert float(stored[0] @ direct[layer][0]) > 0.99, layer
+    assert collection.embeddings()[1].shape == (1, 512)  # search reads the embedding
+
+
+def test_a_collection_made_with_named_layers_keeps_them(photo_dir: Path, tmp_path: Path) -> None:
+    embed_images([photo_dir / "chelsea.jpg"], tmp_path / "c", {**TINY, "layers": ["embedding"]},
+                 progress=False)  # fmt: skip
+    before = Collection.open(tmp_path / "c").spec.fingerprint()
+    embed([photo_dir], tmp_path / "c")  # no layers asked for: the collection's own, not defaults
+    collection = Collection.open(tmp_path / "c")
+    assert collection.spec.layers == ("embedding",) and collection.spec.fingerprint() == before
+    assert len(collection) == 4
 
 
 def test_second_run_skips_done_and_known_bad_and_retries_on_request(mixed_dir, tmp_path) -> None:

@@ -171,7 +171,9 @@ def test_exported_backbone_embeds_through_the_registry_and_cli(
     result = runner.invoke(main, ["embed", str(digit_dir), "-c", str(collection),
                                   "--backbone", str(out), "--engine", "torch"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert Collection.open(collection).spec.fingerprint() == finetuned.spec.fingerprint()
+    # embed's default layers: the embedding and the inner stages (`get_backbone(layers=None)`)
+    with get_backbone(str(out), layers=None, device="cpu") as default:
+        assert Collection.open(collection).spec.fingerprint() == default.spec.fingerprint()
 
 
 def test_undecodable_training_images_are_counted_not_fatal(digit_dir: Path, tmp_path: Path) -> None:

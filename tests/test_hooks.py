@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
@@ -41,6 +42,31 @@ def test_several_layers_in_one_pass_with_known_widths() -> None:
         )
         model = backbone.model
     assert hook_count(model) == 0
+
+
+def test_layers_with_their_own_pooling_share_one_hook() -> None:
+    layers = ["embedding", "layer3/max", "layer3/gem", "layer3"]
+    with get_backbone(**TINY, layers=layers, normalize=False, device="cpu") as backbone:
+        assert hook_count(backbone.model) == 1  # layer3, once, whatever it is pooled with
+        assert backbone.spec.dims == {"embedding": 512, "layer3/max": 256, "layer3/gem": 256,
+                                      "layer3": 256}  # fmt: skip
+        pixels = torch.randn(2, 3, 64, 64)
+        vectors = backbone.embed(pixels)
+        maps = backbone.feature_maps(pixels)["layer3/max"]
+    assert maps.shape == (2, 256, 4, 4)
+    for layer, how in (("layer3/max", "max"), ("layer3/gem", "gem"), ("layer3", "avg")):
+        np.testing.assert_allclose(vectors[layer], pool(maps, how).numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"bad layer 'layer3/median'.*MODULE/POOLING"):
+        get_backbone(**TINY, layers=["layer3/median"], device="cpu")
+
+
+def test_default_layers_are_the_deepest_inner_stages_of_any_backbone() -> None:
+    with get_backbone(layers=None, image_size=64, device="cpu") as lite:  # the offline default
+        assert lite.spec.layers == ("embedding", "blocks.5/gem", "blocks.6/gem")
+        assert lite.spec.dims == {"embedding": 1280, "blocks.5/gem": 192, "blocks.6/gem": 320}
+    with get_backbone("timm:test_vit", None, layers=None, device="cpu") as vit:
+        assert vit.spec.layers[0] == "embedding"  # tokens: avg-pooled, not GeM
+        assert [layer.split("/")[1] for layer in vit.spec.layers[1:]] == ["avg", "avg"]
 
 
 def test_unknown_layer_names_the_close_ones() -> None:

@@ -609,6 +609,8 @@ def test_train_job_with_inline_labels_then_predict(writable: Path, digit_dir: Pa
     job = wait_for(client, started.headers["Location"])
     assert job["state"] == "succeeded", job
     assert job["result"]["classes"] == ["other", "seven"] and job["result"]["n_train"] == 36
+    assert job["result"]["layer_choice"]["mode"] == "auto"  # the default, as for `train`
+    assert len(job["result"]["layer_choice"]["candidates"]) == 4  # 3 cached layers + all 3
     answer = client.post(
         "/v1/collections/digits/classifiers/sevens/predict",
         **upload(digit_png(digit_dir, "7"), k=0),
@@ -624,6 +626,8 @@ def test_train_job_with_inline_labels_then_predict(writable: Path, digit_dir: Pa
         "/v1/collections/digits/classifiers", json={"name": "x", "labels": {"1": "a", "2": "a"}}
     )
     assert wait_for(client, bad.headers["Location"])["error"]["status"] == 422
+    unknown = client.post("/v1/collections/digits/classifiers", json={"name": "x", "layer": "l9"})
+    assert unknown.status_code == 422 and "not cached in this collection" in unknown.json["detail"]
     invalid = client.post("/v1/collections/digits/classifiers", json={"name": "x", "labels": 5})
     assert invalid.status_code == 422 and invalid.mimetype == "application/problem+json"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import current_app, url_for
 
 from lookalike.classify import train_classifier
+from lookalike.classify.layer_choice import asked_layers
 from lookalike.classify.store import check_name
 
 from .. import schemas
@@ -71,12 +72,12 @@ def embed_job(body: dict):
 @requires(WRITE)
 def train_job(body: dict, name: str):
     """Train a classifier on the collection's cached embeddings, as a job (answers its card)."""
-    served().collection(name)  # 404 now, not in the job
+    collection = served().collection(name)  # 404 now, not in the job
     check_name(body["name"])  # a bad name (a path, say) is a 422 now, not a failed job later
     _item_labels(body["labels"])  # a 422 now, not a failed job later
-    request = {
-        key: body.get(key) for key in ("name", "model", "labels", "folds", "holdout", "overwrite")
-    }
+    asked_layers(body["layer"], collection.spec.layers)  # an unknown layer too
+    keys = ("name", "model", "labels", "layer", "folds", "holdout", "overwrite")
+    request = {key: body.get(key) for key in keys}
     return _accepted(runner().submit("train", name, request, _work("train", name, request)))
 
 
@@ -106,6 +107,7 @@ def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
             request["name"],
             _item_labels(request["labels"]),
             request["model"],
+            request.get("layer"),  # None (a job submitted before there was a choice): auto
             folds=request["folds"],
             holdout=request["holdout"],
             overwrite=request["overwrite"],
