@@ -172,7 +172,11 @@ def main() -> None:
         section("SIGTERM under load")
         shutdown = sigterm_under_load(server, path, width, WRITER)
         show(shutdown.lines())
-        if shutdown.exit_code or shutdown.lost or shutdown.probes_answered < shutdown.probes_started:
+        if (
+            shutdown.exit_code
+            or shutdown.lost
+            or shutdown.probes_answered < shutdown.probes_started
+        ):
             failures.append("SIGTERM: " + "; ".join(shutdown.lines()))
         failures += shutdown.unexpected
     finally:

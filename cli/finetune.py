@@ -8,15 +8,45 @@ from pathlib import Path
 import click
 
 from lookalike.checks import ADVISE, FINETUNE
-from lookalike.cli.options import QUIET, ranged, weights_value
+from lookalike.cli.options import (
+    FOLDERS,
+    QUIET,
+    labels_options,
+    labels_value,
+    ranged,
+    weights_value,
+)
 from lookalike.training.options import HEAD_INITS, OPTIMIZERS, STRATEGIES
 
-DATA = click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="A folder with one sub-folder per class, or a collection with labelled items.",
-)
+
+def labelled_data(command):
+    """DATA, as `embed` and `probe` take their images (positional; `--data` still reads), and the
+    labels as `train` and `probe` take them (`--labels-from-folders`, `--labels FILE`)."""
+    command = click.argument(
+        "data", required=False, metavar="DATA", type=click.Path(exists=True, path_type=Path)
+    )(command)
+    command = click.option(
+        "--data", "data_option", hidden=True, type=click.Path(exists=True, path_type=Path)
+    )(command)
+    return labels_options(command)
+
+
+def images_of(data, data_option, labels_from_folders, labels_file):
+    """The labelled images DATA names: a folder with one sub-folder per class, or a collection
+    with labelled items (its recorded folder labels, or a labels file)."""
+    from lookalike.training.images import labelled_images
+
+    if (data is None) == (data_option is None):
+        raise click.UsageError("give DATA: a folder with one sub-folder per class, or a collection")
+    data = data or data_option
+    labels = labels_value(labels_from_folders, labels_file)
+    if labels != FOLDERS and not (data / "manifest.json").is_file():
+        raise click.UsageError(
+            "a folder is labelled by its sub-folders; --labels FILE needs a collection"
+        )
+    return data, labelled_images(data, None if labels == FOLDERS else labels)
+
+
 BACKBONE = click.option(
     "--backbone", default="default", show_default=True, help="Registry name of the base model."
 )
@@ -29,7 +59,7 @@ IMAGE_SIZE = click.option(
 
 
 @click.command()
-@DATA
+@labelled_data
 @BACKBONE
 @WEIGHTS
 @click.option(
@@ -119,7 +149,20 @@ IMAGE_SIZE = click.option(
 @click.option("--restart", is_flag=True, help="Start over instead of resuming from --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @QUIET
-def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **options) -> None:
+def finetune(
+    data,
+    data_option,
+    labels_from_folders,
+    labels_file,
+    out,
+    weights,
+    warmup,
+    device,
+    restart,
+    as_json,
+    quiet,
+    **options,
+) -> None:
     """Fine-tune a backbone on labelled images; the best epoch becomes an embedder.
 
     Resumes from OUT/last.pt when it exists. Embed with the result:
@@ -127,9 +170,8 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
     """
     from lookalike.training.finetune import FinetuneConfig
     from lookalike.training.finetune import finetune as run
-    from lookalike.training.images import labelled_images
 
-    images = labelled_images(data)
+    _, images = images_of(data, data_option, labels_from_folders, labels_file)
     config = FinetuneConfig(weights=weights_value(weights), warmup_fraction=warmup, **options)
     report = run(images, out, config, device, resume=not restart, progress=not quiet)
     if as_json:
@@ -150,7 +192,7 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
 
 
 @click.command()
-@DATA
+@labelled_data
 @BACKBONE
 @WEIGHTS
 @IMAGE_SIZE
@@ -163,12 +205,22 @@ def finetune(data, out, weights, warmup, device, restart, as_json, quiet, **opti
 )
 @click.option("--json", "as_json", is_flag=True)
 @QUIET
-def advise(data, backbone, weights, image_size, sample, as_json, quiet) -> None:
+def advise(
+    data,
+    data_option,
+    labels_from_folders,
+    labels_file,
+    backbone,
+    weights,
+    image_size,
+    sample,
+    as_json,
+    quiet,
+) -> None:
     """Recommend head, partial, gradual or full fine-tuning for a labelled dataset, and why."""
     from lookalike.training.advise import advise as recommend
-    from lookalike.training.images import labelled_images
 
-    images = labelled_images(data)
+    data, images = images_of(data, data_option, labels_from_folders, labels_file)
     advice = recommend(
         images, backbone, weights_value(weights), image_size, sample, progress=not quiet
     )

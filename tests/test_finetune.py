@@ -199,11 +199,29 @@ def test_advice_follows_the_grid() -> None:
 
 
 def test_advise_cli_probes_the_data(digit_dir: Path) -> None:
-    result = CliRunner().invoke(main, ["advise", "--data", str(digit_dir), "--backbone",
+    result = CliRunner().invoke(main, ["advise", str(digit_dir), "--backbone",
                                        "timm:test_resnet", "--weights", "none", "--image-size", "32",
                                        "--json", "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert '"strategy"' in result.output and '"probe_accuracy"' in result.output
+
+
+@pytest.mark.parametrize("command", ["advise", "finetune"])
+def test_data_and_labels_are_named_as_for_embed_train_and_probe(
+    command: str, digit_dir: Path, tmp_path: Path
+) -> None:
+    """DATA positional (as `embed` and `probe`); labels as `train` and `probe` take them."""
+    out = ["--out", str(tmp_path / "out")] if command == "finetune" else []
+    missing = CliRunner().invoke(main, [command, *out])
+    assert missing.exit_code == 2 and "give DATA" in missing.output
+    twice = CliRunner().invoke(main, [command, str(digit_dir), "--data", str(digit_dir), *out])
+    assert twice.exit_code == 2 and "give DATA" in twice.output
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n")
+    refused = CliRunner().invoke(main, [command, str(digit_dir), "--labels", str(labels), *out])
+    assert refused.exit_code == 2 and "--labels FILE needs a collection" in refused.output
+    both = [command, str(digit_dir), "--labels", str(labels), "--labels-from-folders", *out]
+    assert "not both" in CliRunner().invoke(main, both).output
 
 
 @pytest.mark.gpu

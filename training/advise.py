@@ -67,7 +67,7 @@ class Advice:
     def command(self, data: str, backbone: str) -> str:
         unfreeze = f" --unfreeze {self.unfreeze}" if self.strategy == "partial" else ""
         return (
-            f"lookalike finetune --data {data} --backbone {backbone} "
+            f"lookalike finetune {data} --backbone {backbone} "
             f"--strategy {self.strategy}{unfreeze} --out finetuned"
         )
 
