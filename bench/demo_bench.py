@@ -1,11 +1,10 @@
 """Demo bench: what the calibrated defaults cost `make demo`, against the demo as it was, one run.
 
 Baseline: the demo's images embedded with the final embedding alone, the classifier trained on
-it, the neighbours searched on it, no dedup. Ours: the demo as it is (the embedding and two inner
-stages cached, `--layer auto`, the digit's neighbours on the chosen layer, dedup of the photos at
-a calibrated threshold). Both on the same images in the same process, the baseline first (it
-pays for the first ONNX export; ours re-exports for its own layers). Prints the seconds of each
-phase, the totals and their ratio, and what each demo got right.
+it, no dedup. Ours: the demo as it is (the embedding and two inner stages cached, `--layer auto`,
+dedup of the photos at a calibrated threshold). Both on the same images in the same process, the
+baseline first (it pays for the first ONNX export; ours re-exports for its own layers). Prints
+the seconds of each phase, the totals and their ratio, and what each demo got right.
 
     python bench/demo_bench.py [--quick]
 """
@@ -19,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lookalike.cli.demo import (
-    best_single_layer,
     demo_classifier,
     demo_duplicates,
     demo_neighbours,
@@ -49,8 +47,7 @@ def run(workdir: Path, baseline: bool) -> tuple[dict[str, float], list[str]]:
         ),
     )
     trained, predictions = timed(phases, "train + predict", lambda: demo_classifier(workdir))
-    layer = None if baseline else best_single_layer(trained)
-    results, _ = timed(phases, "neighbours", lambda: demo_neighbours(workdir, layer))
+    results, _ = timed(phases, "neighbours", lambda: demo_neighbours(workdir))
     digit_hits = results[0][1]
     right = [
         f"CV accuracy {trained.evaluation.accuracy:.3f} (layer {'+'.join(trained.card['layers'])})",

@@ -107,24 +107,21 @@ def run_demo(workdir: str | Path, progress: bool = True) -> tuple[EmbedReport, d
     return report, counts
 
 
-def demo_neighbours(
-    workdir: str | Path, digit_layer: str | None = None, k: int = 6
-) -> tuple[list[tuple[str, list]], Path]:
-    """The neighbours of one digit (on `digit_layer`: the layer the digit classifier found best)
-    and of one photo (on the final embedding, search's default), drawn on a contact sheet."""
+def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, list]], Path]:
+    """The neighbours of one digit and one photo (search's defaults), drawn on a contact sheet."""
     from lookalike.index import Searcher
     from lookalike.index.sheet import contact_sheet
 
     workdir = Path(workdir)
-    images = workdir.resolve() / "images"
+    searcher = Searcher.open(workdir / "collection")
     queries = [
-        (str(images / "digits" / "7" / "digit-0007.png"), digit_layer),
-        (str(images / "photos" / "chelsea.jpg"), None),
+        str(workdir.resolve() / "images" / "digits" / "7" / "digit-0007.png"),
+        str(workdir.resolve() / "images" / "photos" / "chelsea.jpg"),
     ]
-    results = []
-    for query, layer in queries:
-        hits = Searcher.open(workdir / "collection", layer).search_images([query], k + 1)[0]
-        results.append((query, hits[1:]))
+    results = [
+        (q, hits[1:])
+        for q, hits in zip(queries, searcher.search_images(queries, k + 1), strict=True)
+    ]
     rows = [
         [(query, "query"), *[(h.path, f"d={h.distance:.3f} {h.label or ''}") for h in hits]]
         for query, hits in results
@@ -212,13 +209,6 @@ def plant_duplicates(folder: Path, copied: int = 9) -> list[tuple[str, str]]:
     ]
 
 
-def best_single_layer(trained: TrainReport) -> str | None:
-    """The best-scoring single cached layer of the classifier's layer choice (searchable)."""
-    if trained.choice is None:
-        return None
-    return next(c.layers[0] for c in trained.choice.candidates if len(c.layers) == 1)
-
-
 def echo_training(trained: TrainReport) -> None:
     scores, choice = trained.evaluation, trained.choice
     click.echo(
@@ -246,10 +236,9 @@ def demo(workdir, quiet) -> None:
     click.echo(report.summary())
     trained, predictions = demo_classifier(workdir)
     echo_training(trained)
-    single = best_single_layer(trained)
-    results, sheet = demo_neighbours(workdir, single)
-    for (query, hits), layer in zip(results, (single, "embedding"), strict=True):
-        click.echo(f"nearest to {query} (layer {layer}):")
+    results, sheet = demo_neighbours(workdir)
+    for query, hits in results:
+        click.echo(f"nearest to {query}:")
         for hit in hits:
             click.echo(f"  {hit.distance:.3f}  {hit.label or '-':<4} {hit.path}")
     click.echo(f"contact sheet of those neighbours: {sheet}")
