@@ -208,3 +208,28 @@ def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path):
+    """A synthetic collection: three separable classes on `embedding`, noise on `layer3`."""
+    from synthetic import make_collection, separable
+
+    vectors, labels = separable(30)
+    return make_collection(tmp_path / "c", labels, vectors)
+
+
+@pytest.fixture
+def digit_collection(digit_dir: Path, tmp_path: Path) -> Path:
+    """The digits embedded with the tiny model, labelled by folder."""
+    from lookalike.jobs.bulk import embed_images
+
+    embed_images(
+        [digit_dir],
+        tmp_path / "digits",
+        TINY,
+        labels_from_folders=True,
+        progress=False,
+        num_workers=0,
+    )
+    return tmp_path / "digits"
