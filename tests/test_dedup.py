@@ -37,6 +37,13 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set]:
     return work / "c", truth
 
 
+@pytest.fixture
+def planted_copy(planted, tmp_path: Path) -> Path:
+    """A copy of the planted collection that a test may change (its calibration, its items)."""
+    shutil.copytree(planted[0], tmp_path / "c")
+    return tmp_path / "c"
+
+
 def found_pairs(searcher: Searcher, threshold: float) -> set:
     found = find_duplicates(searcher, threshold, progress=False)
     name = {i["id"]: Path(i["path"]).name for i in searcher.collection.items().to_pylist()}
@@ -65,10 +72,9 @@ def test_the_calibrated_threshold_finds_the_planted_copies(planted) -> None:
 
 
 def test_the_calibration_is_stored_reused_and_redone_when_the_collection_grew(
-    planted, tmp_path: Path
+    planted_copy: Path, tmp_path: Path
 ) -> None:
-    collection_dir = tmp_path / "c"
-    shutil.copytree(planted[0], collection_dir)
+    collection_dir = planted_copy
     searcher = Searcher.open(collection_dir)
     first, reused = calibrated_threshold(searcher, images=8, progress=False)
     assert not reused and (collection_dir / CALIBRATION).exists()
@@ -113,9 +119,8 @@ def test_distinct_items_closer_than_copies_cap_the_threshold(
     assert len(found.pairs) <= 2, calibration.lines()  # 36 distinct digits, no copies
 
 
-def test_cli_dedup_calibrates_with_no_threshold_and_says_how(planted, tmp_path: Path) -> None:
-    collection_dir = tmp_path / "c"
-    shutil.copytree(planted[0], collection_dir)
+def test_cli_dedup_calibrates_with_no_threshold_and_says_how(planted_copy: Path) -> None:
+    collection_dir = planted_copy
     runner = CliRunner()
     first = runner.invoke(main, ["dedup", "-c", str(collection_dir), "-q"])
     assert first.exit_code == 0, first.output
@@ -138,9 +143,8 @@ def test_cli_dedup_with_no_readable_image_says_what_to_do(tmp_path: Path, photo_
     assert "Traceback" not in result.output
 
 
-def test_api_duplicates_calibrated_or_given(planted, tmp_path: Path) -> None:
-    collection_dir = tmp_path / "c"
-    shutil.copytree(planted[0], collection_dir)
+def test_api_duplicates_calibrated_or_given(planted_copy: Path) -> None:
+    collection_dir = planted_copy
     app = create_app(Settings(collections={"p": collection_dir}))
     client = app.test_client()
     answer = client.post("/v1/collections/p/duplicates", json={})
@@ -166,10 +170,9 @@ def test_api_duplicates_calibrated_or_given(planted, tmp_path: Path) -> None:
 
 
 def test_dedup_within_a_label_or_folder_calibrates_on_those_items_only(
-    planted, tmp_path: Path
+    planted_copy: Path, tmp_path: Path
 ) -> None:
-    collection_dir = tmp_path / "c"
-    shutil.copytree(planted[0], collection_dir)
+    collection_dir = planted_copy
     searcher = Searcher.open(collection_dir)
     prefix = str(Path(searcher.collection.items().column("path")[0].as_py()).parent / "c")
     filters = Filters(path_prefix=prefix)  # chelsea, coffee, colorwheel, coins, camera, clock
