@@ -49,6 +49,7 @@ EDITS_PER_IMAGE = 3
 MIN_IMAGES = 8
 DISTINCT_ITEMS = 4000  # items whose neighbourhood is read
 NEIGHBOURS = 8
+KEPT = 16  # calibrations stored per collection, the newest
 REUSE_CHANGE = 0.25  # recalibrate once the item count moved by more than this share
 BATCH = 32
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
@@ -286,13 +287,18 @@ def load_calibration(searcher: Searcher, filters: Filters | None = None) -> Cali
 
 
 def save_calibration(searcher: Searcher, calibration: Calibration) -> None:
+    """Store it beside the others (by layer and scope), keeping the `KEPT` newest: scopes are
+    the callers' filters, so their number must not grow without bound."""
     path = searcher.collection.path / CALIBRATION
     try:
         stored = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         stored = {}
-    stored[_key(calibration.layer, calibration.scope)] = calibration.to_dict()
-    write_atomic(path, json.dumps(stored, indent=2).encode())
+    key = _key(calibration.layer, calibration.scope)
+    stored = {k: v for k, v in stored.items() if k != key and isinstance(v, dict)}
+    newest = sorted(stored, key=lambda k: str(stored[k].get("created", "")))[-(KEPT - 1) :]
+    kept = {k: stored[k] for k in newest} | {key: calibration.to_dict()}
+    write_atomic(path, json.dumps(kept, indent=2).encode())
 
 
 def calibrated_threshold(

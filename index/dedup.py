@@ -8,9 +8,12 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from lookalike.errors import InvalidArgument
+
 from .search import Filters, Searcher
 
 BLOCK = 2048  # queries per range search: memory stays bounded by a block's results
+MAX_PAIRS = 1_000_000
 
 
 @dataclass
@@ -38,10 +41,15 @@ class Duplicates:
 
 
 def find_duplicates(
-    searcher: Searcher, threshold: float, filters: Filters | None = None, progress: bool = True
+    searcher: Searcher,
+    threshold: float,
+    filters: Filters | None = None,
+    progress: bool = True,
+    max_pairs: int = MAX_PAIRS,
 ) -> Duplicates:
     """Range-search every stored vector (of the items `filters` keeps), block by block, and group
-    the pairs it finds."""
+    the pairs it finds; more than `max_pairs` is refused (`InvalidArgument`) before memory runs
+    out: a threshold that pairs that much does not find near-duplicates."""
     firsts, seconds, distances = [], [], []
     allowed = searcher.allowed_ids(filters) if filters else None
     total = len(searcher.collection) if allowed is None else len(allowed)
@@ -65,6 +73,11 @@ def find_duplicates(
                             seconds.append(hit.id)
                             distances.append(hit.distance)
                 bar.update(len(block_ids))
+                if len(firsts) > max_pairs:
+                    raise InvalidArgument(
+                        f"more than {max_pairs:,} pairs lie within {threshold}: that pairs "
+                        "distinct items, not near-duplicates; give a smaller threshold"
+                    )
     pairs = pa.table(
         {
             "a": pa.array(firsts, pa.int64()),

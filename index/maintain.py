@@ -42,6 +42,7 @@ def build_index(
 ) -> VectorIndex:
     """Choose, train, fill and tune an index over `layer` of the collection, and save it."""
     layer = layer or collection.spec.layers[0]
+    collection.check_layer(layer)
     if not 0 < target_recall <= 1:
         raise InvalidArgument(f"target recall must be in (0, 1], got {target_recall}")
     n, d = len(collection), collection.spec.dims[layer]
@@ -183,6 +184,7 @@ def prepare_index(
     `Searcher.open` calls it, so a search after `embed` needs no `index update` first."""
     collection = Collection.open(path)
     layer = layer or collection.spec.layers[0]
+    collection.check_layer(layer)
     if not has_index(collection.path, layer):
         if not len(collection):
             return collection, None

@@ -211,7 +211,7 @@ class Collection:
     def iter_embeddings(self, layer: str | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, xb) shard by shard, memory-mapped: bounded memory for any collection size."""
         layer = layer or self.spec.layers[0]
-        self._check_layer(layer)
+        self.check_layer(layer)
         deleted = self.deleted_ids()
         for shard in self.shards():
             ids = self._table(shard).column("id").to_numpy()
@@ -238,7 +238,7 @@ class Collection:
     ) -> np.ndarray:
         """The stored vectors of `ids`, in order; `UnknownItem` for an unknown or deleted id."""
         layer = layer or self.spec.layers[0]
-        self._check_layer(layer)
+        self.check_layer(layer)
         ids = as_ids(ids)
         shards, sorted_ids, shard_of, row_of = self._locator()
         where = np.searchsorted(sorted_ids, ids)
@@ -279,7 +279,8 @@ class Collection:
             self._located = located
         return shards, *located[1:]
 
-    def _check_layer(self, layer: str) -> None:
+    def check_layer(self, layer: str) -> None:
+        """`UnknownLayer`, naming the collection's layers, unless it holds `layer`."""
         if layer not in self.spec.layers:
             raise UnknownLayer(
                 f"layer {layer!r} is not in this collection; it has {list(self.spec.layers)}"

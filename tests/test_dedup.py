@@ -3,6 +3,7 @@ no option given; the calibration stored, reused and redone; unreadable images; t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ from conftest import TINY
 
 from lookalike.cli import main
 from lookalike.cli.demo import plant_duplicates
-from lookalike.errors import CannotCalibrate
+from lookalike.errors import CannotCalibrate, InvalidArgument
 from lookalike.index import Filters, Searcher, find_duplicates
 from lookalike.index.calibrate import (
     CALIBRATION,
@@ -230,3 +231,44 @@ def test_look_alikes_lower_the_threshold_only_as_far_as_precision_needs() -> Non
     assert bound == "precision" and threshold < 0.2
     threshold, bound = _pick(variants, sample(copies_each=1))  # 100 copies, 5 look-alikes
     assert bound == "precision" and 0.05 <= threshold < 0.2
+
+
+@pytest.mark.parametrize("command", ["dedup", "search", "index build"])
+def test_an_unknown_layer_is_a_one_line_error_naming_the_layers(
+    command: str, digit_collection: Path
+) -> None:
+    """A stage named without its pooling (`layer4` for `layer4/gem`) used to be an internal error."""
+    query = ["--id", "0"] if command == "search" else []
+    arguments = [*command.split(), "-c", str(digit_collection), "--layer", "layer4", *query]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1 and "internal error" not in result.output, result.output
+    assert "layer 'layer4' is not in this collection; it has ['embedding'" in result.output
+
+
+def test_a_threshold_that_pairs_everything_is_refused_before_memory_runs_out(
+    digit_collection: Path,
+) -> None:
+    searcher = Searcher.open(digit_collection)
+    with pytest.raises(InvalidArgument, match=r"more than 100 pairs lie within 2\.0"):
+        find_duplicates(searcher, 2.0, progress=False, max_pairs=100)  # 36 items: 630 pairs
+    answer = (
+        create_app(Settings(collections={"d": digit_collection}))
+        .test_client()
+        .post("/v1/collections/d/duplicates", json={"threshold": 2})
+    )
+    assert answer.status_code == 200 and answer.json["pairs"] == 630  # under the server's cap
+
+
+def test_stored_calibrations_do_not_grow_without_bound(digit_collection: Path) -> None:
+    """Every filter gets its own calibration (a path prefix per request, say); 16 are kept."""
+    import dataclasses
+
+    from lookalike.index.calibrate import KEPT, save_calibration
+
+    searcher = Searcher.open(digit_collection)
+    calibration = calibrate_threshold(searcher, images=8, progress=False)
+    for number in range(KEPT + 4):
+        save_calibration(searcher, dataclasses.replace(calibration, scope=f"path under /x{number}"))
+    stored = json.loads((digit_collection / CALIBRATION).read_text())
+    assert len(stored) == KEPT and f"embedding (path under /x{KEPT + 3})" in stored
+    assert "embedding (path under /x0)" not in stored
