@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
 from tqdm.auto import tqdm
 
 from lookalike.durable import write_atomic
@@ -112,7 +114,8 @@ def calibrate_threshold(
     started = time.perf_counter()
     rng = random.Random(seed)
     items = _items_in_scope(searcher, filters)
-    originals = _readable_sample(items, images, rng, may_read, max_pixels)
+    short_side = 2 * searcher.collection.spec.preprocess.resize
+    originals = _readable_sample(items, images, rng, may_read, max_pixels, short_side)
     if items and (len(originals) < min(MIN_IMAGES, len(items)) or not originals):
         raise CannotCalibrate(
             f"only {len(originals)} of the collection's images could be read to calibrate "
@@ -123,7 +126,7 @@ def calibrate_threshold(
     near = neighbourhoods(searcher, [item["id"] for item in sampled], filters)
     threshold, bound = _pick(variants, near)
     return Calibration(
-        threshold=round(threshold, 6),
+        threshold=math.floor(threshold * 1e6) / 1e6,  # never rounded up onto a distinct pair
         bound=bound,
         layer=searcher.layer,
         scope=scope_of(filters),
@@ -140,8 +143,10 @@ def calibrate_threshold(
     )
 
 
-def _readable_sample(items, count, rng, may_read, max_pixels) -> list[tuple[int, Any]]:
-    """Up to `count` (id, decoded image) of random items whose file still reads as an image."""
+def _readable_sample(items, count, rng, may_read, max_pixels, short_side) -> list[tuple[int, Any]]:
+    """Up to `count` (id, decoded image) of random items whose file still reads as an image,
+    each scaled down to `short_side` (twice the model's input: a copy is still larger than what
+    the model sees, and 96 decoded 40-megapixel photos would hold 11 GB)."""
     order = rng.sample(items, len(items))
     found = []
     for item in order[: count * 3]:
@@ -149,7 +154,12 @@ def _readable_sample(items, count, rng, may_read, max_pixels) -> list[tuple[int,
             read = read_file(item["path"])
             if may_read is not None and not may_read(read.real_path, item["path"]):
                 continue
-            found.append((item["id"], decode_image(read.data, max_pixels)))
+            image = decode_image(read.data, max_pixels, short_side)
+            scale = short_side / min(image.size)
+            if scale < 1:
+                size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                image = image.resize(size, Image.Resampling.BILINEAR)
+            found.append((item["id"], image))
         except (OSError, BadImage):
             continue
         if len(found) == count:
