@@ -61,6 +61,8 @@ class CrashReport:
     cut_off: int
     checked: int  # acknowledged live items checked on disk and over HTTP
     lost: int  # acknowledged, not deleted, yet missing (or another image under its id)
+    lost_why: list[str]  # for each lost item: on disk or over HTTP, and what was found
+    deleted_in_doubt: int  # a DELETE cut off by the crash that had taken effect: allowed
     resurrected: int  # acknowledged deletes that came back
     duplicates: int  # live items holding the same bytes as another
     phantoms: int  # items whose bytes no client sent
@@ -75,7 +77,7 @@ class CrashReport:
             for name in ("lost", "resurrected", "duplicates", "phantoms")
             if getattr(self, name)
         ]
-        return bad + self.refused[:5] + self.contradictions[:5]
+        return bad + self.lost_why[:5] + self.refused[:5] + self.contradictions[:5]
 
     def lines(self) -> list[str]:
         starts = np.asarray(self.start_seconds)
@@ -86,7 +88,8 @@ class CrashReport:
             f"{self.acknowledged_deletes}; attempts cut off or refused while down: {self.cut_off}",
             f"acknowledged items checked: {self.checked}, lost: {self.lost}, deletes undone: "
             f"{self.resurrected}, duplicates: {self.duplicates}, phantom ids: {self.phantoms}; "
-            f"written but unanswered (kept, allowed): {self.unacknowledged_kept}",
+            f"written but unanswered (kept, allowed): {self.unacknowledged_kept}; deletes "
+            f"cut off that took effect (allowed): {self.deleted_in_doubt}",
             f"server start to ready: median {np.median(starts):.1f} s, max {starts.max():.1f} s",
         ]
 
@@ -211,8 +214,15 @@ def check(
     by_id = {row["id"]: row["sha256"] for row in items}
     counts = collections.Counter(by_id.values())
     live = ledger.live()
-    lost = sorted(i for i in live if by_id.get(i) != ledger.acknowledged[i])
-    lost += _not_served(base, headers, sorted(live - set(lost)), by_id)
+    in_doubt = ledger.delete_tried - ledger.deleted  # a DELETE the crash cut off: either outcome
+    undone_by_doubt = {i for i in live & in_doubt if i not in by_id}
+    lost_why = [
+        f"item {i}: on disk {by_id.get(i, 'missing')!s:.12}, acknowledged {ledger.acknowledged[i]:.12}"
+        for i in sorted(live - undone_by_doubt)
+        if by_id.get(i) != ledger.acknowledged[i]
+    ]
+    on_disk = {int(line.split()[1].rstrip(":")) for line in lost_why}
+    lost_why += _not_served(base, headers, sorted(live - on_disk - undone_by_doubt), by_id)
     resurrected = sorted(ledger.deleted & set(by_id))
     answered = set(ledger.acknowledged)
     return CrashReport(
@@ -222,7 +232,9 @@ def check(
         acknowledged_deletes=len(ledger.deleted),
         cut_off=ledger.cut_off,
         checked=len(live),
-        lost=len(lost),
+        lost=len(lost_why),
+        lost_why=lost_why,
+        deleted_in_doubt=len(undone_by_doubt),
         resurrected=len(resurrected),
         duplicates=sum(count - 1 for count in counts.values()),
         phantoms=sum(sha not in ledger.sent and sha not in initial for sha in by_id.values()),
@@ -233,20 +245,24 @@ def check(
     )
 
 
-def _not_served(base: str, headers, ids: list[int], by_id: dict[int, str]) -> list[int]:
-    """Ids the live server does not answer correctly: item metadata, and the item itself as the
-    nearest neighbour of its own stored vector (so the worker's index holds it)."""
+def _not_served(base: str, headers, ids: list[int], by_id: dict[int, str]) -> list[str]:
+    """Ids the live server does not answer correctly (and what it answered): item metadata, and
+    the item itself as the nearest neighbour of its own stored vector (so the worker's index
+    holds it)."""
     client, missing = Client(base, headers), []
     for item_id in ids:
         item = client.request("GET", f"{ITEMS}/{item_id}")
         hits = client.json("POST", "/v1/collections/c/search", {"id": item_id, "k": 1})
+        found = hits.json()["results"][0]["hits"] if hits.status == 200 else []
         if (
             item.status != 200
             or by_id[item_id] not in item.json()["path"]  # uploads are stored by sha256
-            or hits.status != 200
-            or [h["id"] for h in hits.json()["results"][0]["hits"]] != [item_id]
+            or [h["id"] for h in found] != [item_id]
         ):
-            missing.append(item_id)
+            missing.append(
+                f"item {item_id}: served GET {item.status} {item.body[:120]!r}, search "
+                f"{hits.status} {found or hits.body[:200]!r}"
+            )
     client.close()
     return missing
 
