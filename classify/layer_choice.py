@@ -156,10 +156,26 @@ def nested_predictions(
                 "nested CV needs at least 2 examples of every class in each outer training "
                 "fold: label more, or score the choice without nesting"
             )
-        inner = stratified_folds(targets[fit], outer.get_n_splits(), seed)
-        fold = {layer: vectors[fit] for layer, vectors in by_layer.items()}
-        choice, _ = choose_layers(fold, targets[fit], estimator, inner)
-        features = side_by_side(by_layer, choice.chosen.layers)
-        fitted = clone(estimator).fit(features[fit], targets[fit])
-        predicted[test] = fitted.predict(features[test])
+        _, predicted[test] = choose_fit_predict(
+            by_layer, targets, estimator, fit, test, outer.get_n_splits(), seed
+        )
     return predicted
+
+
+def choose_fit_predict(
+    by_layer: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    estimator: Pipeline,
+    fit: np.ndarray,
+    test: np.ndarray,
+    folds: int,
+    seed: int,
+) -> tuple[LayerChoice, np.ndarray]:
+    """Choose the layer(s) by inner CV on the `fit` rows only, fit on them, predict the `test`
+    rows: the choice, and those predictions (an outer fold, or a held-out split)."""
+    inner = stratified_folds(targets[fit], folds, seed)
+    chosen_on = {layer: vectors[fit] for layer, vectors in by_layer.items()}
+    choice, _ = choose_layers(chosen_on, targets[fit], estimator, inner)
+    features = side_by_side(by_layer, choice.chosen.layers)
+    fitted = clone(estimator).fit(features[fit], targets[fit])
+    return choice, fitted.predict(features[test])

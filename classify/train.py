@@ -27,6 +27,7 @@ from .layer_choice import (
     AUTO,
     LayerChoice,
     asked_layers,
+    choose_fit_predict,
     choose_layers,
     nested_predictions,
     side_by_side,
@@ -123,15 +124,11 @@ def evaluate_auto(
     split (chosen on the rest), by nested CV, or by its selection score, labelled as such."""
     if holdout is not None:
         fit_rows, test_rows = _held_out(targets, holdout, seed)
-        inner = stratified_folds(targets[fit_rows], folds, seed)
-        fold = {layer: vectors[fit_rows] for layer, vectors in by_layer.items()}
-        choice, _ = choose_layers(fold, targets[fit_rows], model, inner)
-        features = side_by_side(by_layer, choice.chosen.layers)
-        fitted = clone(model).fit(features[fit_rows], targets[fit_rows])
-        method = f"held-out {holdout:.0%} ({len(test_rows)} items; layer chosen by CV on the rest)"
-        return choice, scores(
-            targets[test_rows], fitted.predict(features[test_rows]), classes, method
+        choice, predicted = choose_fit_predict(
+            by_layer, targets, model, fit_rows, test_rows, folds, seed
         )
+        method = f"held-out {holdout:.0%} ({len(test_rows)} items; layer chosen by CV on the rest)"
+        return choice, scores(targets[test_rows], predicted, classes, method)
     cv = stratified_folds(targets, folds, seed)
     choice, predicted = choose_layers(by_layer, targets, model, cv)
     method, count = f"stratified {cv.get_n_splits()}-fold CV", len(choice.candidates)

@@ -9,6 +9,14 @@ import click
 from lookalike.cli.options import COLLECTION, LAYER, FiniteRange
 
 
+def filter_options(command):
+    """--label and --path-prefix, the same for search and dedup."""
+    command = click.option("--path-prefix", help="Only items whose path starts with this.")(command)
+    return click.option(
+        "--label", "labels", multiple=True, help="Only items with this label. Repeatable."
+    )(command)
+
+
 def _filters(labels, path_prefix):
     from lookalike.index import Filters
 
@@ -39,8 +47,7 @@ def _filters(labels, path_prefix):
     type=FiniteRange(min=0),
     help="Only neighbours within this distance (cosine distance on normalised embeddings).",
 )
-@click.option("--label", "labels", multiple=True, help="Only items with this label. Repeatable.")
-@click.option("--path-prefix", help="Only items whose path starts with this.")
+@filter_options
 @click.option("--sheet", type=click.Path(path_type=Path), help="Write a contact sheet PNG here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def search(
@@ -96,8 +103,7 @@ def search(
 @click.option(
     "--recalibrate", is_flag=True, help="Calibrate again even if a stored calibration still fits."
 )
-@click.option("--label", "labels", multiple=True, help="Only items with this label. Repeatable.")
-@click.option("--path-prefix", help="Only items whose path starts with this.")
+@filter_options
 @click.option("--out", type=click.Path(path_type=Path), help="Write clusters as .csv or .parquet.")
 @click.option(
     "--sheet", type=click.Path(path_type=Path), help="Contact sheet PNG of the largest clusters."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -111,9 +112,11 @@ def grid_pool(features: torch.Tensor, cells: int = GRID_CELLS) -> torch.Tensor:
     return F.normalize(cells_map, dim=1).transpose(1, 2).flatten(1)
 
 
+@functools.lru_cache(maxsize=16)
 def _cell_means(height: int, width: int, cells: int) -> torch.Tensor:
     """(cells**2, height * width): row r averages cell r's positions, with the bins of
-    `adaptive_avg_pool2d` (a matrix product, because ONNX export refuses that op here)."""
+    `adaptive_avg_pool2d` (a matrix product, because ONNX export refuses that op here); made
+    once per map size, not per batch (callers never write to it)."""
     means = torch.zeros(cells, cells, height, width)
     for row in range(cells):
         top, bottom = row * height // cells, -(-(row + 1) * height // cells)

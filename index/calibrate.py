@@ -37,6 +37,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lookalike.durable import write_atomic
+from lookalike.embedder.preprocess import resized_size
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
 
@@ -155,9 +156,8 @@ def _readable_sample(items, count, rng, may_read, max_pixels, short_side) -> lis
             if may_read is not None and not may_read(read.real_path, item["path"]):
                 continue
             image = decode_image(read.data, max_pixels, short_side)
-            scale = short_side / min(image.size)
-            if scale < 1:
-                size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            if min(image.size) > short_side:
+                size = resized_size(*image.size, short_side)
                 image = image.resize(size, Image.Resampling.BILINEAR)
             found.append((item["id"], image))
         except (OSError, BadImage):

@@ -112,6 +112,7 @@ class Searcher:
         self.engine = engine
         self._backbone: Backbone | None = None
         self._backbone_lock = threading.Lock()
+        self._allowed: tuple[_Items, Filters, np.ndarray] | None = None
         self.refresh_items()
 
     @classmethod
@@ -207,14 +208,21 @@ class Searcher:
         return self._backbone is not None
 
     def allowed_ids(self, filters: Filters) -> np.ndarray:
-        table = self._snapshot.table
+        """The ids `filters` keeps; the last answer is reused while the item table is the same
+        (dedup and calibration ask it once per block of queries)."""
+        snapshot, last = self._snapshot, self._allowed
+        if last is not None and last[0] is snapshot and last[1] == filters:
+            return last[2]
+        table = snapshot.table
         keep = pa.scalar(True)
         if filters.labels:
             keep = pc.and_(keep, pc.is_in(table["label"], pa.array(list(filters.labels))))
         if filters.path_prefix:
             keep = pc.and_(keep, pc.starts_with(table["path"], filters.path_prefix))
         keep = pc.fill_null(keep, False)
-        return table["id"].filter(keep).to_numpy()
+        allowed = table["id"].filter(keep).to_numpy()
+        self._allowed = (snapshot, filters, allowed)  # swapped whole, as the snapshot is
+        return allowed
 
     def item(self, item_id: int) -> dict[str, Any]:
         snapshot = self._snapshot
