@@ -12,6 +12,25 @@ from lookalike.embedder.sources import PILLOW_PIXEL_LIMIT
 from lookalike.embedder.spec import POOLINGS, PRECISIONS
 
 
+def parse_actors(
+    context: click.Context, parameter: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    """MIN,MAX (or one number) as two positive ints, MIN <= MAX."""
+    if value is None:
+        return None
+    try:
+        numbers = [int(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or not 1 <= numbers[0] <= numbers[1]:
+        raise click.BadParameter(
+            f"expected MIN,MAX with 1 <= MIN <= MAX (or one count), got {value!r}"
+        )
+    return numbers[0], numbers[1]
+
+
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @collection_option("Collection directory (created on first use).")
@@ -91,6 +110,30 @@ from lookalike.embedder.spec import POOLINGS, PRECISIONS
     type=click.IntRange(1, PILLOW_PIXEL_LIMIT),
     help="Refuse images with more pixels.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run as tasks on Ray: alone, a Ray started on this machine; 'auto' or ray://HOST:10001 "
+    "joins a cluster (pip install 'lookalike[ray]').",
+)
+@click.option(
+    "--ray-actors",
+    callback=parse_actors,
+    metavar="MIN,MAX",
+    help="Embedding actors on Ray, autoscaled between MIN and MAX (default: 1 to what the "
+    "cluster's CPUs or GPUs hold); one number fixes the count.",
+)
+@click.option(
+    "--ray-cpus-per-actor",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="CPUs each Ray actor takes (its ONNX Runtime threads).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def embed(
     images,
@@ -112,12 +155,23 @@ def embed(
     prune,
     checksum,
     max_pixels,
+    ray_address,
+    ray_actors,
+    ray_cpus_per_actor,
     quiet,
 ) -> None:
-    """Bring a collection in step with the images under IMAGES (folders or files): new and
+    """Bring a collection in step with the images under IMAGES (folders, image files, or
+    listings: .csv or .parquet files with a 'path' column and an optional 'label'): new and
     changed files embedded, with --prune files gone removed; resumable, and a second run into the
     same collection waits for the first."""
     from lookalike.jobs.bulk import embed_images
+    from lookalike.jobs.ray_job import RayOptions
+
+    ray = None
+    if ray_address is not None:
+        ray = RayOptions(ray_address, ray_actors, ray_cpus_per_actor)
+    elif ray_actors is not None:
+        raise click.UsageError("--ray-actors needs --ray")
 
     options = {
         "name": backbone,
@@ -146,6 +200,7 @@ def embed(
         checksum=checksum,
         max_pixels=max_pixels,
         progress=not quiet,
+        ray=ray,
     )
     for failure in report.failed:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)

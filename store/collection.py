@@ -10,6 +10,7 @@ Layout::
     DIR/.lock                    held (flock) by the one writer, for one commit
     DIR/.embed.lock              held (flock) by the one bulk embedding run, for the whole run
     DIR/.generation              a token replaced after each shard is renamed in
+    DIR/staging/<task>/          a bulk task's shard before the run adopts it (lookalike.jobs.tasks)
 
 A shard is written under ``shards/.tmp-*`` and renamed into place once every file in it is
 complete and fsynced, so readers (and a run resumed after ``kill -9``) see whole shards only.
@@ -20,12 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,18 +31,12 @@ import pyarrow.compute as pc
 
 from lookalike import __version__
 from lookalike.durable import (
-    acquire_lock,
-    append_durably,
-    disk_errors,
-    fsync_path,
     read_records,
-    replace_token,
     write_atomic,
 )
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import (
     CollectionError,
-    InvalidArgument,
     SpecMismatch,
     UnknownItem,
     UnknownLayer,
@@ -54,8 +46,10 @@ from lookalike.store.shards import (
     SHARD_NAME,
     Shard,
     as_ids,
-    write_shard_files,
 )
+
+if TYPE_CHECKING:
+    from lookalike.store.writer import CollectionWriter
 
 log = logging.getLogger(__name__)
 
@@ -294,105 +288,6 @@ class Collection:
 
     def writer(self, shard_size: int = 1024, wait: float = 0.0) -> CollectionWriter:
         """The collection's one writer; waits up to `wait` seconds for another process's."""
+        from lookalike.store.writer import CollectionWriter  # the writer module imports this one
+
         return CollectionWriter(self, shard_size, wait)
-
-
-class CollectionWriter:
-    """The one writer of a collection (an exclusive lock): appends items and vectors as shards."""
-
-    def __init__(self, collection: Collection, shard_size: int, wait: float = 0.0) -> None:
-        self.collection = collection
-        self.shard_size = shard_size
-        self._lock = acquire_lock(collection.path / WRITE_LOCK, wait)
-        shards_dir = collection.path / "shards"
-        for stale in shards_dir.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
-        shards = collection.shards()
-        self._next_shard = int(shards[-1].name) + 1 if shards else 1
-        last = [pc.max(collection._table(shard)["id"]).as_py() for shard in shards]  # deleted too:
-        self._next_id = max(last) + 1 if last else 0  # ids are never reused
-        self._rows: list[dict[str, Any]] = []
-        self._vectors: dict[str, list[np.ndarray]] = {layer: [] for layer in collection.spec.layers}
-
-    def add(self, rows: Sequence[dict[str, Any]], vectors: dict[str, np.ndarray]) -> np.ndarray:
-        """Buffer rows and their vectors (one array per layer); returns the ids they get."""
-        spec = self.collection.spec
-        for layer in spec.layers:
-            if vectors[layer].shape != (len(rows), spec.dims[layer]):
-                raise InvalidArgument(
-                    f"layer {layer!r}: got shape {vectors[layer].shape}, expected ({len(rows)}, {spec.dims[layer]})"
-                )
-        ids = np.arange(self._next_id, self._next_id + len(rows), dtype=np.int64)
-        self._next_id += len(rows)
-        self._rows.extend({**row, "id": int(i)} for row, i in zip(rows, ids, strict=True))
-        for layer in spec.layers:
-            self._vectors[layer].append(np.asarray(vectors[layer], dtype=np.float32))
-        while len(self._rows) >= self.shard_size:
-            self._write_shard(self.shard_size)
-        return ids
-
-    def flush(self) -> None:
-        """Write everything buffered as shards of at most `shard_size` items, atomically."""
-        while self._rows:
-            self._write_shard(min(self.shard_size, len(self._rows)))
-
-    def _write_shard(self, count: int) -> Shard:
-        """Write the first `count` buffered rows as the next shard (visible only once complete)."""
-        rows, self._rows = self._rows[:count], self._rows[count:]
-        vectors = {}
-        for layer, blocks in self._vectors.items():
-            stacked = np.concatenate(blocks)
-            vectors[layer] = stacked[:count]
-            self._vectors[layer] = [stacked[count:]] if len(stacked) > count else []
-        shards_dir = self.collection.path / "shards"
-        with disk_errors(shards_dir):
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=shards_dir))
-            try:
-                write_shard_files(tmp, rows, vectors)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)  # give a full disk its space back now
-                raise
-            final = shards_dir / f"{self._next_shard:06d}"
-            os.rename(tmp, final)
-            fsync_path(shards_dir)
-        replace_token(self.collection.path / GENERATION)  # readers: a shard came in
-        log.info("wrote shard %s: %d items", final.name, count)
-        self._next_shard += 1
-        return Shard(final)
-
-    def delete(self, ids: Sequence[int] | np.ndarray, missing_ok: bool = False) -> int:
-        """Delete live items durably (tombstones, fsynced); how many. An unknown or deleted id
-        raises `UnknownItem` before anything is written, unless `missing_ok` (then it is skipped)."""
-        ids = np.unique(as_ids(ids))
-        self.flush()
-        _, known, _, _ = self.collection._locator()
-        gone = ~np.isin(ids, known) | np.isin(ids, self.collection.deleted_ids())
-        if gone.any() and not missing_ok:
-            raise UnknownItem(
-                f"no item with id {', '.join(map(str, ids[gone][:5].tolist()))} in {self.collection.path}"
-            )
-        ids = ids[~gone]
-        if len(ids):
-            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            lines = "".join(json.dumps({"id": int(i), "time": now}) + "\n" for i in ids)
-            append_durably(self.collection.path / DELETED, lines)
-        return len(ids)
-
-    def record_failure(self, failure: dict[str, Any]) -> None:
-        """Append one failure line (path, reason, ...) durably."""
-        line = json.dumps(
-            {**failure, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        )
-        append_durably(self.collection.path / FAILED, line + "\n")
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._lock.close()
-
-    def __enter__(self) -> CollectionWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
