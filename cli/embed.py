@@ -135,75 +135,54 @@ def parse_actors(
     help="CPUs each Ray actor takes (its ONNX Runtime threads).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def embed(
-    images,
-    collection_dir,
-    backbone,
-    weights,
-    layers,
-    pooling,
-    normalize,
-    image_size,
-    labels_from_folders,
-    batch_size,
-    workers,
-    device,
-    precision,
-    engine,
-    shard_size,
-    retry_failed,
-    prune,
-    checksum,
-    max_pixels,
-    ray_address,
-    ray_actors,
-    ray_cpus_per_actor,
-    quiet,
-) -> None:
+def embed(images, collection_dir, quiet, workers, **options) -> None:
     """Bring a collection in step with the images under IMAGES (folders, image files, or
     listings: .csv or .parquet files with a 'path' column and an optional 'label'): new and
     changed files embedded, with --prune files gone removed; resumable, and a second run into the
     same collection waits for the first."""
     from lookalike.jobs.bulk import embed_images
-    from lookalike.jobs.ray_job import RayOptions
 
-    ray = None
-    if ray_address is not None:
-        ray = RayOptions(ray_address, ray_actors, ray_cpus_per_actor)
-    elif ray_actors is not None:
-        raise click.UsageError("--ray-actors needs --ray")
-
-    options = {
-        "name": backbone,
-        "weights": weights,
-        "layers": layers or None,
-        "pooling": pooling,
-        "normalize": normalize,
-        "image_size": image_size,
-    }
-    embedder = {k: v for k, v in options.items() if v is not None}
-    if weights is not None:
-        embedder["weights"] = weights_value(weights)
+    embedder = embedder_options(options)
+    ray = ray_options(options.pop("ray_address"), options.pop("ray_actors"),
+                      options.pop("ray_cpus_per_actor"))  # fmt: skip
     report = embed_images(
         images,
         collection_dir,
         embedder,
-        labels_from_folders=labels_from_folders,
-        batch_size=batch_size,
         num_workers=workers,
-        device=device,
-        precision=precision,
-        engine=engine,
-        shard_size=shard_size,
-        retry_failed=retry_failed,
-        prune=prune,
-        checksum=checksum,
-        max_pixels=max_pixels,
         progress=not quiet,
         ray=ray,
+        **options,
     )
     for failure in report.failed:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
     click.echo(report.summary())
     if report.problem:  # nothing to show for the run: a script must not take it for success
         raise click.ClickException(report.problem)
+
+
+def embedder_options(options: dict) -> dict:
+    """The `get_backbone` arguments given (taken out of `options`)."""
+    given = {
+        "name": options.pop("backbone"),
+        "weights": options.pop("weights"),
+        "layers": options.pop("layers") or None,
+        "pooling": options.pop("pooling"),
+        "normalize": options.pop("normalize"),
+        "image_size": options.pop("image_size"),
+    }
+    embedder = {k: v for k, v in given.items() if v is not None}
+    if "weights" in embedder:
+        embedder["weights"] = weights_value(embedder["weights"])
+    return embedder
+
+
+def ray_options(address: str | None, actors: tuple[int, int] | None, cpus_per_actor: float):
+    """`RayOptions` for --ray, or None."""
+    from lookalike.jobs.ray_job import RayOptions
+
+    if address is None:
+        if actors is not None:
+            raise click.UsageError("--ray-actors needs --ray")
+        return None
+    return RayOptions(address, actors, cpus_per_actor)

@@ -1,5 +1,6 @@
-"""The one writer of a collection: appends items and vectors as shards, tombstones, failures,
-and adopts shards staged elsewhere (a Ray task's), each under the collection's write lock."""
+"""The one writer of a collection: appends items and vectors as atomic shards, tombstones deletes,
+records failures, and adopts shards staged elsewhere (a Ray task's); see
+`lookalike.store.collection` for the layout."""
 
 from __future__ import annotations
 
@@ -11,20 +12,22 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lookalike.durable import acquire_lock, append_durably, disk_errors, fsync_path, replace_token
+from lookalike.durable import (
+    acquire_lock,
+    append_durably,
+    disk_errors,
+    fsync_path,
+    replace_token,
+)
 from lookalike.errors import InvalidArgument, UnknownItem
-from lookalike.store.collection import DELETED, FAILED, GENERATION, WRITE_LOCK
+from lookalike.store.layout import DELETED, FAILED, GENERATION, WRITE_LOCK
 from lookalike.store.shards import ITEM_SCHEMA, Shard, as_ids, layer_filename, write_shard_files
-
-if TYPE_CHECKING:
-    from lookalike.store.collection import Collection
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 class CollectionWriter:
     """The one writer of a collection (an exclusive lock): appends items and vectors as shards."""
 
-    def __init__(self, collection: Collection, shard_size: int, wait: float = 0.0) -> None:
+    def __init__(self, collection: Any, shard_size: int, wait: float = 0.0) -> None:
+        # `collection`: the `Collection` written to (its module imports this one, not the reverse)
         self.collection = collection
         self.shard_size = shard_size
         self._lock = acquire_lock(collection.path / WRITE_LOCK, wait)
@@ -41,7 +45,7 @@ class CollectionWriter:
             shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
         shards = collection.shards()
         self._next_shard = int(shards[-1].name) + 1 if shards else 1
-        last = [pc.max(collection._table(shard)["id"]).as_py() for shard in shards]  # deleted too:
+        last = [int(collection._shard_ids(shard).max()) for shard in shards]  # deleted too:
         self._next_id = max(last) + 1 if last else 0  # ids are never reused
         self._rows: list[dict[str, Any]] = []
         self._vectors: dict[str, list[np.ndarray]] = {layer: [] for layer in collection.spec.layers}
