@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from lookalike.durable import acquire_lock
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.build import get_backbone, spec_arguments
+from lookalike.embedder.engines import engine_dirs
 from lookalike.embedder.export import use_engine
 from lookalike.embedder.pipeline import Batch, Pipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
@@ -37,7 +38,7 @@ from lookalike.embedder.sources import (
 from lookalike.errors import Cancelled
 from lookalike.jobs.embedding import default_pipeline, embedded_batches
 from lookalike.jobs.inputs import Inputs, gather_inputs
-from lookalike.jobs.ray_job import RayOptions, run_on_ray
+from lookalike.jobs.ray_job import RayOptions, import_ray, run_on_ray
 from lookalike.jobs.report import EmbedReport
 from lookalike.store.collection import EMBED_LOCK, MANIFEST, Collection
 from lookalike.store.sync import SyncPlan, plan_sync, remove_items
@@ -118,13 +119,16 @@ def embed_images(
     """Bring the collection in step with the images under `inputs` (folders, image files, and
     listings: see `lookalike.jobs.inputs`; the module docstring says the rest); resumable after
     any interruption. With `ray` (`RayOptions`, or an address: "local", "auto",
-    "ray://host:10001"), the work runs as tasks on a Ray cluster (`lookalike.jobs.ray_job`). `on_progress(done, total)` follows each batch;
-    `should_stop()` is asked after each, and True ends the run with `Cancelled` once what was
-    embedded is committed. Another run waits up to `wait` seconds (forever by default). `engine`:
-    auto (ONNX Runtime on a CPU where the backbone exports, else torch), onnx or torch; files are
-    decoded by `num_workers` threads on a CPU, DataLoader worker processes on a GPU."""
+    "ray://host:10001"), the work runs as tasks on a Ray cluster (`lookalike.jobs.ray_job`).
+    `on_progress(done, total)` follows each batch; `should_stop()` is asked after each, and True
+    ends the run with `Cancelled` once what was embedded is committed. Another run waits up to
+    `wait` seconds (forever by default). `engine`: auto (ONNX Runtime on a CPU where the backbone
+    exports, else torch), onnx or torch; files are decoded by `num_workers` threads on a CPU,
+    DataLoader worker processes on a GPU."""
     check_max_pixels(max_pixels)
     ray = RayOptions(address=ray) if isinstance(ray, str) else ray
+    if ray is not None:
+        import_ray()  # a missing Ray said before anything is planned or written
     found = gather_inputs(inputs, labels_from_folders, within)
     with embedding_slot(collection_dir, wait):
         collection, backbone = open_for_embedding(
@@ -134,21 +138,38 @@ def embed_images(
             total = len(found.walked) + len(found.listed)
             report = EmbedReport(collection.path, total, engine=backbone.engine_name)
             options = {"retry_failed": retry_failed, "prune": prune, "checksum": checksum}
-            plan = plan_inputs(collection, found, options)
-            _count_plan(plan, report)
-            remove_items(collection, plan.tombstones, COMMIT_WAIT_SECONDS, missing_ok=True)
+            todo = _plan(collection, found, options, report)
+            common = {"shard_size": shard_size, "progress": progress,
+                      "on_progress": on_progress, "should_stop": should_stop}  # fmt: skip
             if ray is not None:
-                run_on_ray(collection, plan.todo, report, ray, shard_size=shard_size,
-                           batch_size=batch_size, max_pixels=max_pixels, progress=progress,
-                           on_progress=on_progress, should_stop=should_stop)  # fmt: skip
+                run_on_ray(collection, todo, report, ray, engine_file=shared_export(collection, backbone),
+                           batch_size=batch_size, max_pixels=max_pixels, **common)  # fmt: skip
             else:
                 pipeline = pipeline or default_pipeline(
                     backbone.device, batch_size, num_workers, max_pixels
                 )
-                _run(collection, backbone, pipeline, plan.todo, report, shard_size, progress,
-                     on_progress, should_stop)  # fmt: skip
+                _run(collection, backbone, pipeline, todo, report, **common)
     log.info(report.summary())
     return report
+
+
+def _plan(
+    collection: Collection, found: Inputs, options: dict[str, bool], report: EmbedReport
+) -> list[ImageSource]:
+    """What to embed; the items of changed (and, with prune, gone) files tombstoned first."""
+    plan = plan_inputs(collection, found, options)
+    _count_plan(plan, report)
+    remove_items(collection, plan.tombstones, COMMIT_WAIT_SECONDS, missing_ok=True)
+    return plan.todo
+
+
+def shared_export(collection: Collection, backbone: Backbone) -> Path | None:
+    """The checked ONNX export `backbone` runs, preferably its copy in the collection (which
+    every node of a cluster may see); None on torch."""
+    if backbone.engine is None:
+        return None
+    copy = engine_dirs(collection.path)[0] / backbone.engine.path.name
+    return copy if copy.is_file() else backbone.engine.path
 
 
 def plan_inputs(collection: Collection, found: Inputs, options: dict[str, bool]) -> SyncPlan:

@@ -4,12 +4,11 @@ threads, a Ray actor), and the pipeline that decodes for it on each device."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from lookalike.embedder.backbone import Backbone
-from lookalike.embedder.device_pipeline import DevicePipeline
 from lookalike.embedder.pipeline import Batch, Pipeline, ThreadPipeline
 from lookalike.embedder.sources import ImageSource
 
@@ -19,10 +18,11 @@ CPU_BATCH_SIZE = 8  # measured by bench/embed_bench.py on 2 cores (README "Speed
 
 
 def embedded_batches(
-    backbone: Backbone, pipeline: Pipeline, sources: Sequence[ImageSource]
+    backbone: Any, pipeline: Pipeline, sources: Sequence[ImageSource]
 ) -> Iterator[tuple[Batch, dict[str, np.ndarray] | None]]:
     """Each decoded batch of `sources`, in order, with its vectors by layer (None when no image
-    of the batch decoded)."""
+    of the batch decoded). `backbone`: anything with a `spec` and `embed(pixels)` (a `Backbone`,
+    or an ONNX export alone)."""
     for batch in pipeline.batches(sources, backbone.spec.preprocess):
         yield batch, (backbone.embed(batch.pixels) if batch.items else None)
 
@@ -32,6 +32,8 @@ def default_pipeline(
 ) -> Pipeline:
     """Decode threads on a CPU (they overlap the engine in one process), worker processes on a GPU."""
     if device.type == "cuda":  # JPEGs decoded in batches on the GPU (nvJPEG)
+        from lookalike.embedder.device_pipeline import DevicePipeline  # torchvision.io: GPU only
+
         return DevicePipeline(
             device,
             batch_size=batch_size or GPU_BATCH_SIZE,

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lookalike.embedder.build import get_backbone, spec_arguments
-from lookalike.embedder.export import use_engine
+from lookalike.embedder.engines import OnnxEngine
 from lookalike.embedder.sources import ImageSource
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import Cancelled, InvalidArgument, LookalikeError
@@ -118,14 +117,22 @@ class TaskEmbedder:
         device: str,
         batch_size: int | None,
         max_pixels: int,
+        engine_file: str | None = None,
     ) -> None:
         torch.set_num_threads(threads)
         self.staging = staging_dir(Path(collection_dir))
         self.visible = (self.staging / run_token).exists()  # this node mounts the collection
-        backbone = get_backbone(**spec_arguments(BackboneSpec.from_dict(spec)), device=device)
-        engine_home = collection_dir if self.visible else None
-        self.backbone = use_engine(backbone, "auto", engine_home, threads=threads)
-        self.pipeline = default_pipeline(self.backbone.device, batch_size, threads, max_pixels)
+        wanted = BackboneSpec.from_dict(spec)
+        self.backbone = _checked_export(wanted, engine_file, threads) if device == "cpu" else None
+        if self.backbone is None:  # no export to reuse: build the model, as the local job does
+            from lookalike.embedder.build import get_backbone, spec_arguments  # timm, torch hub
+            from lookalike.embedder.export import use_engine
+
+            backbone = get_backbone(**spec_arguments(wanted), device=device)
+            engine_home = collection_dir if self.visible else None
+            self.backbone = use_engine(backbone, "auto", engine_home, threads=threads)
+        decoders = threads if device == "cpu" else None  # a GPU's reader threads: its own default
+        self.pipeline = default_pipeline(self.backbone.device, batch_size, decoders, max_pixels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         receipts: dict[str, list[Any]] = {"key": [], "payload": []}
@@ -140,6 +147,37 @@ class TaskEmbedder:
             receipts["key"].append(task.key)
             receipts["payload"].append(payload)
         return {"key": np.array(receipts["key"]), "payload": np.array(receipts["payload"], object)}
+
+
+@dataclass
+class ExportedBackbone:
+    """What the embedding loop needs of a backbone, from an ONNX export alone: no torch model is
+    built, so an actor starts in a second or two."""
+
+    spec: BackboneSpec
+    engine: OnnxEngine
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def embed(self, pixels: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.engine.run(pixels.numpy())
+
+
+def _checked_export(
+    spec: BackboneSpec, engine_file: str | None, threads: int
+) -> ExportedBackbone | None:
+    """The export the driver checked against torch in this run (`use_engine`), where this node
+    sees it and it was made for `spec`; else None."""
+    if engine_file is None or not Path(engine_file).is_file():
+        return None
+    try:
+        engine = OnnxEngine(Path(engine_file), spec.layers, threads)
+    except Exception as error:  # onnxruntime's own errors: a damaged or partial file
+        log.warning("cannot reuse the export %s: %s", engine_file, error)
+        return None
+    return ExportedBackbone(spec, engine) if engine.fingerprint == spec.fingerprint() else None
 
 
 def embed_task(
@@ -201,6 +239,7 @@ def run_on_ray(
     report: EmbedReport,
     options: RayOptions,
     *,
+    engine_file: Path | None,
     shard_size: int,
     batch_size: int | None,
     max_pixels: int,
@@ -209,7 +248,8 @@ def run_on_ray(
     should_stop: Callable[[], bool] | None = None,
 ) -> None:
     """Embed `todo` on Ray into `collection` (the caller holds its embedding slot), one task per
-    `shard_size` sources; tasks staged by an earlier, killed run are adopted, not embedded again."""
+    `shard_size` sources; tasks staged by an earlier, killed run are adopted, not embedded again.
+    `engine_file`: the ONNX export the driver checked, which CPU actors that see it run as is."""
     tasks = plan_tasks(todo, collection.spec.fingerprint(), shard_size)
     staging = staging_dir(collection)
     ready = {t.key: s for t in tasks if (s := read_staged(staging, t.key)) is not None}
@@ -230,7 +270,9 @@ def run_on_ray(
                     run.adopt(key, staged)
                 waiting = [t for t in tasks if t.key not in ready]
                 if waiting:
-                    _embed_tasks(run, waiting, options, token, batch_size, max_pixels, should_stop)
+                    settings = {"run_token": token, "batch_size": batch_size,
+                                "max_pixels": max_pixels, "engine_file": engine_file}  # fmt: skip
+                    _embed_tasks(run, waiting, options, settings, should_stop)
             finally:
                 report.seconds = time.perf_counter() - started
     finally:
@@ -242,9 +284,7 @@ def _embed_tasks(
     run: _Run,
     tasks: list[Task],
     options: RayOptions,
-    token: str,
-    batch_size: int | None,
-    max_pixels: int,
+    settings: dict[str, Any],
     should_stop: Callable[[], bool] | None,
 ) -> None:
     ray = import_ray()
@@ -263,13 +303,14 @@ def _embed_tasks(
         num_cpus=options.cpus_per_actor,
         num_gpus=1 if gpus else 0,
         fn_constructor_kwargs={
+            **settings,
+            "engine_file": None
+            if gpus or not settings["engine_file"]
+            else str(settings["engine_file"]),
             "collection_dir": str(run.collection.path),
-            "run_token": token,
             "spec": run.collection.spec.to_dict(),
             "threads": max(1, int(options.cpus_per_actor)),
             "device": "cuda" if gpus else "cpu",
-            "batch_size": batch_size,
-            "max_pixels": max_pixels,
         },
     )  # Ray Data's actors restart and retry tasks forever (a node lost): staging makes it harmless
     staging = staging_dir(run.collection)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, write_bad_files
 from PIL import Image
 
@@ -149,6 +150,9 @@ def test_clear_errors_for_a_missing_ray_or_cluster_and_bad_options(monkeypatch, 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(RayFailed, match=r"pip install 'lookalike\[ray\]'"):
         import_ray()
+    with pytest.raises(RayFailed, match="not installed"):
+        embed_images([tmp_path], tmp_path / "c", TINY, ray="local")
+    assert not (tmp_path / "c").exists()  # said before anything was written
     result = subprocess.run(
         [sys.executable, "-m", "lookalike", "embed", str(tmp_path), "-c", str(tmp_path / "c"),
          "--ray-actors", "0,2", "--ray"],
@@ -156,3 +160,18 @@ def test_clear_errors_for_a_missing_ray_or_cluster_and_bad_options(monkeypatch, 
     )  # fmt: skip
     assert result.returncode == 2 and "1 <= MIN <= MAX" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cluster_with_a_gpu_embeds_on_it_as_the_local_gpu_job(cluster, images, tmp_path):
+    """A node with a GPU joins: the actors take one GPU each and run torch on it."""
+    cluster.add_node(num_cpus=1, num_gpus=1)
+    local = tmp_path / "local"
+    embed_images([images], local, TINY, labels_from_folders=True, device="cuda", progress=False)
+    report = embed_images(
+        [images], tmp_path / "c", TINY, labels_from_folders=True, progress=False, shard_size=5,
+        ray=RayOptions(actors=(1, 1)),
+    )  # fmt: skip
+    assert "GPU" in report.engine
+    assert_same_collection(local, tmp_path / "c")
