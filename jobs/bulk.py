@@ -38,7 +38,7 @@ from lookalike.embedder.sources import (
 from lookalike.errors import Cancelled
 from lookalike.jobs.embedding import default_pipeline, embedded_batches
 from lookalike.jobs.inputs import Inputs, gather_inputs
-from lookalike.jobs.ray_job import RayOptions, import_ray, run_on_ray
+from lookalike.jobs.ray_job import RayOptions, check_ray, run_on_ray
 from lookalike.jobs.report import EmbedReport
 from lookalike.store.collection import EMBED_LOCK, MANIFEST, Collection
 from lookalike.store.sync import SyncPlan, plan_sync, remove_items
@@ -128,7 +128,7 @@ def embed_images(
     check_max_pixels(max_pixels)
     ray = RayOptions(address=ray) if isinstance(ray, str) else ray
     if ray is not None:
-        import_ray()  # a missing Ray said before anything is planned or written
+        check_ray(ray)  # a missing Ray or a wrong address said before anything is written
     found = gather_inputs(inputs, labels_from_folders, within)
     with embedding_slot(collection_dir, wait):
         collection, backbone = open_for_embedding(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 RAY_MISSING = "Ray is not installed; install it with: pip install 'lookalike[ray]'"
 COMMIT_WAIT_SECONDS = 300.0
 LOCAL = "local"
+REACH_SECONDS = 5.0  # a cluster address that does not answer a TCP connect within this is refused
 
 
 class RayFailed(LookalikeError):
@@ -71,6 +73,24 @@ class RayOptions:
                 )
         if self.cpus_per_actor <= 0:
             raise InvalidArgument(f"cpus_per_actor must be positive, got {self.cpus_per_actor}")
+
+
+def check_ray(options: RayOptions) -> None:
+    """Before anything is planned or written: Ray installed, and a cluster address given that
+    answers (Ray itself waits minutes on a wrong one)."""
+    import_ray()
+    address = options.address
+    if address in (None, LOCAL, "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+    except ValueError:
+        raise InvalidArgument(
+            f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT, auto or local"
+        ) from None
+    except OSError as error:
+        raise RayFailed(f"cannot reach the Ray cluster at {address}: {error}") from None
 
 
 def import_ray() -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,7 +55,9 @@ def by_path(path: Path) -> tuple[Collection, dict[str, int]]:
     collection = Collection.open(path)
     items = collection.items(["id", "path"]).to_pylist()
     counts = collections.Counter(i["path"] for i in items)
-    assert max(counts.values()) == 1, f"rows written twice: {[p for p, n in counts.items() if n > 1]}"
+    assert max(counts.values()) == 1, (
+        f"rows written twice: {[p for p, n in counts.items() if n > 1]}"
+    )
     return collection, {i["path"]: i["id"] for i in items}
 
 
@@ -138,7 +141,9 @@ def test_a_driver_killed_mid_job_is_rerun_without_duplicates(cluster, images, lo
     assert driver.returncode == -signal.SIGKILL, f"not killed mid-job: {''.join(output)[-2000:]}"
     committed = len(Collection.open(tmp_path / "c"))
     assert 0 < committed < 24
-    rerun = subprocess.run([*command[:3], *command[4:]], capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [*command[:3], *command[4:]], capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{committed} skipped as done" in rerun.stdout
     assert_same_collection(local_run, tmp_path / "c")
@@ -147,12 +152,6 @@ def test_a_driver_killed_mid_job_is_rerun_without_duplicates(cluster, images, lo
 def test_clear_errors_for_a_missing_ray_or_cluster_and_bad_options(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="1 <= min <= max"):
         RayOptions(actors=(3, 2))
-    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    with pytest.raises(RayFailed, match=r"pip install 'lookalike\[ray\]'"):
-        import_ray()
-    with pytest.raises(RayFailed, match="not installed"):
-        embed_images([tmp_path], tmp_path / "c", TINY, ray="local")
-    assert not (tmp_path / "c").exists()  # said before anything was written
     result = subprocess.run(
         [sys.executable, "-m", "lookalike", "embed", str(tmp_path), "-c", str(tmp_path / "c"),
          "--ray-actors", "0,2", "--ray"],
@@ -160,6 +159,20 @@ def test_clear_errors_for_a_missing_ray_or_cluster_and_bad_options(monkeypatch, 
     )  # fmt: skip
     assert result.returncode == 2 and "1 <= MIN <= MAX" in result.stderr
     assert "Traceback" not in result.stderr
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
+        for given in (address, f"ray://{address}"):
+            with pytest.raises(RayFailed, match="cannot reach the Ray cluster"):
+                embed_images([tmp_path], tmp_path / "c", TINY, ray=given)
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        embed_images([tmp_path], tmp_path / "c", TINY, ray="my-cluster")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(RayFailed, match=r"pip install 'lookalike\[ray\]'"):
+        import_ray()
+    with pytest.raises(RayFailed, match="not installed"):
+        embed_images([tmp_path], tmp_path / "c", TINY, ray="local")
+    assert not (tmp_path / "c").exists()  # each said before anything was written
 
 
 @pytest.mark.gpu

@@ -43,7 +43,9 @@ def test_task_keys_depend_on_the_work_and_the_spec_only() -> None:
     assert [t.key for t in first] == [t.key for t in plan_tasks(sources(10), "spec-a", 4)]
     assert plan_tasks(sources(10), "spec-b", 4)[0].key != first[0].key
     # the first task committed: the rest keep their keys, so their staged output is reused
-    assert [t.key for t in plan_tasks(sources(6, start=4), "spec-a", 4)] == [t.key for t in first[1:]]
+    assert [t.key for t in plan_tasks(sources(6, start=4), "spec-a", 4)] == [
+        t.key for t in first[1:]
+    ]
     assert plan_tasks([], "spec-a", 4) == []
 
 
