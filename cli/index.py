@@ -94,7 +94,7 @@ def index_eval(collection_dir, layer, k, queries) -> None:
 
     searcher = Searcher.open(collection_dir, layer)
     click.echo(
-        evaluate_index(searcher.collection, searcher.index, searcher.layer, k, queries).summary()
+        evaluate_index(searcher.collection, searcher.vector_store, searcher.layer, k, queries).summary()
     )
 
 

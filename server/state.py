@@ -128,7 +128,7 @@ class Served:
     def index_sizes(self) -> dict[str, int]:
         with self._lock:
             live = dict(self._live)
-        return {name: len(collection.current.index) for name, collection in live.items()}
+        return {name: len(collection.current.vector_store) for name, collection in live.items()}
 
     def warm(self) -> None:
         """Open every collection's index and embedder now (what /readyz reports)."""
