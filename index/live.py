@@ -39,19 +39,25 @@ class LiveCollection:
 
     @classmethod
     def open(
-        cls, path: str | Path, wait: float = WRITE_WAIT_SECONDS, store: str | None = None
+        cls,
+        path: str | Path,
+        wait: float = WRITE_WAIT_SECONDS,
+        store: str | None = None,
+        name: str | None = None,
     ) -> LiveCollection:
         """The collection at `path` with its saved index (built or caught up first: see
         `prepare_index`); an empty collection gets an empty exact index, filled by writes.
-        With `store` (a Milvus URI, see `milvus_sync`), searches and writes go to that shared
-        store instead (reconciled with the collection by `serve()` before workers start)."""
+        With `store` (a Milvus URI, see `milvus_sync`; `name` the Milvus collection's where the
+        URI names none), searches and writes go to that shared store instead: created if
+        missing, and reconciled with the collection first (ids missing on either side)."""
         collection = Collection.open(path)
         generation = collection.generation()
         layer = collection.spec.layers[0]
         if store is not None:
-            from .milvus_sync import open_milvus
+            from .milvus_sync import open_milvus, reconcile
 
-            vectors = open_milvus(store, collection, layer, default_name=collection.path.name)
+            vectors = open_milvus(store, collection, layer, create=True, default_name=name)
+            reconcile(vectors, wait)
             return cls(Searcher(collection, vectors, layer), wait)
         collection, index = prepare_index(Path(path), read_only=False)
         live = cls(Searcher(collection, index or exact_index(collection, layer), layer), wait)
@@ -99,9 +105,9 @@ class LiveCollection:
                 if fresh.any():
                     searcher.refresh_items()  # before the index can return the new ids
                     fields = _fields(added, uploads, ids[fresh])
-                    searcher.vector_store.upsert(
-                        ids[fresh], vectors[searcher.layer][fresh], fields
-                    )
+                    searcher.vector_store.upsert(ids[fresh], vectors[searcher.layer][fresh], fields)
+            if searcher.vector_store.shared:
+                _store_existing(searcher, [item.id for item in added if not item.created])
         return added
 
     def delete(self, ids: Sequence[int]) -> None:
@@ -146,4 +152,18 @@ def _fields(added: Sequence[Added], uploads: Sequence[Upload], ids: np.ndarray) 
     for item, upload in zip(added, uploads, strict=True):
         label_of.setdefault(item.id, upload.label)  # the same bytes twice: the first one's
     path_of = {item.id: item.path for item in added}
-    return {"label": [label_of[i] for i in ids.tolist()], "path": [path_of[i] for i in ids.tolist()]}
+    return {
+        "label": [label_of[i] for i in ids.tolist()],
+        "path": [path_of[i] for i in ids.tolist()],
+    }
+
+
+def _store_existing(searcher: Searcher, ids: list[int]) -> None:
+    """Existing items answered again (the same bytes) into a shared store that lacks them: a
+    replica killed between its disk write and its store write left them out."""
+    if not ids:
+        return
+    store, wanted = searcher.vector_store, np.unique(np.asarray(ids, np.int64))
+    missing = wanted[~store.has(wanted)]
+    if len(missing):
+        store.upsert(missing, searcher.collection.vectors(missing, searcher.layer))

@@ -46,7 +46,10 @@ class StoreAddress:
             parts = urlsplit(uri)
             if not parts.hostname or parts.port is None:
                 raise InvalidArgument(f"a Milvus store is milvus://HOST:PORT/NAME, got {uri!r}")
-            client_uri, shown = f"http://{parts.hostname}:{parts.port}", f"{parts.hostname}:{parts.port}"
+            client_uri, shown = (
+                f"http://{parts.hostname}:{parts.port}",
+                f"{parts.hostname}:{parts.port}",
+            )
             name = parts.path.strip("/")
         elif ".db" in uri:
             path, _, name = uri.partition(".db")
@@ -63,6 +66,17 @@ class StoreAddress:
                 f"a digit; got {name!r} (give it as the URI's last part: .../NAME)"
             )
         return cls(client_uri, name, shown)
+
+
+def check_store_uri(uri: str, served: list[str]) -> None:
+    """Refuse a store URI that is malformed, or that names one Milvus collection for several
+    served collections (they would overwrite each other's ids)."""
+    names = {StoreAddress.parse(uri, name).name for name in served or ["store"]}
+    if len(names) < len(served):
+        raise InvalidArgument(
+            f"store {uri!r} names one Milvus collection for {len(served)} collections; give "
+            "milvus://HOST:PORT (each goes to the Milvus collection of its served name)"
+        )
 
 
 def open_milvus(
@@ -145,7 +159,9 @@ def tune_milvus(store: MilvusStore, target_recall: float = 0.95, k: int = 10) ->
     nlist = IndexPlan.nlist_for(n)
     store.set_index("IVF_FLAT", {"nlist": nlist}, {"nprobe": 1})
     queries, own = _tuning_queries(store.collection, store.layer)
-    truth = held_out_truth(store.collection.iter_embeddings(store.layer), queries, own, k, store.metric)
+    truth = held_out_truth(
+        store.collection.iter_embeddings(store.layer), queries, own, k, store.metric
+    )
     recall = 0.0
     grid = [2**i for i in range(int(np.log2(nlist)) + 1)]
     for nprobe in grid if grid[-1] == nlist else [*grid, nlist]:
@@ -161,5 +177,7 @@ def tune_milvus(store: MilvusStore, target_recall: float = 0.95, k: int = 10) ->
 
 def _tuning_queries(collection: Collection, layer: str, seed: int = 1):
     ids = collection.items(["id"]).column("id").to_numpy()
-    chosen = np.sort(np.random.default_rng(seed).choice(ids, min(TUNING_QUERIES, len(ids)), replace=False))
+    chosen = np.sort(
+        np.random.default_rng(seed).choice(ids, min(TUNING_QUERIES, len(ids)), replace=False)
+    )
     return collection.vectors(chosen, layer), chosen

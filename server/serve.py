@@ -72,7 +72,10 @@ def serve(
     set_search_threads(1)
     for name, path in settings.collections.items():
         log.info("serving %s from %s", name, path)
-        prepare_index(path)
+        if settings.store is None:
+            prepare_index(path)
+        # with a shared store, each worker reconciles it on opening (under the collection's
+        # lock): no gRPC channel is opened here, before the fork
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,

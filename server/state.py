@@ -46,7 +46,7 @@ class Served:
         path = self.path(name)
         with self._lock:
             if name not in self._live:
-                self._live[name] = LiveCollection.open(path)
+                self._live[name] = LiveCollection.open(path, store=self.settings.store, name=name)
             return self._live[name]
 
     def searcher(self, name: str) -> Searcher:

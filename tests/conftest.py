@@ -246,4 +246,3 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("milvus")
     with milvus_lite_server(folder / "data", free_port()) as uri:
         yield uri
-

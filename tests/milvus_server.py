@@ -19,9 +19,9 @@ _names = itertools.count()
 def milvus_lite_server(data_dir: Path, port: int, timeout: float = 90.0) -> Iterator[str]:
     """Start `python -m milvus_lite server`; yields its ``milvus://127.0.0.1:PORT`` base URI."""
     log = (data_dir.parent / f"milvus-{port}.log").open("wb")
+    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir)]
-        + ["--host", "127.0.0.1", "--port", str(port)],
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from milvus_server import fresh_name
 from conftest import make_spec
+from milvus_server import fresh_name
 from synthetic import WIDTH, separable
 
 from lookalike.errors import InvalidArgument
@@ -94,7 +94,11 @@ def test_threshold_is_a_range_search(searcher: Searcher, collection: Collection)
     within = searcher.search_vectors(xq, k=None, threshold=threshold)
     for hits, whole in zip(within, everything, strict=True):
         expected = {h.id for h in whole if h.distance <= threshold - 1e-4}
-        assert expected <= {h.id for h in hits} <= {h.id for h in whole if h.distance <= threshold + 1e-4}
+        assert (
+            expected
+            <= {h.id for h in hits}
+            <= {h.id for h in whole if h.distance <= threshold + 1e-4}
+        )
         assert [h.distance for h in hits] == sorted(h.distance for h in hits)
     capped = searcher.search_vectors(xq, k=3, threshold=threshold)
     assert [[h.id for h in hits] for hits in capped] == [[h.id for h in w[:3]] for w in within]

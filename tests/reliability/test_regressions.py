@@ -114,4 +114,7 @@ def test_a_catch_up_racing_a_delete_elsewhere_answers_and_drops_the_item(
     width = live.collection.spec.dims[live.collection.spec.layers[0]]
     hits = live.searcher().search_vectors(np.ones(width, np.float32), k=5)[0]
     assert {hit.id for hit in hits} <= {0, 1, 2}
-    assert sorted(live.searcher().vector_store.ids().tolist()) == [0, 1]  # the delete seen next read
+    assert sorted(live.searcher().vector_store.ids().tolist()) == [
+        0,
+        1,
+    ]  # the delete seen next read
