@@ -88,9 +88,13 @@ def open_milvus(
 ) -> MilvusStore:
     """The Milvus store at `uri` for `layer` of `collection`, its spec checked; created (empty)
     if missing and `create`, else `CollectionError`."""
-    from pymilvus import MilvusClient
-
     address = StoreAddress.parse(uri, default_name)
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise InvalidArgument(
+            "a Milvus store needs pymilvus: pip install 'lookalike[milvus]'"
+        ) from None
     layer = layer or collection.spec.layers[0]
     collection.check_layer(layer)
     with milvus_errors(address.shown):
