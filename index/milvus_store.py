@@ -3,9 +3,9 @@ every process (server replicas, pushes) that points at it.
 
 Each row holds the item id (primary key), its vector, and `label` and `path` as scalar fields for
 filters. The collection records the embedder spec and the layer it was filled from (checked on
-connect, as for a FAISS index), and its tuned search parameter. Metric: COSINE on normalised
-embeddings (scores equal FAISS's inner products), L2 otherwise (Milvus answers squared L2, as
-FAISS does). Searches run at Strong consistency: a write acknowledged by one process is seen by the
+connect, as for a FAISS index), and its tuned search parameter. Metric: inner product on
+normalised embeddings (cosine; not Milvus's COSINE, which would also normalise the query and so
+move thresholds away from FAISS's), L2 otherwise (Milvus answers squared L2, as FAISS does). Searches run at Strong consistency: a write acknowledged by one process is seen by the
 next search of any other. Milvus Lite (`python -m milvus_lite server`) speaks the same protocol.
 """
 
@@ -28,7 +28,7 @@ from .vector_store import Filters, Results
 
 log = logging.getLogger(__name__)
 
-MILVUS_METRICS = {"ip": "COSINE", "l2": "L2"}
+MILVUS_METRICS = {"ip": "IP", "l2": "L2"}
 SPEC_KEY, LAYER_KEY, TUNING_KEY = "lookalike.spec", "lookalike.layer", "lookalike.tuning"
 MAX_LABEL, MAX_PATH = 1024, 4096
 BATCH_BYTES = 16 * 2**20  # rows per insert kept under gRPC's 64 MiB message limit

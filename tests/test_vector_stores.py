@@ -88,20 +88,25 @@ def test_top_k_is_exact_search(searcher: Searcher, collection: Collection) -> No
 
 
 def test_threshold_is_a_range_search(searcher: Searcher, collection: Collection) -> None:
-    xq = collection.vectors([5, 40], "embedding")
-    everything = searcher.search_vectors(xq, k=90)
-    threshold = float(np.median([h.distance for h in everything[0]]))
+    noise = np.random.default_rng(4).standard_normal((2, WIDTH)).astype(np.float32)
+    xq = 1.3 * collection.vectors([5, 40], "embedding") + 0.1 * noise  # not unit length
+    distances = exact_distances(collection, xq)  # as FAISS measures them: from the raw query
+    threshold = float(np.median(distances))
     within = searcher.search_vectors(xq, k=None, threshold=threshold)
-    for hits, whole in zip(within, everything, strict=True):
-        expected = {h.id for h in whole if h.distance <= threshold - 1e-4}
-        assert (
-            expected
-            <= {h.id for h in hits}
-            <= {h.id for h in whole if h.distance <= threshold + 1e-4}
-        )
-        assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+    ids = collection.embeddings("embedding")[0]
+    for hits, row in zip(within, distances, strict=True):
+        assert {h.id for h in hits} == set(ids[row <= threshold].tolist())
+        expected = np.maximum(np.sort(row[row <= threshold]), 0)  # a distance is never < 0
+        assert [h.distance for h in hits] == pytest.approx(expected, abs=1e-4)
     capped = searcher.search_vectors(xq, k=3, threshold=threshold)
     assert [[h.id for h in hits] for hits in capped] == [[h.id for h in w[:3]] for w in within]
+
+
+def exact_distances(collection: Collection, xq: np.ndarray) -> np.ndarray:
+    xb = collection.embeddings("embedding")[1]
+    if collection.spec.normalize:
+        return 1 - xq @ xb.T
+    return np.sqrt(((xq[:, None, :] - xb[None]) ** 2).sum(-1))
 
 
 @pytest.mark.parametrize(
