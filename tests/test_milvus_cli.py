@@ -94,3 +94,13 @@ def test_an_unreachable_store_is_a_503_worth_retrying() -> None:
     from lookalike.server.errors import status_of
 
     assert status_of(VectorStoreUnavailable("Milvus at h:1: down")) == 503
+
+
+def test_a_server_whose_milvus_is_down_answers_503_problems(collection: Collection) -> None:
+    from lookalike.server.app import create_app
+
+    settings = Settings(collections={"c": collection.path}, store="milvus://127.0.0.1:1")
+    client = create_app(settings).test_client()
+    answer = client.post("/v1/collections/c/search", json={"id": 0, "k": 3})
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
+    assert "Milvus at 127.0.0.1:1" in answer.json["detail"] and answer.headers["Retry-After"]
