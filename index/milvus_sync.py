@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from lookalike.durable import acquire_lock
 from lookalike.errors import CollectionError, InvalidArgument
-from lookalike.store.collection import Collection
+from lookalike.store.collection import WRITE_LOCK, Collection
 
 from .choose import FLAT_MAX_VALUES, IndexPlan
 from .knn import drop_own, held_out_truth, recall_at_k
@@ -148,15 +149,21 @@ def reconcile(store: MilvusStore, wait: float = 30.0) -> tuple[int, int]:
     """Bring Milvus in step with the collection (ids missing on either side): (added, removed).
     Under the collection's write lock, so no write of another replica falls between the two
     reads (an id written to disk but not yet to Milvus is added; nothing acknowledged dropped)."""
-    with store.collection.writer(wait=wait):
+    with acquire_lock(store.collection.path / WRITE_LOCK, wait):
         return sync_index(store, store.collection, store.layer)
 
 
-def tune_milvus(store: MilvusStore, target_recall: float = 0.95, k: int = 10) -> float | None:
-    """FLAT where exact search is cheap (FAISS's own rule), else IVF_FLAT with `nprobe` tuned to
-    `target_recall`@k on held-out stored vectors, measured as `index build` measures FAISS."""
+def tune_milvus(
+    store: MilvusStore,
+    target_recall: float = 0.95,
+    k: int = 10,
+    flat_max_values: int = FLAT_MAX_VALUES,
+) -> float | None:
+    """FLAT where exact search is cheap (n x d <= `flat_max_values`: FAISS's own rule), else
+    IVF_FLAT with `nprobe` tuned to `target_recall`@k on held-out stored vectors, measured as
+    `index build` measures FAISS; None for FLAT (exact)."""
     n = len(store)
-    if n * store.dim <= FLAT_MAX_VALUES or n < 2:
+    if n * store.dim <= flat_max_values or n < 2:
         if store.tuning.get("index") != "FLAT":
             store.set_index("FLAT", {}, {})
         return None

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lookalike.errors import InvalidArgument
+
 from .knn import worst_score
 from .vector_index import VectorIndex
 
@@ -97,6 +99,8 @@ class FaissStore:
         filters: Filters | None = None,
     ) -> Results:
         """Top `k`, everything within `radius`, or both (the top `k` of those within it)."""
+        if k is None and radius is None:
+            raise InvalidArgument("give k, a radius, or both")
         allowed = None
         if filters:
             if self.allowed is None:

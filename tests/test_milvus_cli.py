@@ -104,3 +104,21 @@ def test_a_server_whose_milvus_is_down_answers_503_problems(collection: Collecti
     answer = client.post("/v1/collections/c/search", json={"id": 0, "k": 3})
     assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
     assert "Milvus at 127.0.0.1:1" in answer.json["detail"] and answer.headers["Retry-After"]
+
+
+def test_a_large_collection_gets_ivf_tuned_to_the_recall_target(
+    tmp_path: Path, milvus_uri: str
+) -> None:
+    from lookalike.index.milvus_sync import tune_milvus
+
+    vectors, labels = separable(200, spread=3.0)
+    collection = make_collection(tmp_path / "c", labels, vectors)
+    uri = f"{milvus_uri}/{fresh_name('ivf')}"
+    push(collection, uri, progress=False)
+    store = open_milvus(uri, collection)
+    recall = tune_milvus(store, target_recall=0.9, k=10, flat_max_values=100)
+    assert recall is not None and recall >= 0.9
+    index, params = open_milvus(uri, collection).describe()  # recorded for every process
+    assert index == "Milvus IVF_FLAT" and params.startswith("nprobe=")
+    evaluated = run("index", "eval", "-c", str(collection.path), "--store", uri, "--queries", "50")
+    assert f"Milvus IVF_FLAT ({params})" in evaluated.output, evaluated.output
