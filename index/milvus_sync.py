@@ -98,9 +98,14 @@ def open_milvus(
         ) from None
     layer = layer or collection.spec.layers[0]
     collection.check_layer(layer)
+    # pymilvus installs its own stderr handler on import and logs each failed call with its
+    # traceback; the failure reaches the caller anyway, as one `VectorStoreUnavailable` line
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     with milvus_errors(address.shown):
         client = MilvusClient(uri=address.client_uri, timeout=CONNECT_TIMEOUT)
         exists = client.has_collection(address.name)
+        if exists:
+            client.load_collection(address.name)  # a reopened Milvus Lite file starts released
     store = MilvusStore(client, address.name, collection, layer, address.shown)
     if exists:
         store.check()
