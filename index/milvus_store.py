@@ -33,6 +33,7 @@ SPEC_KEY, LAYER_KEY, TUNING_KEY = "lookalike.spec", "lookalike.layer", "lookalik
 MAX_LABEL, MAX_PATH = 1024, 4096
 BATCH_BYTES = 16 * 2**20  # rows per insert kept under gRPC's 64 MiB message limit
 ID_BATCH = 16_384  # Milvus's largest query/search limit
+RESULTS_PER_CALL = 65_536  # queries x limit in one search call
 
 
 @contextlib.contextmanager
@@ -248,17 +249,22 @@ class MilvusStore:
         params = dict(self.tuning.get("params", {}))
         if radius is not None:
             params["radius"] = float(radius)
+        limit = k or MAX_K
+        per_call = max(1, RESULTS_PER_CALL // limit)  # bounded answers: range searches are large
+        results: Results = []
         with milvus_errors(self.where):
-            answers = self.client.search(
-                self.name,
-                data=xq.tolist(),
-                limit=k or MAX_K,
-                filter=filter_expression(filters) if filters else "",
-                search_params={"params": params},
-                anns_field="vector",
-                output_fields=["id"],
-            )
-        return [_arrays(hits) for hits in answers]
+            for start in range(0, len(xq), per_call):
+                answers = self.client.search(
+                    self.name,
+                    data=xq[start : start + per_call].tolist(),
+                    limit=limit,
+                    filter=filter_expression(filters) if filters else "",
+                    search_params={"params": params},
+                    anns_field="vector",
+                    output_fields=["id"],
+                )
+                results.extend(_arrays(hits) for hits in answers)
+        return results
 
 
 def _arrays(hits: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
