@@ -166,3 +166,17 @@ def test_bad_rows_are_refused_alike(searcher: Searcher) -> None:
         searcher.vector_store.upsert([500, 500], np.ones((2, 16)))
     with pytest.raises(InvalidArgument, match="2 ids for 1 vectors"):
         searcher.vector_store.upsert([500, 501], np.ones((1, 16)))
+
+
+def test_dedup_finds_the_pairs_exact_search_finds(
+    searcher: Searcher, collection: Collection
+) -> None:
+    from lookalike.index import find_duplicates
+
+    ids, xb = collection.embeddings("embedding")
+    distances = exact_distances(collection, xb)
+    threshold = float(np.quantile(distances[np.triu_indices(len(ids), 1)], 0.02))
+    pairs = find_duplicates(searcher, threshold, progress=False).pairs
+    found = set(zip(pairs["a"].to_pylist(), pairs["b"].to_pylist(), strict=True))
+    a, b = np.nonzero(np.triu(distances <= threshold, 1))
+    assert found == set(zip(ids[a].tolist(), ids[b].tolist(), strict=True)) and found
