@@ -17,7 +17,8 @@ import numpy as np
 
 from lookalike.durable import acquire_lock
 from lookalike.errors import CollectionError, InvalidArgument
-from lookalike.store.collection import WRITE_LOCK, Collection
+from lookalike.store.collection import Collection
+from lookalike.store.layout import WRITE_LOCK
 
 from .choose import FLAT_MAX_VALUES, IndexPlan
 from .knn import drop_own, held_out_truth, recall_at_k
@@ -192,7 +193,7 @@ def tune_milvus(
 
 
 def _tuning_queries(collection: Collection, layer: str, seed: int = 1):
-    ids = collection.items(["id"]).column("id").to_numpy()
+    ids = collection.ids()
     chosen = np.sort(
         np.random.default_rng(seed).choice(ids, min(TUNING_QUERIES, len(ids)), replace=False)
     )
