@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from lookalike.durable import acquire_lock
-from lookalike.errors import CollectionError, InvalidArgument
+from lookalike.errors import CollectionError, InvalidArgument, VectorStoreUnavailable
 from lookalike.store.collection import Collection
 from lookalike.store.layout import WRITE_LOCK
 
@@ -79,6 +80,27 @@ def check_store_uri(uri: str, served: list[str]) -> None:
             f"store {uri!r} names one Milvus collection for {len(served)} collections; give "
             "milvus://HOST:PORT (each goes to the Milvus collection of its served name)"
         )
+
+
+def check_reachable(uri: str, workers: int = 1, timeout: float = 5.0) -> None:
+    """Refuse, before any process forks, a Milvus server that does not accept connections (a
+    plain TCP connect: no gRPC channel in a process about to fork), or a Milvus Lite file for
+    more than one worker (one process at a time may open it)."""
+    address = StoreAddress.parse(uri, "unchecked")
+    if not uri.startswith("milvus://"):
+        if workers > 1:
+            raise InvalidArgument(
+                f"a Milvus Lite file ({address.shown}) serves one worker; run "
+                "`python -m milvus_lite server` and give milvus://HOST:PORT for more"
+            )
+        return
+    host, port = urlsplit(uri).hostname, urlsplit(uri).port
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        raise VectorStoreUnavailable(
+            f"Milvus at {address.shown} is not reachable: {error}"
+        ) from None
 
 
 def open_milvus(

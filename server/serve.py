@@ -70,6 +70,10 @@ def serve(
     # started here, in the master, would not exist in the forked workers, and their first torch
     # op would wait for it forever (an index built or caught up after a crash hung every worker).
     set_search_threads(1)
+    if settings.store is not None:
+        from lookalike.index.milvus_sync import check_reachable
+
+        check_reachable(settings.store, workers)
     for name, path in settings.collections.items():
         log.info("serving %s from %s", name, path)
         if settings.store is None:

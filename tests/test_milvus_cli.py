@@ -122,3 +122,13 @@ def test_a_large_collection_gets_ivf_tuned_to_the_recall_target(
     assert index == "Milvus IVF_FLAT" and params.startswith("nprobe=")
     evaluated = run("index", "eval", "-c", str(collection.path), "--store", uri, "--queries", "50")
     assert f"Milvus IVF_FLAT ({params})" in evaluated.output, evaluated.output
+
+
+def test_serve_refuses_an_unreachable_milvus_or_a_shared_lite_file(
+    collection: Collection, tmp_path: Path
+) -> None:
+    down = run("serve", f"c={collection.path}", "--store", "milvus://127.0.0.1:1", "--port", "0")
+    assert down.exit_code != 0 and "Milvus at 127.0.0.1:1 is not reachable" in down.output
+    lite = f"{tmp_path}/v.db"
+    shared = run("serve", f"c={collection.path}", "--store", lite, "--workers", "2")
+    assert shared.exit_code != 0 and "serves one worker" in shared.output, shared.output
