@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import click
 
-from lookalike.cli.options import COLLECTION, LAYER, FiniteRange
+from lookalike.cli.options import COLLECTION, LAYER, STORE, FiniteRange
 from lookalike.errors import LookalikeError
-
-STORE = click.option(
-    "--store",
-    help="Search a Milvus collection instead of the FAISS index: milvus://HOST:PORT/NAME.",
-)
 
 
 @click.group()
@@ -99,15 +94,7 @@ def index_eval(collection_dir, layer, k, queries, store) -> None:
     """Recall@k against exact search and the QPS of both, measured in this run."""
     from lookalike.index import Searcher, evaluate_index
 
-    if store:
-        from lookalike.index.milvus_sync import open_milvus
-        from lookalike.store.collection import Collection
-
-        collection = Collection.open(collection_dir)
-        vectors = open_milvus(store, collection, layer)
-        searcher = Searcher(collection, vectors, vectors.layer)
-    else:
-        searcher = Searcher.open(collection_dir, layer)
+    searcher = Searcher.open(collection_dir, layer, store=store)
     click.echo(
         evaluate_index(
             searcher.collection, searcher.vector_store, searcher.layer, k, queries

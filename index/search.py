@@ -117,9 +117,17 @@ class Searcher:
         layer: str | None = None,
         read_only: bool = True,
         engine: str = "auto",
+        store: str | None = None,
     ):
         """The collection with its saved index, built or caught up first if the collection
-        changed since (`prepare_index`); an empty collection searches an empty exact index."""
+        changed since (`prepare_index`); an empty collection searches an empty exact index.
+        With `store` (a Milvus URI: `milvus_sync`), the Milvus collection pushed there instead."""
+        if store is not None:
+            from .milvus_sync import open_milvus
+
+            collection = Collection.open(collection_dir)
+            vectors = open_milvus(store, collection, layer)
+            return cls(collection, vectors, vectors.layer, engine)
         collection, index = prepare_index(collection_dir, read_only, layer)
         layer = layer or collection.spec.layers[0]
         return cls(collection, index or exact_index(collection, layer), layer, engine)

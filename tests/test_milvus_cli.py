@@ -3,6 +3,7 @@ errors of a bad store, against a real Milvus Lite server (small data: it is a Py
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,12 @@ def test_push_is_resumable_and_eval_reads_milvus(collection: Collection, milvus_
     evaluated = run("index", "eval", "-c", str(collection.path), "--store", uri, "--queries", "20")
     assert evaluated.exit_code == 0, evaluated.output
     assert "Milvus FLAT (-) over 89 vectors, 20 queries: recall@10 1.000" in evaluated.output
+    found = run("search", "-c", str(collection.path), "--store", uri, "--id", "5", "--k", "3",
+                "--label", "cat", "--json")  # fmt: skip
+    hits = json.loads(found.output.splitlines()[-1])["hits"]
+    assert [h["id"] for h in hits][:1] == [5] and {h["label"] for h in hits} == {"cat"}
+    dedup = run("dedup", "-c", str(collection.path), "--store", uri, "--threshold", "0", "-q")
+    assert dedup.exit_code == 0, dedup.output
 
 
 def test_milvus_refuses_another_spec_layer_or_a_missing_collection(
