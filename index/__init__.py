@@ -1,4 +1,5 @@
-"""FAISS indexes over a collection: chosen and tuned automatically, mutable, crash-safe; search, dedup.
+"""Vector stores over a collection behind one interface (FAISS embedded by default: chosen and
+tuned automatically, mutable, crash-safe; Milvus for beyond one machine); search, dedup.
 
 Exports load lazily: building or opening an index imports no torch (only searching by image does).
 """
@@ -18,7 +19,7 @@ _WHERE = {
     "open_index": "maintain",
     "prepare_index": "maintain",
     "update_index": "maintain",
-    "Filters": "search",
+    "Filters": "vector_store",
     "Hit": "search",
     "Searcher": "search",
     "has_index": "store",
@@ -27,6 +28,8 @@ _WHERE = {
     "save_index": "store",
     "VectorIndex": "vector_index",
     "set_search_threads": "vector_index",
+    "FaissStore": "vector_store",
+    "VectorStore": "vector_store",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 __all__ = sorted(_WHERE)

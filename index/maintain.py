@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -17,6 +18,9 @@ from .choose import DEFAULT_MEMORY_BUDGET, block_rows, choose_index, sample_limi
 from .knn import held_out_truth
 from .store import has_index, index_dir, load_index, save_index
 from .vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from .vector_store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +115,24 @@ def update_index(collection: Collection, layer: str | None = None) -> UpdateRepo
     return UpdateReport(added, removed, len(index))
 
 
-def sync_index(index: VectorIndex, collection: Collection, layer: str) -> tuple[int, int]:
-    """Add the collection's items the index lacks and drop ids it no longer has (in memory);
-    returns (added, removed). An item deleted by another process between the two reads is
-    still added: the delete changed the generation, so the next catch-up drops it."""
+def sync_index(
+    index: VectorIndex | VectorStore, collection: Collection, layer: str, progress: bool = False
+) -> tuple[int, int]:
+    """Add the collection's items the index (or any vector store) lacks and drop ids it no
+    longer has; returns (added, removed). An item deleted by another process between the two
+    reads is still added: the delete changed the generation, so the next catch-up drops it."""
     wanted = collection.ids()
     have = index.ids()
     missing = np.setdiff1d(wanted, have)
     gone = np.setdiff1d(have, wanted)
     if len(gone):
         index.remove(gone)
-    for start in range(0, len(missing), 65536):
-        block = missing[start : start + 65536]
-        index.add(block, collection.vectors(block, layer, deleted_ok=True))
+    block_size = 65536 if isinstance(index, VectorIndex) else 4096
+    with tqdm(total=len(missing), unit="vec", desc="adding", disable=not progress) as bar:
+        for start in range(0, len(missing), block_size):
+            block = missing[start : start + block_size]
+            index.add(block, collection.vectors(block, layer, deleted_ok=True))
+            bar.update(len(block))
     return len(missing), len(gone)
 
 

@@ -348,14 +348,17 @@ class VectorIndex:
         return ids, xb
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
-        xq = as_matrix(xq)
-        if xq.shape[1] != self.meta.dim:
-            raise InvalidArgument(
-                f"vectors have width {xq.shape[1]}; this index holds width {self.meta.dim}"
-            )
-        if not np.isfinite(xq).all():
-            raise InvalidArgument("vectors contain NaN or infinity")
-        return xq
+        return check_vectors(xq, self.meta.dim)
+
+
+def check_vectors(xq: np.ndarray, dim: int) -> np.ndarray:
+    """`xq` as a float32 matrix of width `dim`, finite; `InvalidArgument` otherwise."""
+    xq = as_matrix(xq)
+    if xq.shape[1] != dim:
+        raise InvalidArgument(f"vectors have width {xq.shape[1]}; this index holds width {dim}")
+    if not np.isfinite(xq).all():
+        raise InvalidArgument("vectors contain NaN or infinity")
+    return xq
 
 
 def set_search_threads(threads: int) -> None:
