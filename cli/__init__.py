@@ -49,6 +49,7 @@ def main(verbose: int) -> None:
 
 
 def _register_commands() -> None:
+    from lookalike.cli.audit import audit
     from lookalike.cli.backbones import backbones, layers
     from lookalike.cli.classify import classifiers, predict, probe, train
     from lookalike.cli.collection import info, remove
@@ -61,7 +62,7 @@ def _register_commands() -> None:
     from lookalike.cli.serve import serve
 
     commands = (embed, layers, backbones, info, remove, index, search, dedup, demo)
-    commands += (train, predict, probe, classifiers, serve, finetune, advise, distill)
+    commands += (train, predict, probe, classifiers, serve, finetune, advise, distill, audit)
     for command in commands:
         main.add_command(command)
 
