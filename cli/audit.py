@@ -80,6 +80,8 @@ def audit(
     outliers (mean distance to the k nearest items) and near-duplicates across splits."""
     from lookalike.explore.audit import audit_collection
     from lookalike.explore.audit_sheet import audit_sheet
+    from lookalike.explore.audit_store import save_report
+    from lookalike.store.collection import Collection
 
     if out and out.suffix not in (".parquet", ".csv"):
         raise click.UsageError(f"--out {out}: give a .parquet or .csv file")
@@ -94,6 +96,8 @@ def audit(
         threshold=threshold,
         progress=not quiet,
     )
+    asked = {"parts": list(parts or PARTS), "k": k, "threshold": threshold, "model": model}
+    save_report(Collection.open(collection_dir), report, {**asked, "layer": list(layers) or "auto"})
     if as_json:
         click.echo(json.dumps(report.to_dict(top)))
     else:
