@@ -115,7 +115,8 @@ def rank_label_errors(
             f"unknown quality_method {quality_method!r}; known: {', '.join(QUALITY_METHODS)}"
         )
     quality = get_label_quality_scores(targets, probabilities, method=quality_method)
-    flagged = find_label_issues(targets, probabilities, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab's default forks a process pool, which can hang a threaded server
+    flagged = find_label_issues(targets, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
     order = np.lexsort((quality, ~flagged))
     return order, quality, flagged
 

@@ -60,21 +60,49 @@ class AuditJob(Strict):
     )  # fmt: skip
 
 
-class AuditPart(ma.Schema):
-    """One part's method, counts and first findings (rows differ by part)."""
+class LabelErrors(ma.Schema):
+    method = ma.fields.String(metadata={"description": "How the probabilities were made."})
+    layers = ma.fields.List(ma.fields.String())
+    audited = ma.fields.Integer(metadata={"description": "Labelled items ranked."})
+    flagged = ma.fields.Integer(metadata={"description": "Called issues by confident learning."})
+    top = ma.fields.List(
+        ma.fields.Dict(),
+        metadata={"description": "rank, id, path, label, suggested, quality, p_label, "
+                  "p_suggested, flagged; most likely wrong first."},
+    )  # fmt: skip
 
-    class Meta:
-        unknown = ma.INCLUDE
 
-    top = ma.fields.List(ma.fields.Dict())
+class Outliers(ma.Schema):
+    k = ma.fields.Integer()
+    layer = ma.fields.String()
+    audited = ma.fields.Integer()
+    flagged = ma.fields.Integer(metadata={"description": "Robust z-score above 3.5."})
+    top = ma.fields.List(
+        ma.fields.Dict(),
+        metadata={"description": "rank, id, path, score (mean distance to the k nearest), "
+                  "nearest, z, flagged; largest first."},
+    )  # fmt: skip
+
+
+class Leaks(ma.Schema):
+    threshold = ma.fields.Float()
+    threshold_from = ma.fields.String(metadata={"description": "calibration or given"})
+    splits = ma.fields.Dict(ma.fields.String(), ma.fields.Integer())
+    splits_from = ma.fields.String()
+    pairs = ma.fields.Integer()
+    top = ma.fields.List(
+        ma.fields.Dict(),
+        metadata={"description": "rank, id, path, split, other_id, other_path, other_split, "
+                  "distance; closest first."},
+    )  # fmt: skip
 
 
 class AuditFound(ma.Schema):
     collection = ma.fields.String()
     items = ma.fields.Integer(metadata={"description": "Items when the audit ran."})
-    label_errors = ma.fields.Nested(AuditPart)
-    outliers = ma.fields.Nested(AuditPart)
-    leaks = ma.fields.Nested(AuditPart)
+    label_errors = ma.fields.Nested(LabelErrors)
+    outliers = ma.fields.Nested(Outliers)
+    leaks = ma.fields.Nested(Leaks)
     skipped = ma.fields.Dict(
         ma.fields.String(), ma.fields.String(), metadata={"description": "part -> why"}
     )

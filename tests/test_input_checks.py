@@ -267,6 +267,7 @@ def test_the_json_routes_are_known(client) -> None:
         "POST /v1/collections/digits/duplicates",
         "POST /v1/collections/digits/classifiers",
         "POST /v1/collections/digits/classifiers/digits/predict/items",
+        "POST /v1/collections/digits/audit",
         "POST /v1/jobs/embed",
     }
 

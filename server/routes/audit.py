@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from lookalike.explore.audit import audit_collection
 from lookalike.explore.audit_store import load_report, save_report
+from lookalike.index import set_search_threads
 
 from .. import audit_schemas
 from ..errors import ApiError
@@ -52,6 +53,7 @@ def audit_work(name: str, request: dict) -> Callable[[RunningJob], dict]:
     collection_dir = state.path(name)
 
     def work(running: RunningJob) -> dict:
+        set_search_threads(1)  # as a request thread does: no OpenMP team in a forked worker
         labels = item_values(request["labels"])
         splits = item_values(request["splits"], "splits")
         report = audit_collection(
