@@ -46,20 +46,26 @@ def flip_labels(truth: dict[str, str], seed: int = 0) -> tuple[dict[str, str], s
     return given, flipped
 
 
-def plant_copies(truth: dict[str, str], work: Path, seed: int = 0) -> dict[str, str]:
-    """`COPIES` clothes re-saved brighter and slightly cropped under images/copies; copy -> original."""
+def plant_copies(truth: dict[str, str], work: Path, seed: int = 0) -> dict[str, tuple[str, str]]:
+    """`COPIES` clothes copied under images/copies: half re-encoded as JPEG (q90), half cropped a
+    pixel a side and brightened 15 %; copy -> (original, kind)."""
     rng = np.random.default_rng(seed + 1)
     originals = rng.choice(sorted(truth), COPIES, replace=False)
     folder = work / "images/copies"
     folder.mkdir(parents=True, exist_ok=True)
     pairs = {}
-    for original in originals:
-        target = (folder / f"copy-{Path(original).name}").resolve()
+    for number, original in enumerate(originals):
+        kind = "jpeg q90" if number % 2 == 0 else "crop + brightness"
+        suffix = ".jpg" if kind == "jpeg q90" else ".png"
+        target = (folder / f"copy-{Path(original).stem}{suffix}").resolve()
         if not target.exists():
             image = Image.open(original).convert("L")
-            image = ImageEnhance.Brightness(image.crop((1, 1, 27, 27))).enhance(1.15)
-            image.save(target)
-        pairs[str(target)] = str(original)
+            if kind == "jpeg q90":
+                image.save(target, quality=90)
+            else:
+                image = ImageEnhance.Brightness(image.crop((1, 1, 27, 27))).enhance(1.15)
+                image.save(target)
+        pairs[str(target)] = (str(original), kind)
     return pairs
 
 
@@ -117,7 +123,7 @@ def main() -> int:
     labels = write_table(work / "labels.csv", "label", given)
     rng = np.random.default_rng(2)
     splits = {path: str(rng.choice(["train", "test"])) for path in data["truth"]}
-    splits.update({copy: "test" for copy in copies} | {o: "train" for o in copies.values()})
+    splits.update({copy: "test" for copy in copies} | {o: "train" for o, _ in copies.values()})
     split_file = write_table(work / "splits.csv", "split", splits)
     print(f"load before: {os.getloadavg()[0]:.2f}")
     started = time.perf_counter()

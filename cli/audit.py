@@ -81,6 +81,7 @@ def audit(
     from lookalike.explore.audit import audit_collection
     from lookalike.explore.audit_sheet import audit_sheet
     from lookalike.explore.audit_store import save_report
+    from lookalike.explore.audit_text import report_lines
     from lookalike.store.collection import Collection
 
     if out and out.suffix not in (".parquet", ".csv"):
@@ -101,7 +102,7 @@ def audit(
     if as_json:
         click.echo(json.dumps(report.to_dict(top)))
     else:
-        click.echo("\n".join(report.lines(top)))
+        click.echo("\n".join(report_lines(report, top)))
     if out:
         _write_table(report.table(), out)
         if not as_json:

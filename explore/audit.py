@@ -9,12 +9,11 @@ the same problem with inputs the caller gave is an error.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from lookalike.classify.layer_choice import AUTO
@@ -130,12 +129,6 @@ class AuditReport:
         wanted = [{name: row.get(name) for name in TABLE_SCHEMA.names} for row in rows]
         return pa.Table.from_pylist(wanted, schema=TABLE_SCHEMA)
 
-    def lines(self, top: int = 10) -> list[str]:
-        """A summary for people: each part's counts and its first `top` findings."""
-        from .audit_text import report_lines
-
-        return report_lines(self, top)
-
 
 def audit_collection(
     collection_dir: str | Path,
@@ -168,33 +161,24 @@ def audit_collection(
         paths=dict(zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True)),
     )
 
-    def run(part: str, given: bool, work) -> Any:
-        started = time.perf_counter()
-        try:
-            return work()
-        except LabelError as error:
-            if given:
-                raise
-            report.skipped[part] = str(error)
-            return None
-        finally:
-            report.seconds[part] = time.perf_counter() - started
-
     if "label_errors" in parts:
-        report.label_errors = run(
+        report.label_errors = _attempt(
+            report,
             "label_errors",
             labels is not None,
             lambda: find_label_errors(
                 collection, labels, model, layer, folds, quality_method=quality_method
             ),
         )
-    if "outliers" in parts:
-        if len(items) > k:
-            report.outliers = run("outliers", True, lambda: find_outliers(searcher, k, progress))
-        else:
-            report.skipped["outliers"] = f"{len(items)} items: outliers need more than k={k}"
+    if "outliers" in parts and len(items) <= k:
+        report.skipped["outliers"] = f"{len(items)} items: outliers need more than k={k}"
+    elif "outliers" in parts:
+        report.outliers = _attempt(
+            report, "outliers", True, lambda: find_outliers(searcher, k, progress)
+        )
     if "leaks" in parts:
-        report.leaks = run(
+        report.leaks = _attempt(
+            report,
             "leaks",
             splits is not None,
             lambda: find_leaks(searcher, splits, threshold, progress, **calibration),
@@ -202,12 +186,16 @@ def audit_collection(
     return report
 
 
-def audit_ids(report: AuditReport, kind: str, top: int) -> list[int]:
-    """The item ids of a part's `top` first findings (a leak: both items)."""
-    if kind == "label_errors" and report.label_errors is not None:
-        return report.label_errors.ids[:top].tolist()
-    if kind == "outliers" and report.outliers is not None:
-        return report.outliers.ids[:top].tolist()
-    if kind == "leaks" and report.leaks is not None:
-        return np.column_stack([report.leaks.a, report.leaks.b])[:top].ravel().tolist()
-    return []
+def _attempt(report: AuditReport, part: str, given: bool, work: Callable[[], Any]) -> Any:
+    """`work()`, timed; a `LabelError` (no labels, no splits) skips the part, with the reason,
+    unless the caller `given` the labels or splits that failed."""
+    started = time.perf_counter()
+    try:
+        return work()
+    except LabelError as error:
+        if given:
+            raise
+        report.skipped[part] = str(error)
+        return None
+    finally:
+        report.seconds[part] = time.perf_counter() - started
