@@ -141,11 +141,12 @@ def main() -> int:
         (report.path(a), report.path(b))
         for a, b in zip(report.leaks.a, report.leaks.b, strict=True)
     }
-    planted = sum((c, o) in leaks or (o, c) in leaks for c, o in copies.items())
-    print(
-        f"leaks: {planted} of {len(copies)} planted copies across splits found; {len(leaks)} pairs "
-        f"in all within {report.leaks.threshold:.3f}"
-    )
+    for kind in sorted({kind for _, kind in copies.values()}):
+        planted = [(copy, original) for copy, (original, k) in copies.items() if k == kind]
+        found = sum((c, o) in leaks or (o, c) in leaks for c, o in planted)
+        print(f"leaks: {found} of {len(planted)} planted copies ({kind}) found across splits")
+    how = "calibrated" if report.leaks.calibration else "given"
+    print(f"leaks: {len(leaks)} pairs across splits within {report.leaks.threshold:.3f} ({how})")
     print(
         "seconds: "
         + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())

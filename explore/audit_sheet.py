@@ -22,12 +22,12 @@ def audit_sheet(report: AuditReport, out: str | Path, per_row: int = PER_ROW) ->
             [
                 (
                     report.path(row["id"]),
-                    f"#{row['id']} {row['label']}\n-> {row['suggested']} q={row['quality']:.2f}",
+                    f"#{row['id']} {row['label']}\n-> {row['suggested']} p={row['p_label']:.3f}",
                 )
                 for row in report.label_errors.rows(per_row)
             ]
         )
-        titles.append("likely label errors (given -> suggested, cleanlab quality)")
+        titles.append("likely label errors (given -> suggested; p: the given label's CV probability)")
     if report.outliers is not None and len(report.outliers.ids):
         rows.append(
             [

@@ -9,6 +9,7 @@ unless a threshold is given; a pair is a leak when its two items lie in differen
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -107,7 +108,7 @@ def find_leaks(
     """Near-duplicate pairs whose items lie in different splits (module doc); `calibration`
     options go to `calibrated_threshold` (what may be read, the pixel limit)."""
     split_of, source = item_splits(searcher, splits)
-    counts = dict(sorted((s, list(split_of.values()).count(s)) for s in set(split_of.values())))
+    counts = dict(sorted(Counter(split_of.values()).items()))
     if len(counts) < 2:
         raise LabelError(
             f"leakage needs items in at least 2 splits; {source} give {len(counts)} "
