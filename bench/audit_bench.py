@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from audit_data import prepare
-from cleanlab.rank import get_label_quality_scores
 from PIL import Image, ImageEnhance
 from transfer_bench import CLASSES, FASHION_MNIST, fashion_mnist_missing
 
@@ -41,7 +40,7 @@ def flip_labels(truth: dict[str, str], seed: int = 0) -> tuple[dict[str, str], s
     paths = sorted(truth)
     flipped = set(rng.choice(paths, round(FLIP_SHARE * len(paths)), replace=False).tolist())
     given = dict(truth)
-    for path in flipped:
+    for path in sorted(flipped):
         given[path] = str(rng.choice([c for c in CLASSES if c != truth[path]]))
     return given, flipped
 
@@ -82,27 +81,32 @@ def precision_at(ranked_paths: list[str], wanted: set[str], n: int) -> float:
 
 
 def label_figures(report, flipped: set[str], n: int) -> None:
+    """precision@n of the audit's ranking, of the baseline and of the alternatives, all from the
+    same out-of-fold probabilities."""
     errors = report.label_errors
     paths = [report.path(i) for i in errors.ids]
-    ours = precision_at(paths, flipped, n)
-    baseline_order = np.argsort(errors.p_given, kind="stable")
-    baseline = precision_at([paths[i] for i in baseline_order], flipped, n)
-    print(f"label errors ({errors.method}; {len(flipped)} of {len(errors)} labels flipped):")
-    print(f"  {'ranking':<58} precision@{n}")
-    print(f"  {'baseline: lowest CV probability of the given label':<58} {baseline:.3f}")
-    print(f"  {'lookalike audit (cleanlab, flagged first; default)':<58} {ours:.3f}")
-    print(
-        f"  ratio audit / baseline: {ours / baseline:.3f}; flagged: {int(errors.flagged.sum())}, "
-        f"of which flipped: {sum(p in flipped for p, f in zip(paths, errors.flagged, strict=True) if f)}"
-    )
     targets = np.searchsorted(errors.classes, errors.given.astype(str))
+    rows = np.arange(len(targets))
+
+    def precision(order) -> float:
+        return precision_at([paths[i] for i in order], flipped, n)
+
+    ours = precision(rows)  # the audit's own order
+    baseline = precision(np.argsort(errors.probabilities[rows, targets], kind="stable"))
+    print(f"label errors ({errors.method}; {len(flipped)} of {len(errors)} labels flipped):")
+    print(f"  {'ranking':<60} precision@{n}")
+    print(f"  {'baseline: lowest CV probability of the given label':<60} {baseline:.3f}")
+    print(f"  {'lookalike audit (cleanlab label quality; the default)':<60} {ours:.3f}")
+    flagged_paths = {p for p, f in zip(paths, errors.flagged, strict=True) if f}
+    print(
+        f"  ratio audit / baseline: {ours / baseline:.3f}; confident learning flagged "
+        f"{len(flagged_paths)}, of which flipped {len(flagged_paths & flipped)}"
+    )
     for method in QUALITY_METHODS:
-        order, _, _ = rank_label_errors(targets, errors.probabilities, method)
-        score = precision_at([paths[i] for i in order], flipped, n)
-        print(f"  {'  cleanlab ' + method + ', flagged first':<58} {score:.3f}")
-        alone = np.argsort(get_label_quality_scores(targets, errors.probabilities, method=method))
-        score = precision_at([paths[i] for i in alone], flipped, n)
-        print(f"  {'  cleanlab ' + method + ' alone':<58} {score:.3f}")
+        _, quality, flags = rank_label_errors(targets, errors.probabilities, method)
+        alone = precision(np.argsort(quality, kind="stable"))
+        first = precision(np.lexsort((quality, ~flags)))
+        print(f"    cleanlab {method:<28} alone {alone:.3f}, flagged first {first:.3f}")
 
 
 def main() -> int:

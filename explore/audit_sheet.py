@@ -27,7 +27,9 @@ def audit_sheet(report: AuditReport, out: str | Path, per_row: int = PER_ROW) ->
                 for row in report.label_errors.rows(per_row)
             ]
         )
-        titles.append("likely label errors (given -> suggested; p: the given label's CV probability)")
+        titles.append(
+            "likely label errors (given -> suggested; p: the given label's CV probability)"
+        )
     if report.outliers is not None and len(report.outliers.ids):
         rows.append(
             [

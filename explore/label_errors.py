@@ -2,9 +2,10 @@
 features (the estimator and layer choice `lookalike train` uses), scored by cleanlab.
 
 Each labelled item gets cleanlab's label quality score (low: the given label is unlikely) and the
-label the classifier suggests. Confident learning (`cleanlab.filter.find_label_issues`, pruned by
-the estimated noise rate per class) flags the items it believes mislabelled; the ranking puts
-those first, each group from the lowest quality up.
+label the classifier suggests; the ranking is by that score, lowest first. Confident learning
+(`cleanlab.filter.find_label_issues`, pruned by the estimated noise rate per class) flags the
+items it believes mislabelled. (Putting the flagged items first ranked fewer flipped labels in the
+top 100 than the score alone, on four draws of flipped Fashion-MNIST labels: see the bench.)
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def rank_label_errors(
     targets: np.ndarray, probabilities: np.ndarray, quality_method: str = QUALITY
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order, quality, flagged): cleanlab's label quality of each item, confident learning's
-    flags, and the ranking (flagged first, each group by quality, lowest first)."""
+    flags, and the ranking (by quality, lowest first)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -117,7 +118,7 @@ def rank_label_errors(
     quality = get_label_quality_scores(targets, probabilities, method=quality_method)
     # n_jobs=1: cleanlab's default forks a process pool, which can hang a threaded server
     flagged = find_label_issues(targets, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)
-    order = np.lexsort((quality, ~flagged))
+    order = np.argsort(quality, kind="stable")
     return order, quality, flagged
 
 
