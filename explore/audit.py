@@ -8,6 +8,7 @@ the same problem with inputs the caller gave is an error.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -152,38 +153,39 @@ def audit_collection(
     unknown = [part for part in parts if part not in PARTS]
     if unknown or not parts:
         raise InvalidArgument(f"unknown audit parts {unknown}; known: {', '.join(PARTS)}")
-    searcher = searcher or Searcher.open(collection_dir)
-    collection = searcher.collection
-    items = collection.items(["id", "path"])
-    report = AuditReport(
-        str(collection.path),
-        len(items),
-        paths=dict(zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True)),
-    )
-
-    if "label_errors" in parts:
-        report.label_errors = _attempt(
-            report,
-            "label_errors",
-            labels is not None,
-            lambda: find_label_errors(
-                collection, labels, model, layer, folds, quality_method=quality_method
-            ),
-        )
-    if "outliers" in parts and len(items) <= k:
-        report.skipped["outliers"] = f"{len(items)} items: outliers need more than k={k}"
-    elif "outliers" in parts:
-        report.outliers = _attempt(
-            report, "outliers", True, lambda: find_outliers(searcher, k, progress)
-        )
-    if "leaks" in parts:
-        report.leaks = _attempt(
-            report,
-            "leaks",
-            splits is not None,
-            lambda: find_leaks(searcher, splits, threshold, progress, **calibration),
-        )
+    with contextlib.ExitStack() as opened:
+        if searcher is None:
+            searcher = opened.enter_context(contextlib.closing(Searcher.open(collection_dir)))
+        report = _empty_report(searcher)
+        if "label_errors" in parts:
+            report.label_errors = _attempt(
+                report,
+                "label_errors",
+                labels is not None,
+                lambda: find_label_errors(
+                    searcher.collection, labels, model, layer, folds, quality_method=quality_method
+                ),
+            )
+        if "outliers" in parts and report.items <= k:
+            report.skipped["outliers"] = f"{report.items} items: outliers need more than k={k}"
+        elif "outliers" in parts:
+            report.outliers = _attempt(
+                report, "outliers", True, lambda: find_outliers(searcher, k, progress)
+            )
+        if "leaks" in parts:
+            report.leaks = _attempt(
+                report,
+                "leaks",
+                splits is not None,
+                lambda: find_leaks(searcher, splits, threshold, progress, **calibration),
+            )
     return report
+
+
+def _empty_report(searcher: Searcher) -> AuditReport:
+    items = searcher.collection.items(["id", "path"])
+    paths = dict(zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True))
+    return AuditReport(str(searcher.collection.path), len(items), paths=paths)
 
 
 def _attempt(report: AuditReport, part: str, given: bool, work: Callable[[], Any]) -> Any:
