@@ -7,7 +7,6 @@ nothing. Importing this module does nothing; `make bench` runs it like a bench a
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +67,3 @@ def prepare(data_folder: Path, work: Path, images: int, photos: int) -> dict:
         str(p.resolve()): CLASSES[data["train_y"][row]] for p, row in zip(paths, rows, strict=True)
     }
     return {"collection": work / "collection", "truth": truth, "photos": [str(p) for p in planted]}
-
-
-if __name__ == "__main__" and len(sys.argv) > 1:
-    from transfer_bench import FASHION_MNIST
-
-    prepare(FASHION_MNIST, Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
