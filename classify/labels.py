@@ -84,25 +84,32 @@ def labelled_sources(
     ]
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_table(path: Path, column: str = "label") -> pa.Table:
     if not path.is_file():
-        raise LabelError(f"no such labels file: {path}")
+        raise LabelError(f"no such {column}s file: {path}")
     try:
         if path.suffix.lower() == ".parquet":
             return pq.read_table(path)
         return pa_csv.read_csv(
-            path, convert_options=pa_csv.ConvertOptions(column_types={"label": pa.string()})
+            path, convert_options=pa_csv.ConvertOptions(column_types={column: pa.string()})
         )
     except (pa.ArrowInvalid, OSError) as error:
-        raise LabelError(f"cannot read labels file {path}: {error}") from error
+        raise LabelError(f"cannot read {column}s file {path}: {error}") from error
 
 
 def _from_table(collection: Collection, path: Path) -> LabelledItems:
-    table = _read_table(path)
-    if "label" not in table.column_names:
-        raise LabelError(f"{path} has no 'label' column (it has {table.column_names})")
+    return read_item_values(collection, path, "label")
+
+
+def read_item_values(collection: Collection, path: Path, column: str) -> LabelledItems:
+    """One value per item from `column` of a CSV/parquet with an ``id`` or ``path`` column
+    (training labels; an audit's splits). Empty values are left out; an unknown item, or an
+    item given two values, is a `LabelError`."""
+    table = _read_table(path, column)
+    if column not in table.column_names:
+        raise LabelError(f"{path} has no {column!r} column (it has {table.column_names})")
     items = collection.items(["id", "path"])
-    labels = pc.cast(table["label"], pa.string()).to_pylist()
+    values = pc.cast(table[column], pa.string()).to_pylist()
     if "id" in table.column_names:
         wanted = [int(v) if v is not None else None for v in table["id"].to_pylist()]
         known = set(items["id"].to_pylist())
@@ -117,15 +124,17 @@ def _from_table(collection: Collection, path: Path) -> LabelledItems:
     unknown = [str(key) for key, item in zip(keys, ids, strict=True) if item is None]
     if unknown:
         raise LabelError(
-            f"{len(unknown)} of {len(keys)} labels in {path} name no item of {collection.path}, "
+            f"{len(unknown)} of {len(keys)} {column}s in {path} name no item of {collection.path}, "
             f"e.g. {', '.join(unknown[:3])}"
         )
     chosen: dict[int, str] = {}
-    for item, label in zip(ids, labels, strict=True):
-        if label is None or not str(label).strip():
+    for item, value in zip(ids, values, strict=True):
+        if value is None or not str(value).strip():
             continue
-        if chosen.setdefault(item, label) != label:
-            raise LabelError(f"item {item} has two labels in {path}: {chosen[item]!r}, {label!r}")
+        if chosen.setdefault(item, value) != value:
+            raise LabelError(
+                f"item {item} has two {column}s in {path}: {chosen[item]!r}, {value!r}"
+            )
     order = sorted(chosen)
     return LabelledItems(
         np.asarray(order, np.int64),

@@ -205,7 +205,7 @@ def train_classifier(
     load_seconds = time.perf_counter() - started
 
     depth = 1 + (asked is None and (nested or holdout is not None))  # CV inside CV or a split
-    estimator = make_model(model, *_smallest_fold(targets, folds, holdout, depth), seed)
+    estimator = make_model(model, *smallest_fold(targets, folds, holdout, depth), seed)
     if asked is None:
         choice, evaluation = evaluate_auto(
             estimator, by_layer, targets, labelled.classes, folds, holdout, seed, nested
@@ -243,7 +243,7 @@ def _save(
     return save_classifier(collection, card["name"], fitted, card, files, overwrite=overwrite)
 
 
-def _smallest_fold(
+def smallest_fold(
     targets: np.ndarray, folds: int, holdout: float | None, depth: int = 1
 ) -> tuple[int, int]:
     """Rows, and fewest examples of a class, that the model is fitted on during evaluation:

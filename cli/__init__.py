@@ -77,6 +77,7 @@ COMMANDS = {
     "finetune": "finetune",
     "advise": "finetune",
     "distill": "distill",
+    "audit": "audit",
 }
 
 

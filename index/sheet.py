@@ -13,16 +13,24 @@ from lookalike.errors import BadImage
 Cell = tuple[str | Path | None, str]  # image file (None: blank) and its caption
 
 
-def contact_sheet(rows: Sequence[Sequence[Cell]], out: str | Path, thumb: int = 128) -> Path:
-    """Draw each row's images as thumbnails with a caption under each; save a PNG at `out`."""
-    caption_height = 28
+def contact_sheet(
+    rows: Sequence[Sequence[Cell]],
+    out: str | Path,
+    thumb: int = 128,
+    titles: Sequence[str] | None = None,
+) -> Path:
+    """Draw each row's images as thumbnails with a caption under each, and `titles` (one a row)
+    above them; save a PNG at `out`."""
+    caption_height, title_height = 28, 18 if titles else 0
+    row_height = title_height + thumb + caption_height + 8
     columns = max((len(row) for row in rows), default=1)
-    sheet = Image.new(
-        "RGB", (columns * (thumb + 8) + 8, len(rows) * (thumb + caption_height + 8) + 8), "white"
-    )
+    sheet = Image.new("RGB", (columns * (thumb + 8) + 8, len(rows) * row_height + 8), "white")
     draw = ImageDraw.Draw(sheet)
     for r, row in enumerate(rows):
-        top = 8 + r * (thumb + caption_height + 8)
+        top = 8 + r * row_height
+        if titles:
+            draw.text((8, top + 2), titles[r], fill=(30, 60, 150))
+            top += title_height
         for c, (path, caption) in enumerate(row):
             left = 8 + c * (thumb + 8)
             tile = _thumbnail(path, thumb)

@@ -43,10 +43,25 @@ def filters_from(args: dict[str, Any]) -> Filters:
     return Filters(tuple(args.get("labels") or ()), args.get("path_prefix"))
 
 
-def may_serve(real_path: Path, recorded: str, collection_dir: Path) -> bool:
+def may_serve(
+    real_path: Path, recorded: str, collection_dir: Path, roots: tuple[Path, ...] | None = None
+) -> bool:
     """An item's file may be read (thumbnails, calibration): the recorded file itself (no link on
-    the way), or a file in the collection or an allowed root."""
+    the way), or a file in the collection or an allowed root (`roots`: the settings' by default;
+    a job, outside any request, passes them)."""
     if real_path == Path(os.path.normpath(recorded)):
         return True
-    folders = (collection_dir.resolve(), *settings().allowed_roots)
+    roots = settings().allowed_roots if roots is None else roots
+    folders = (collection_dir.resolve(), *roots)
     return any(real_path.is_relative_to(folder) for folder in folders)
+
+
+def item_values(values: str | dict, what: str = "labels") -> str | dict[int, str]:
+    """'folders', or the JSON object of item ids (as strings) to values (labels, splits) with
+    int ids; 422 if an id is not an integer. The one reading for a new job and a resumed one."""
+    if not isinstance(values, dict):
+        return values
+    try:
+        return {int(item): str(value) for item, value in values.items()}
+    except ValueError:
+        raise ApiError(422, f"{what} map item ids (integers) to values") from None

@@ -11,12 +11,13 @@ from lookalike.classify import train_classifier
 from lookalike.classify.layer_choice import asked_layers
 from lookalike.classify.store import check_name
 
-from .. import schemas
+from .. import audit_schemas, schemas
 from ..auth import WRITE, requires
 from ..errors import ApiError
 from ..jobs import JobRunner, RunningJob
 from ..json import Blueprint
-from .common import served, settings
+from .audit import audit_work, check_audit
+from .common import item_values, served, settings
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1", description="Background jobs.")
 
@@ -74,27 +75,30 @@ def train_job(body: dict, name: str):
     """Train a classifier on the collection's cached embeddings, as a job (answers its card)."""
     collection = served().collection(name)  # 404 now, not in the job
     check_name(body["name"])  # a bad name (a path, say) is a 422 now, not a failed job later
-    _item_labels(body["labels"])  # a 422 now, not a failed job later
+    item_values(body["labels"])  # a 422 now, not a failed job later
     asked_layers(body["layer"], collection.spec.layers)  # an unknown layer too
     keys = ("name", "model", "labels", "layer", "folds", "holdout", "overwrite")
     request = {key: body.get(key) for key in keys}
     return _accepted(runner().submit("train", name, request, _work("train", name, request)))
 
 
-def _item_labels(labels: str | dict) -> str | dict[int, str]:
-    """'folders', or the JSON object of item ids (as strings) to labels with int ids; 422 if an
-    id is not an integer. The one reading for a new job and a resumed one."""
-    if not isinstance(labels, dict):
-        return labels
-    try:
-        return {int(item): str(label) for item, label in labels.items()}
-    except ValueError:
-        raise ApiError(422, "labels map item ids (integers) to labels") from None
+@blp.route("/collections/<name>/audit", methods=["POST"])
+@blp.arguments(audit_schemas.AuditJob())
+@blp.response(202, schemas.Job)
+@requires(WRITE)
+def audit_job(body: dict, name: str):
+    """Audit the collection as a job: likely label errors (cleanlab on cross-validated
+    probabilities), outliers (mean distance to the k nearest), near-duplicates across splits.
+    The report is stored in the collection: `GET .../audit` answers it."""
+    check_audit(name, body)
+    return _accepted(runner().submit("audit", name, body, _work("audit", name, body)))
 
 
 def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
     """A job's work from its stored request: the same for a new job and a resumed one."""
     state = served()  # the job runs outside this request's context
+    if kind == "audit":
+        return audit_work(name, request)
     if kind == "embed":
         folder = allowed_folder(request["folder"])  # the roots may have changed since
         return lambda running: state.embed_folder(
@@ -105,7 +109,7 @@ def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
         report = train_classifier(
             state.collection(name),
             request["name"],
-            _item_labels(request["labels"]),
+            item_values(request["labels"]),
             request["model"],
             request.get("layer"),  # None (a job submitted before there was a choice): auto
             folds=request["folds"],

@@ -1,0 +1,142 @@
+"""Leakage: near-duplicates that cross a split (a training image copied into the test set).
+
+Each item's split comes from its path (a folder named like a split: ``train``, ``test``, ``val``,
+... anywhere on the way; the default), or from a table (a CSV/parquet with an ``id`` or ``path``
+column and a ``split`` column), or a mapping of item ids. Duplicates are found with dedup's own
+range search at its calibrated threshold (`index.calibrate`), stored in the collection and reused,
+unless a threshold is given; a pair is a leak when its two items lie in different splits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from lookalike.classify.labels import read_item_values
+from lookalike.errors import LabelError
+from lookalike.index.calibrate import Calibration, calibrated_threshold
+from lookalike.index.dedup import find_duplicates
+from lookalike.index.search import Searcher
+
+FOLDERS = "folders"
+SPLIT_NAMES = {
+    "train": "train", "training": "train", "trn": "train",
+    "test": "test", "testing": "test", "tst": "test",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+}  # fmt: skip
+SPLIT_COLUMN = "split"
+
+Splits = str | Path | Mapping[int, str] | None
+
+
+@dataclass(frozen=True)
+class Leaks:
+    """Near-duplicate pairs across splits, closest first, at `threshold`."""
+
+    a: np.ndarray
+    b: np.ndarray
+    distance: np.ndarray
+    split_a: np.ndarray
+    split_b: np.ndarray
+    threshold: float
+    calibration: Calibration | None  # None when the threshold was given
+    splits: dict[str, int]  # split -> items in it
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def rows(self, top: int | None = None) -> list[dict[str, Any]]:
+        end = len(self.a) if top is None else min(top, len(self.a))
+        return [
+            {
+                "rank": rank + 1,
+                "id": int(self.a[rank]),
+                "split": str(self.split_a[rank]),
+                "other_id": int(self.b[rank]),
+                "other_split": str(self.split_b[rank]),
+                "distance": round(float(self.distance[rank]), 6),
+            }
+            for rank in range(end)
+        ]
+
+
+def split_of_path(path: str) -> str | None:
+    """The split a path's folders name (the one nearest the file), or None."""
+    for part in reversed(PurePath(path).parent.parts):
+        if part.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[part.lower()]
+    return None
+
+
+def item_splits(searcher: Searcher, splits: Splits = None) -> tuple[dict[int, str], str]:
+    """Each item's split (items in none are left out) and where the splits came from."""
+    collection = searcher.collection
+    if isinstance(splits, Mapping):
+        known = set(collection.items(["id"])["id"].to_pylist())
+        unknown = [item for item in splits if int(item) not in known]
+        if unknown:
+            raise LabelError(
+                f"{len(unknown)} splits name no item of {collection.path}, e.g. {unknown[0]}"
+            )
+        return {int(item): str(split) for item, split in splits.items()}, "splits given inline"
+    if splits is None or str(splits) == FOLDERS:
+        items = collection.items(["id", "path"])
+        found = {
+            int(item): split
+            for item, path in zip(items["id"].to_pylist(), items["path"].to_pylist(), strict=True)
+            if (split := split_of_path(path)) is not None
+        }
+        return found, "folder names on each item's path"
+    values = read_item_values(collection, Path(splits), SPLIT_COLUMN)
+    return dict(zip(values.ids.tolist(), values.labels.tolist(), strict=True)), values.source
+
+
+def find_leaks(
+    searcher: Searcher,
+    splits: Splits = None,
+    threshold: float | None = None,
+    progress: bool = True,
+    **calibration: Any,
+) -> Leaks:
+    """Near-duplicate pairs whose items lie in different splits (module doc); `calibration`
+    options go to `calibrated_threshold` (what may be read, the pixel limit)."""
+    split_of, source = item_splits(searcher, splits)
+    counts = dict(sorted(Counter(split_of.values()).items()))
+    if len(counts) < 2:
+        raise LabelError(
+            f"leakage needs items in at least 2 splits; {source} give {len(counts)} "
+            f"({', '.join(counts) or 'none'}): put splits in folders named train, test, val, "
+            "or give a table with an id or path column and a split column"
+        )
+    calibrated = None
+    if threshold is None:
+        calibrated, _ = calibrated_threshold(searcher, progress=progress, **calibration)
+        threshold = calibrated.threshold
+    pairs = find_duplicates(searcher, threshold, progress=progress).pairs
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    split_a = np.array([split_of.get(int(i)) for i in a], dtype=object)
+    split_b = np.array([split_of.get(int(i)) for i in b], dtype=object)
+    crossing = np.array(
+        [x is not None and y is not None and x != y for x, y in zip(split_a, split_b, strict=True)],
+        dtype=bool,
+    )
+    distance = pc.cast(pairs["distance"], "float64").to_numpy()[crossing]
+    order = np.argsort(distance, kind="stable")
+    return Leaks(
+        a=a[crossing][order],
+        b=b[crossing][order],
+        distance=distance[order],
+        split_a=split_a[crossing][order],
+        split_b=split_b[crossing][order],
+        threshold=float(threshold),
+        calibration=calibrated,
+        splits=counts,
+        source=source,
+    )
