@@ -57,11 +57,12 @@ def _register_commands() -> None:
     from lookalike.cli.embed import embed
     from lookalike.cli.finetune import advise, finetune
     from lookalike.cli.index import index
+    from lookalike.cli.map import map_command
     from lookalike.cli.search import dedup, search
     from lookalike.cli.serve import serve
 
     commands = (embed, layers, backbones, info, remove, index, search, dedup, demo)
-    commands += (train, predict, probe, classifiers, serve, finetune, advise, distill)
+    commands += (train, predict, probe, classifiers, serve, finetune, advise, distill, map_command)
     for command in commands:
         main.add_command(command)
 

@@ -25,7 +25,7 @@ def contact_sheet(rows: Sequence[Sequence[Cell]], out: str | Path, thumb: int = 
         top = 8 + r * (thumb + caption_height + 8)
         for c, (path, caption) in enumerate(row):
             left = 8 + c * (thumb + 8)
-            tile = _thumbnail(path, thumb)
+            tile = thumbnail(path, thumb)
             sheet.paste(tile, (left + (thumb - tile.width) // 2, top + (thumb - tile.height) // 2))
             for line_no, line in enumerate(caption.splitlines()[:2]):
                 draw.text((left, top + thumb + 2 + 12 * line_no), line[:22], fill="black")
@@ -35,7 +35,8 @@ def contact_sheet(rows: Sequence[Sequence[Cell]], out: str | Path, thumb: int = 
     return out
 
 
-def _thumbnail(path: str | Path | None, size: int) -> Image.Image:
+def thumbnail(path: str | Path | None, size: int) -> Image.Image:
+    """An image file fitted into `size` x `size` (blank for None, grey if it cannot be read)."""
     if path is None:
         return Image.new("RGB", (size, size), "white")
     try:

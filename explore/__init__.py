@@ -1,0 +1,1 @@
+"""Seeing a collection: maps of its embeddings (UMAP), audits of its labels and items."""
