@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ from lookalike.durable import atomic_path
 from lookalike.errors import CollectionError, InvalidArgument
 from lookalike.store.collection import Collection
 
-from .map_place import fit_pca, place, project
+from .map_place import fit_pca, nearest_neighbours, place, project
 
 log = logging.getLogger(__name__)
 
 MAPS = "maps"
 MIN_ITEMS = 4  # UMAP needs a few neighbours to lay anything out
+PCA_SAMPLE = 25_000  # rows the PCA is fitted on: plenty for 50 axes
 
 
 @dataclass(frozen=True)
@@ -180,38 +182,60 @@ def compute_map(
 def _fit(
     collection: Collection, layer: str, params: MapParams, progress: bool
 ) -> tuple[EmbeddingMap, dict[str, float]]:
-    """PCA (streamed over the shards), then UMAP on the reduced vectors."""
-    import umap
-
+    """PCA (streamed over the shards), the k-NN graph (FAISS), then UMAP's layout."""
     seconds, start = {}, time.perf_counter()
+    ids, reduced, mean, components = _reduce(collection, layer, params.pca_dims)
+    seconds["pca"] = time.perf_counter() - start
+    start = time.perf_counter()
+    neighbours = min(params.neighbours, len(ids) - 1)
+    graph = nearest_neighbours(reduced, neighbours)
+    seconds["neighbours"] = time.perf_counter() - start
+    start = time.perf_counter()
+    xy = _layout(reduced, graph, params, progress)
+    seconds["umap"] = time.perf_counter() - start
+    log.info("laid out %d items of layer %s in %.1f s", len(ids), layer, sum(seconds.values()))
+    emap = EmbeddingMap(
+        layer, collection.spec.fingerprint(), params, ids, xy, len(ids), mean, components, reduced
+    )
+    return emap, seconds
+
+
+def _reduce(
+    collection: Collection, layer: str, dims: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, vectors in PCA space, mean, components): the PCA fitted on at most about
+    `PCA_SAMPLE` rows spread over the collection, every row projected."""
     blocks = [(ids, xb) for ids, xb in collection.iter_embeddings(layer) if len(ids)]
     count = sum(len(ids) for ids, _ in blocks)
     if count < MIN_ITEMS:
         raise InvalidArgument(
             f"a map needs at least {MIN_ITEMS} items; the collection holds {count}"
         )
-    dims = min(params.pca_dims, collection.spec.dims[layer], count - 1)
-    mean, components = fit_pca((xb for _, xb in blocks), dims)
+    step = max(1, count // PCA_SAMPLE)
+    dims = min(dims, collection.spec.dims[layer], count - 1)
+    mean, components = fit_pca((xb[::step] for _, xb in blocks), dims)
     reduced = np.concatenate([project(xb, mean, components) for _, xb in blocks])
-    ids = np.concatenate([ids for ids, _ in blocks])
-    seconds["pca"] = time.perf_counter() - start
-    start = time.perf_counter()
+    return np.concatenate([ids for ids, _ in blocks]), reduced, mean, components
+
+
+def _layout(
+    reduced: np.ndarray, graph: tuple[np.ndarray, np.ndarray], params: MapParams, progress: bool
+) -> np.ndarray:
+    """UMAP's layout of `reduced` over its k-NN `graph` (indices, distances)."""
+    import umap
+
     reducer = umap.UMAP(
-        n_neighbors=min(params.neighbours, count - 1),
+        n_neighbors=graph[0].shape[1],
         min_dist=params.min_dist,
         random_state=params.seed,
         n_jobs=1,  # a seed makes UMAP serial anyway; saying so keeps it from warning
-        low_memory=True,
+        precomputed_knn=graph,
         verbose=progress,
-        init="spectral" if count > 2 * params.neighbours else "random",
+        init="spectral" if len(reduced) > 2 * params.neighbours else "random",
     )
-    xy = reducer.fit_transform(reduced).astype(np.float32)
-    seconds["umap"] = time.perf_counter() - start
-    log.info("laid out %d items of layer %s in %.1f s", count, layer, sum(seconds.values()))
-    emap = EmbeddingMap(
-        layer, collection.spec.fingerprint(), params, ids, xy, count, mean, components, reduced
-    )
-    return emap, seconds
+    with warnings.catch_warnings():  # "transform will be unavailable": `place` does it
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        return reducer.fit_transform(reduced).astype(np.float32)
 
 
 def _place_new(

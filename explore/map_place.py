@@ -13,26 +13,51 @@ import faiss
 import numpy as np
 
 INT32_MIN, INT32_MAX = np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1
+EXACT_UP_TO = 20_000  # points; beyond, an inverted file finds the neighbours
+TRAIN_PER_LIST = 40  # k-means training points per inverted list
+PROBES = 24  # lists searched per query
 
 
 def fit_pca(blocks: Iterable[np.ndarray], dims: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean, components) of the top `dims` principal axes, from blocks of rows read one at a
-    time (float64 sums: bounded memory for any collection size). Components are rows."""
+    time (bounded memory for any collection size). Components are rows."""
+    from scipy.linalg import eigh
+
     total, count, scatter = None, 0, None
     for block in blocks:
-        block = np.asarray(block, np.float64)
+        block = np.asarray(block, np.float32)
         if total is None:
             total, scatter = np.zeros(block.shape[1]), np.zeros((block.shape[1],) * 2)
-        total += block.sum(axis=0)
-        scatter += block.T @ block
+        total += block.sum(axis=0, dtype=np.float64)
+        scatter += block.T @ block  # float32 products (twice as fast), summed in float64
         count += len(block)
     mean = total / count
     covariance = scatter / count - np.outer(mean, mean)
-    values, vectors = np.linalg.eigh(covariance)
-    top = np.argsort(values)[::-1][:dims]
-    components = vectors[:, top].T
-    signs = np.sign(components[np.arange(len(top)), np.abs(components).argmax(axis=1)])
+    width = len(mean)
+    _, vectors = eigh(covariance, subset_by_index=[width - min(dims, width), width - 1])
+    components = vectors[:, ::-1].T  # largest first
+    signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
     return mean.astype(np.float32), (components * signs[:, None]).astype(np.float32)
+
+
+def nearest_neighbours(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances) of each point's `k` nearest points, itself first, with FAISS: exact
+    up to `EXACT_UP_TO` points, else an inverted file probed widely: UMAP needs a good k-NN
+    graph, not a perfect one (0.99 recall@15 at 100k x 50, in 19-45 s on the shared 2 cores
+    where UMAP's own nearest-neighbour descent took 55 s; see the README's map figures)."""
+    points = np.ascontiguousarray(points, np.float32)
+    width = points.shape[1]
+    if len(points) <= EXACT_UP_TO:
+        index = faiss.IndexFlatL2(width)
+    else:
+        lists = int(4 * np.sqrt(len(points)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(width), width, lists)
+        step = max(1, len(points) // (TRAIN_PER_LIST * lists))
+        index.train(points[::step])
+        index.nprobe = PROBES
+    index.add(points)
+    squared, found = index.search(points, k)
+    return found, np.sqrt(np.maximum(squared, 0)).astype(np.float32)
 
 
 def project(xb: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
