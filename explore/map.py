@@ -103,7 +103,9 @@ class MapReport:
             what = f"placed {self.placed} new items on the map"
         else:
             what = "the map is up to date"
-        return f"{what} ({self.items} on the map, layer {self.layer}): {stages}"
+        return f"{what} ({self.items} on the map, layer {self.layer})" + (
+            f": {stages}" if stages else ""
+        )
 
 
 def map_path(collection_path: Path, layer: str) -> Path:

@@ -13,7 +13,7 @@ from lookalike.store.collection import Collection
 
 from .map import MapPoints, map_points
 
-THUMBNAILS = 36  # at most this many, one per crowded cell of a 12 x 12 grid
+THUMBNAILS = 24  # at most this many, one per crowded cell of a 12 x 12 grid
 THUMBNAIL_PIXELS = 48
 MAX_LEGEND_LABELS = 20
 
@@ -41,7 +41,7 @@ def map_png(
 
 
 def _scatter(axes, points: MapPoints) -> None:
-    size = float(np.clip(20_000 / max(len(points.ids), 1), 0.5, 30))
+    size = float(np.clip(30_000 / max(len(points.ids), 1), 0.5, 30))
     unlabelled = points.codes < 0
     if unlabelled.any():
         xy = points.xy[unlabelled]
@@ -72,7 +72,7 @@ def _thumbnails(axes, collection: Collection, points: MapPoints, count: int) -> 
             continue  # synthetic or moved: the point alone says enough
         image = np.asarray(thumbnail(path, THUMBNAIL_PIXELS))
         box = AnnotationBbox(
-            OffsetImage(image, zoom=0.6), tuple(points.xy[row]), frameon=True, pad=0.1
+            OffsetImage(image, zoom=0.45), tuple(points.xy[row]), frameon=True, pad=0.05
         )
         axes.add_artist(box)
 
