@@ -43,7 +43,8 @@ from lookalike.embedder.pipeline import cpu_cores
 from lookalike.embedder.preprocess import build_transform
 from lookalike.embedder.registry import create_model
 from lookalike.embedder.sources import walk_images
-from lookalike.jobs.bulk import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_pipeline, embed_images
+from lookalike.jobs.bulk import embed_images
+from lookalike.jobs.embedding import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_pipeline
 
 SIZES = {"small": (500, 375), "large": (1920, 1080)}
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina")

@@ -248,7 +248,7 @@ def main() -> None:
     print(f"collection: {n} x {collection.spec.dims[collection.spec.layers[0]]} "
           f"({collection.spec.backbone}), ready in {time.perf_counter() - started:.1f} s")  # fmt: skip
     searcher = Searcher.open(folder)
-    print(f"index: {searcher.index.meta.factory} {searcher.index.param_text()}")
+    print("index: {} {}".format(*searcher.vector_store.describe()))
     # stored items plus a little noise: queries land where the catalogue is
     queries = collection.vectors(np.random.default_rng(1).integers(0, n, 2000))
     queries = queries + 0.05 * np.random.default_rng(2).standard_normal(queries.shape, np.float32)

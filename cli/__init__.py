@@ -3,6 +3,7 @@ only, the work is in the library."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -34,6 +35,14 @@ class LookalikeGroup(click.Group):
                 "for the traceback, and report it"
             ) from error
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            self.add_command(_command(name), name)
+        return self.commands.get(name)
+
 
 @click.group(cls=LookalikeGroup)
 @click.version_option(__version__, prog_name="lookalike")
@@ -48,23 +57,30 @@ def main(verbose: int) -> None:
     )
 
 
-def _register_commands() -> None:
-    from lookalike.cli.backbones import backbones, layers
-    from lookalike.cli.classify import classifiers, predict, probe, train
-    from lookalike.cli.collection import info, remove
-    from lookalike.cli.demo import demo
-    from lookalike.cli.distill import distill
-    from lookalike.cli.embed import embed
-    from lookalike.cli.finetune import advise, finetune
-    from lookalike.cli.index import index
-    from lookalike.cli.map import map_command
-    from lookalike.cli.search import dedup, search
-    from lookalike.cli.serve import serve
+# Each command's module, imported only when the command runs (or `--help` lists it): a command
+# that needs no torch (`index build`, `info`) never imports it, so its memory is its own work's.
+COMMANDS = {
+    "embed": "embed",
+    "layers": "backbones",
+    "backbones": "backbones",
+    "info": "collection",
+    "remove": "collection",
+    "index": "index",
+    "search": "search",
+    "dedup": "search",
+    "demo": "demo",
+    "train": "classify",
+    "predict": "classify",
+    "probe": "classify",
+    "classifiers": "classify",
+    "serve": "serve",
+    "finetune": "finetune",
+    "advise": "finetune",
+    "distill": "distill",
+    "map": "map",
+}
 
-    commands = (embed, layers, backbones, info, remove, index, search, dedup, demo)
-    commands += (train, predict, probe, classifiers, serve, finetune, advise, distill, map_command)
-    for command in commands:
-        main.add_command(command)
 
-
-_register_commands()
+def _command(name: str) -> click.Command:
+    module = importlib.import_module(f"lookalike.cli.{COMMANDS[name]}")
+    return getattr(module, name)

@@ -12,6 +12,25 @@ from lookalike.embedder.sources import PILLOW_PIXEL_LIMIT
 from lookalike.embedder.spec import POOLINGS, PRECISIONS
 
 
+def parse_actors(
+    context: click.Context, parameter: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
+    """MIN,MAX (or one number) as two positive ints, MIN <= MAX."""
+    if value is None:
+        return None
+    try:
+        numbers = [int(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or not 1 <= numbers[0] <= numbers[1]:
+        raise click.BadParameter(
+            f"expected MIN,MAX with 1 <= MIN <= MAX (or one count), got {value!r}"
+        )
+    return numbers[0], numbers[1]
+
+
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @collection_option("Collection directory (created on first use).")
@@ -91,64 +110,79 @@ from lookalike.embedder.spec import POOLINGS, PRECISIONS
     type=click.IntRange(1, PILLOW_PIXEL_LIMIT),
     help="Refuse images with more pixels.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run as tasks on Ray: alone, a Ray started on this machine; 'auto' or ray://HOST:10001 "
+    "joins a cluster (pip install 'lookalike[ray]').",
+)
+@click.option(
+    "--ray-actors",
+    callback=parse_actors,
+    metavar="MIN,MAX",
+    help="Embedding actors on Ray, autoscaled between MIN and MAX (default: 1 to what the "
+    "cluster's CPUs or GPUs hold); one number fixes the count.",
+)
+@click.option(
+    "--ray-cpus-per-actor",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="CPUs each Ray actor takes (its ONNX Runtime threads).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def embed(
-    images,
-    collection_dir,
-    backbone,
-    weights,
-    layers,
-    pooling,
-    normalize,
-    image_size,
-    labels_from_folders,
-    batch_size,
-    workers,
-    device,
-    precision,
-    engine,
-    shard_size,
-    retry_failed,
-    prune,
-    checksum,
-    max_pixels,
-    quiet,
-) -> None:
-    """Bring a collection in step with the images under IMAGES (folders or files): new and
+def embed(images, collection_dir, quiet, workers, **options) -> None:
+    """Bring a collection in step with the images under IMAGES (folders, image files, or
+    listings: .csv or .parquet files with a 'path' column and an optional 'label'): new and
     changed files embedded, with --prune files gone removed; resumable, and a second run into the
     same collection waits for the first."""
     from lookalike.jobs.bulk import embed_images
 
-    options = {
-        "name": backbone,
-        "weights": weights,
-        "layers": layers or None,
-        "pooling": pooling,
-        "normalize": normalize,
-        "image_size": image_size,
-    }
-    embedder = {k: v for k, v in options.items() if v is not None}
-    if weights is not None:
-        embedder["weights"] = weights_value(weights)
+    embedder = embedder_options(options)
+    ray = ray_options(options.pop("ray_address"), options.pop("ray_actors"),
+                      options.pop("ray_cpus_per_actor"))  # fmt: skip
     report = embed_images(
         images,
         collection_dir,
         embedder,
-        labels_from_folders=labels_from_folders,
-        batch_size=batch_size,
         num_workers=workers,
-        device=device,
-        precision=precision,
-        engine=engine,
-        shard_size=shard_size,
-        retry_failed=retry_failed,
-        prune=prune,
-        checksum=checksum,
-        max_pixels=max_pixels,
         progress=not quiet,
+        ray=ray,
+        **options,
     )
     for failure in report.failed:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
     click.echo(report.summary())
     if report.problem:  # nothing to show for the run: a script must not take it for success
         raise click.ClickException(report.problem)
+
+
+def embedder_options(options: dict) -> dict:
+    """The `get_backbone` arguments given (taken out of `options`)."""
+    given = {
+        "name": options.pop("backbone"),
+        "weights": options.pop("weights"),
+        "layers": options.pop("layers") or None,
+        "pooling": options.pop("pooling"),
+        "normalize": options.pop("normalize"),
+        "image_size": options.pop("image_size"),
+    }
+    embedder = {k: v for k, v in given.items() if v is not None}
+    if "weights" in embedder:
+        embedder["weights"] = weights_value(embedder["weights"])
+    return embedder
+
+
+def ray_options(address: str | None, actors: tuple[int, int] | None, cpus_per_actor: float):
+    """`RayOptions` for --ray, or None."""
+    from lookalike.jobs.ray_job import RayOptions
+
+    if address is None:
+        if actors is not None:
+            raise click.UsageError("--ray-actors needs --ray")
+        return None
+    return RayOptions(address, actors, cpus_per_actor)

@@ -1,16 +1,17 @@
-"""`lookalike index ...`: build, update, evaluate and describe a collection's FAISS index."""
+"""`lookalike index ...`: build, update, evaluate and describe a collection's FAISS index; push it
+to Milvus."""
 
 from __future__ import annotations
 
 import click
 
-from lookalike.cli.options import COLLECTION, LAYER, FiniteRange
+from lookalike.cli.options import COLLECTION, LAYER, STORE, FiniteRange
 from lookalike.errors import LookalikeError
 
 
 @click.group()
 def index() -> None:
-    """Build, update, evaluate and describe a collection's FAISS index."""
+    """Build, update, evaluate and describe a collection's FAISS index; push it to Milvus."""
 
 
 @index.command("build")
@@ -88,14 +89,56 @@ def index_update(collection_dir, layer) -> None:
     type=click.IntRange(min=1),
     help="Stored vectors used as queries.",
 )
-def index_eval(collection_dir, layer, k, queries) -> None:
+@STORE
+def index_eval(collection_dir, layer, k, queries, store) -> None:
     """Recall@k against exact search and the QPS of both, measured in this run."""
     from lookalike.index import Searcher, evaluate_index
 
-    searcher = Searcher.open(collection_dir, layer)
+    searcher = Searcher.open(collection_dir, layer, store=store)
     click.echo(
-        evaluate_index(searcher.collection, searcher.index, searcher.layer, k, queries).summary()
+        evaluate_index(
+            searcher.collection, searcher.vector_store, searcher.layer, k, queries
+        ).summary()
     )
+
+
+@index.command("push")
+@COLLECTION
+@LAYER
+@click.option(
+    "--to",
+    "uri",
+    required=True,
+    help="The Milvus collection: milvus://HOST:PORT/NAME, or PATH.db/NAME (Milvus Lite).",
+)
+@click.option(
+    "--target-recall",
+    default=0.95,
+    show_default=True,
+    type=FiniteRange(0, 1, min_open=True),
+    help="Tune Milvus's search parameter to this recall@k.",
+)
+@click.option("--k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def index_push(collection_dir, layer, uri, target_recall, k, quiet) -> None:
+    """Copy the collection's vectors, labels and paths into Milvus (resumable: ids already
+    there are skipped, ids the collection no longer has are removed), then tune its index."""
+    from lookalike.index.milvus_sync import push
+    from lookalike.store.collection import Collection
+
+    report = push(
+        Collection.open(collection_dir),
+        uri,
+        layer,
+        target_recall=target_recall,
+        k=k,
+        progress=not quiet,
+    )
+    click.echo(
+        f"pushed: added {report.added}, removed {report.removed}; Milvus holds {report.total}"
+    )
+    recall = "exact" if report.recall is None else f"recall@{k} {report.recall:.3f}"
+    click.echo(f"index {report.index} ({report.params}): {recall}")
 
 
 @index.command("info")

@@ -33,3 +33,6 @@ def map_command(collection_dir, layer, png_file, refresh, neighbours, min_dist, 
     click.echo(report.summary())
     png = png_file or map_path(collection.path, report.layer).with_suffix(".png")
     click.echo(f"map: {report.path}\npicture: {map_png(collection, png, report.layer)}")
+
+
+map = map_command  # the name `lookalike.cli.COMMANDS` looks the command up by

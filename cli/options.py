@@ -49,6 +49,11 @@ def ranged(bound: Range) -> click.ParamType:
 
 COLLECTION = collection_option()
 LAYER = click.option("--layer", help="Layer to use (default: the collection's first).")
+STORE = click.option(
+    "--store",
+    help="Search the Milvus collection pushed there instead of the FAISS index: "
+    "milvus://HOST:PORT/NAME (see `index push`).",
+)
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.options import COLLECTION, LAYER, FiniteRange
+from lookalike.cli.options import COLLECTION, LAYER, STORE, FiniteRange
 
 
 def filter_options(command):
@@ -50,8 +50,9 @@ def _filters(labels, path_prefix):
 @filter_options
 @click.option("--sheet", type=click.Path(path_type=Path), help="Write a contact sheet PNG here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@STORE
 def search(
-    images, collection_dir, layer, ids, k, threshold, labels, path_prefix, sheet, as_json
+    images, collection_dir, layer, ids, k, threshold, labels, path_prefix, sheet, as_json, store
 ) -> None:
     """Find the items most like IMAGES (files) and/or stored items (--id)."""
     import json
@@ -61,7 +62,7 @@ def search(
 
     if not images and not ids:
         raise click.UsageError("give image files and/or --id")
-    searcher = Searcher.open(collection_dir, layer)
+    searcher = Searcher.open(collection_dir, layer, store=store)
     options = {"threshold": threshold, "filters": _filters(labels, path_prefix)}
     queries: list[tuple[str, str | None]] = []
     results = []
@@ -116,8 +117,19 @@ def search(
     help="Clusters to print / draw.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@STORE
 def dedup(
-    collection_dir, layer, threshold, recalibrate, labels, path_prefix, out, sheet, show, quiet
+    collection_dir,
+    layer,
+    threshold,
+    recalibrate,
+    labels,
+    path_prefix,
+    out,
+    sheet,
+    show,
+    quiet,
+    store,
 ) -> None:
     """Find every pair of near-duplicate items and group them into clusters.
 
@@ -133,7 +145,7 @@ def dedup(
     from lookalike.index.calibrate import calibrated_threshold
     from lookalike.index.sheet import contact_sheet
 
-    searcher = Searcher.open(collection_dir, layer)
+    searcher = Searcher.open(collection_dir, layer, store=store)
     filters = _filters(labels, path_prefix)
     if threshold is None:
         calibration, reused = calibrated_threshold(

@@ -45,7 +45,12 @@ def _collections(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option(
     "--open", "allow_open", is_flag=True, help="Allow serving beyond loopback with no API keys."
 )
-def serve(collections, config, host, port, workers, threads, access_log, allow_open) -> None:
+@click.option(
+    "--store",
+    help="Search and write a shared Milvus instead of each worker's FAISS index: "
+    "milvus://HOST:PORT (or milvus://HOST:PORT/NAME for one collection); reconciled on start.",
+)
+def serve(collections, config, host, port, workers, threads, access_log, allow_open, store) -> None:
     """Serve COLLECTIONS (DIR or NAME=DIR) over HTTP with gunicorn; settings also from LOOKALIKE_*."""
     from lookalike.server.serve import serve as run
     from lookalike.server.settings import Settings
@@ -55,6 +60,8 @@ def serve(collections, config, host, port, workers, threads, access_log, allow_o
     settings = settings.with_env()
     if collections:
         settings = dataclasses.replace(settings, collections=_collections(collections))
+    if store:
+        settings = dataclasses.replace(settings, store=store)
     if not settings.collections:
         raise click.UsageError(
             "give at least one collection (DIR or NAME=DIR), or set them in --config"

@@ -1,24 +1,25 @@
-"""The embedder: a frozen pretrained backbone, forward hooks on named layers, batch extraction."""
+"""The embedder: a frozen pretrained backbone, forward hooks on named layers, batch extraction.
 
-from .backbone import Backbone, best_device
-from .build import backbone_from_spec, get_backbone, list_layers, spec_arguments
-from .hooks import FeatureHooks, pool
-from .registry import DEFAULT_BACKBONE, create_model, list_backbones
-from .spec import OUTPUT_LAYER, BackboneSpec, Preprocess
+Exports load lazily: the store reads `BackboneSpec` without importing torch.
+"""
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "OUTPUT_LAYER",
-    "Backbone",
-    "BackboneSpec",
-    "FeatureHooks",
-    "Preprocess",
-    "backbone_from_spec",
-    "best_device",
-    "create_model",
-    "get_backbone",
-    "list_backbones",
-    "list_layers",
-    "pool",
-    "spec_arguments",
-]
+from lookalike.lazy import lazy_exports
+
+_WHERE = {
+    "Backbone": "backbone",
+    "best_device": "backbone",
+    "backbone_from_spec": "build",
+    "get_backbone": "build",
+    "list_layers": "build",
+    "spec_arguments": "build",
+    "FeatureHooks": "hooks",
+    "pool": "hooks",
+    "DEFAULT_BACKBONE": "registry",
+    "create_model": "registry",
+    "list_backbones": "registry",
+    "OUTPUT_LAYER": "spec",
+    "BackboneSpec": "spec",
+    "Preprocess": "spec",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+__all__ = sorted(_WHERE)

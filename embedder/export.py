@@ -101,10 +101,11 @@ def _checked(
     reference: dict[str, np.ndarray],
     pixels: torch.Tensor,
     min_cosine: float,
+    threads: int | None = None,
 ) -> OnnxEngine:
     """Open the engine at `path`, or raise `EngineRefused` saying why it cannot stand in for torch."""
     try:
-        engine = OnnxEngine(path, backbone.spec.layers)
+        engine = OnnxEngine(path, backbone.spec.layers, threads)
         if engine.fingerprint != backbone.spec.fingerprint():
             raise EngineRefused(f"{path} was exported for spec {engine.fingerprint}")
         found = engine.run(pixels.numpy())
@@ -125,13 +126,15 @@ def open_onnx_engine(
     backbone: Backbone,
     cache_dirs: Sequence[Path],
     min_cosine: float = MIN_COSINE,
+    threads: int | None = None,
 ) -> OnnxEngine:
     """The checked ONNX engine for `backbone`: a cached export, else a fresh one.
 
     The first of `cache_dirs` that holds a file passing the check is used, and the file is shared
     (hard-linked, else copied) into the others, so that one export serves every collection of a
     spec. Raises `EngineRefused` when onnxruntime is missing, the export fails, or a fresh export
-    still drifts from torch.
+    still drifts from torch. `threads`: ONNX Runtime's intra-op threads (default: every core
+    this process may use).
     """
     try:
         import onnxruntime  # noqa: F401
@@ -143,7 +146,7 @@ def open_onnx_engine(
     refused: list[Path] = []
     for path in filter(Path.is_file, paths):
         try:
-            engine = _checked(backbone, path, reference, pixels, min_cosine)
+            engine = _checked(backbone, path, reference, pixels, min_cosine, threads)
         except EngineRefused as error:
             log.warning("cached engine refused, exporting again: %s", error)
             refused.append(path)
@@ -151,7 +154,7 @@ def open_onnx_engine(
         _share(path, [p for p in paths if p in refused or not p.is_file()])
         return engine
     path = _export_somewhere(backbone, paths)
-    engine = _checked(backbone, path, reference, pixels, min_cosine)
+    engine = _checked(backbone, path, reference, pixels, min_cosine, threads)
     _share(path, [p for p in paths if p != path and (p in refused or not p.is_file())])
     return engine
 
@@ -198,6 +201,7 @@ def use_engine(
     engine: str = "auto",
     collection_dir: str | Path | None = None,
     min_cosine: float = MIN_COSINE,
+    threads: int | None = None,
 ) -> Backbone:
     """Run `backbone` on `engine` (auto, onnx, torch); returns it.
 
@@ -214,7 +218,7 @@ def use_engine(
             raise InvalidArgument(f"the onnx engine runs on the CPU, not {backbone.device}")
         return backbone
     try:
-        found = open_onnx_engine(backbone, engine_dirs(collection_dir), min_cosine)
+        found = open_onnx_engine(backbone, engine_dirs(collection_dir), min_cosine, threads)
     except EngineRefused as error:
         if engine == "onnx":
             raise

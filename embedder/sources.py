@@ -42,7 +42,7 @@ class ImageSource:
     With `within`, the file is read only if its real path (links resolved) lies in one of those
     folders."""
 
-    path: Path
+    path: Path | str  # a local path, or a URI (``s3://``, ``gs://``, ``file://``) as a string
     label: str | None = None
     within: tuple[Path, ...] | None = None
 
@@ -108,6 +108,42 @@ def read_file(path: str | Path, within: Iterable[Path] | None = None) -> FileRea
         raise
     with open(fd, "rb", closefd=True) as handle:
         return FileRead(handle.read(), info, real)
+
+
+def is_uri(path: str | Path) -> bool:
+    """Whether `path` names an object in a file system `pyarrow.fs` opens (``s3://bucket/key``)."""
+    return isinstance(path, str) and "://" in path
+
+
+def read_uri(uri: str, within: Iterable[Path] | None = None) -> FileRead:
+    """Read an object by URI with `pyarrow.fs` (S3, GCS, HDFS, ``file://``; credentials from the
+    environment, as pyarrow finds them). Only plain files are read; where reads are confined to
+    folders (`within`), URIs are refused (`PathNotAllowed`). Other failures are `OSError`s."""
+    from pyarrow import fs
+
+    if within is not None:
+        raise PathNotAllowed(f"{uri}: only local files under the allowed folders may be read")
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+    except pa_errors() as error:
+        raise OSError(f"cannot open {uri}: {error}") from None
+    info = filesystem.get_file_info(path)
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(2, "No such file or directory", uri)
+    if info.type != fs.FileType.File:
+        raise BadImage("not a regular file: only files are read")
+    with filesystem.open_input_stream(path) as stream:
+        data = stream.read()
+    mtime_ns = info.mtime_ns or 0
+    fields = (stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, len(data), 0, mtime_ns // 10**9, 0)
+    return FileRead(data, os.stat_result(fields, {"st_mtime_ns": mtime_ns}), Path(path))
+
+
+def pa_errors() -> tuple[type[Exception], ...]:
+    """What `pyarrow.fs` raises for a URI it cannot open: an unknown scheme, a bad address."""
+    import pyarrow as pa
+
+    return (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError)
 
 
 def _real_path(fd: int, path: str | Path) -> Path:
@@ -268,9 +304,11 @@ def failure_row(source: ImageSource, reason: str, read: FileRead | None = None) 
 
 
 def read_source(source: ImageSource) -> tuple[FileRead | None, dict[str, Any] | None]:
-    """A source's file read (see `read_file`: regular files only, inside `source.within`), or
-    None and its failure row."""
+    """A source's file read (see `read_file`: regular files only, inside `source.within`; a URI
+    through `read_uri`), or None and its failure row."""
     try:
+        if is_uri(source.path):
+            return read_uri(str(source.path), source.within), None
         return read_file(source.path, source.within), None
     except OSError as error:
         return None, failure_row(source, f"cannot read: {error.strerror or error}")

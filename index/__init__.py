@@ -1,34 +1,35 @@
-"""FAISS indexes over a collection: chosen and tuned automatically, mutable, crash-safe; search, dedup."""
+"""Vector stores over a collection behind one interface (FAISS embedded by default: chosen and
+tuned automatically, mutable, crash-safe; Milvus for beyond one machine); search, dedup.
 
-from .choose import IndexPlan, choose_index
-from .dedup import Duplicates, find_duplicates
-from .evaluate import Evaluation, evaluate_index
-from .live import LiveCollection
-from .maintain import IndexMismatch, build_index, open_index, prepare_index, update_index
-from .search import Filters, Hit, Searcher
-from .store import has_index, index_dir, load_index, save_index
-from .vector_index import VectorIndex, set_search_threads
+Exports load lazily: building or opening an index imports no torch (only searching by image does).
+"""
 
-__all__ = [
-    "Duplicates",
-    "Evaluation",
-    "Filters",
-    "Hit",
-    "IndexMismatch",
-    "IndexPlan",
-    "LiveCollection",
-    "Searcher",
-    "VectorIndex",
-    "build_index",
-    "choose_index",
-    "evaluate_index",
-    "find_duplicates",
-    "has_index",
-    "index_dir",
-    "load_index",
-    "open_index",
-    "prepare_index",
-    "save_index",
-    "set_search_threads",
-    "update_index",
-]
+from lookalike.lazy import lazy_exports
+
+_WHERE = {
+    "IndexPlan": "choose",
+    "choose_index": "choose",
+    "Duplicates": "dedup",
+    "find_duplicates": "dedup",
+    "Evaluation": "evaluate",
+    "evaluate_index": "evaluate",
+    "LiveCollection": "live",
+    "IndexMismatch": "maintain",
+    "build_index": "maintain",
+    "open_index": "maintain",
+    "prepare_index": "maintain",
+    "update_index": "maintain",
+    "Filters": "vector_store",
+    "Hit": "search",
+    "Searcher": "search",
+    "has_index": "store",
+    "index_dir": "store",
+    "load_index": "store",
+    "save_index": "store",
+    "VectorIndex": "vector_index",
+    "set_search_threads": "vector_index",
+    "FaissStore": "vector_store",
+    "VectorStore": "vector_store",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+__all__ = sorted(_WHERE)

@@ -27,6 +27,14 @@ from lookalike.errors import InvalidArgument
 
 FLAT_MAX_VALUES = 20 * 2**20 // 4  # 20 MiB of float32 scanned per query
 DEFAULT_MEMORY_BUDGET = 8 * 2**30  # bytes
+# Bytes a vector costs besides its code: its id in an inverted list, in the id map and in the
+# direct map, and the lists' growth (measured: 1M vectors, IVF1024,SQ8 at width 64).
+BYTES_PER_ID = 64
+SAMPLE_SHARE = 4  # training reads at most budget / 4 of vectors (it copies them once: residuals)
+POINTS_PER_LIST = 39  # FAISS's k-means wants this many training vectors per list at least
+# (factory suffix, code bytes per value), most precise first
+ENCODINGS = (("Flat", 4.0), ("SQ8", 1.0), ("SQ6", 0.75), ("SQ4", 0.5))
+PQ_SUBQUANTIZERS = (256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 4)
 
 
 @dataclass(frozen=True)
@@ -42,33 +50,51 @@ class IndexPlan:
         return int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
 
 
+def sample_limit(d: int, memory_budget: int) -> int:
+    """The most training vectors of width `d` a build reads into memory: a share of the budget."""
+    return max(1_000, memory_budget // SAMPLE_SHARE // (4 * d))
+
+
+def block_rows(d: int, memory_budget: int) -> int:
+    """Rows a build adds (or searches exactly) at once: 1/16 of the budget, at least 1,024."""
+    return max(1_024, memory_budget // 16 // (4 * d))
+
+
+def nlist_within(n: int, d: int, memory_budget: int) -> int:
+    """`nlist_for(n)`, fewer where the budget's sample would train each list on too few vectors."""
+    trainable = sample_limit(d, memory_budget) // POINTS_PER_LIST
+    return max(16, min(IndexPlan.nlist_for(n), 2 ** int(math.log2(max(trainable, 1)))))
+
+
 def choose_index(
     n: int, d: int, metric: str, memory_budget: int = DEFAULT_MEMORY_BUDGET
 ) -> IndexPlan:
     """The index for `n` vectors of width `d` (see the module docstring for the rule)."""
-    raw = n * d * 4
     if n * d <= FLAT_MAX_VALUES:
         return IndexPlan("Flat", f"{n} x {d} <= {FLAT_MAX_VALUES:,} values: exact search is fast")
-    nlist = IndexPlan.nlist_for(n)
-    if raw <= memory_budget:
-        return IndexPlan(
-            f"IVF{nlist},Flat",
-            f"{n} vectors, raw vectors fit the budget: fastest at recall >= 0.95",
-        )
-    if n * d <= memory_budget:
-        return IndexPlan(
-            f"IVF{nlist},SQ8",
-            f"{raw / 2**30:.1f} GiB of raw vectors exceed the budget: 8-bit scalar quantized",
-        )
-    per_vector = max(1, memory_budget // max(n, 1) - 16)
-    m = next((m for m in (64, 48, 32, 24, 16, 12, 8, 4) if m <= per_vector and d % m == 0), None)
+    nlist = nlist_within(n, d, memory_budget)
+    raw = f"{n * d * 4 / 2**30:.2f} GiB of raw vectors"
+    for encoding, per_value in ENCODINGS:
+        size = n * (math.ceil(d * per_value) + BYTES_PER_ID)
+        if size <= memory_budget:
+            return IndexPlan(f"IVF{nlist},{encoding}", _reason(encoding, raw, size, memory_budget))
+    per_vector = memory_budget // max(n, 1) - BYTES_PER_ID
+    m = next((m for m in PQ_SUBQUANTIZERS if m <= per_vector and d % m == 0), None)
     if m is None:
         raise InvalidArgument(
-            f"{n} vectors of width {d} do not fit a {memory_budget / 2**30:.1f} GiB budget even "
+            f"{n} vectors of width {d} do not fit a {memory_budget / 2**30:.2f} GiB budget even "
             "compressed; raise the memory budget"
         )
     return IndexPlan(
         f"IVF{nlist},PQ{m}",
-        f"{n * d / 2**30:.1f} GiB even at 8 bits a value exceed the budget: {m} bytes a vector "
-        "(product quantization; recall may stay under the target, `index eval` shows it)",
+        f"{raw}; even 4 bits a value exceed the {memory_budget / 2**30:.2f} GiB budget: {m} bytes a "
+        "vector (product quantization; recall may stay under the target, `index eval` shows it)",
     )
+
+
+def _reason(encoding: str, raw: str, size: int, memory_budget: int) -> str:
+    fits = f"{size / 2**30:.2f} GiB of {memory_budget / 2**30:.2f} GiB budget"
+    if encoding == "Flat":
+        return f"{raw} fit the budget ({fits}): fastest at recall >= 0.95"
+    bits = {"SQ8": 8, "SQ6": 6, "SQ4": 4}[encoding]
+    return f"{raw} exceed the budget: {bits}-bit scalar quantized, the most bits that fit ({fits})"

@@ -12,6 +12,7 @@ from lookalike.store.collection import Collection
 
 from .knn import drop_own, exact_neighbours, recall_at_k
 from .vector_index import VectorIndex
+from .vector_store import VectorStore, as_store, padded
 
 
 @dataclass
@@ -39,28 +40,32 @@ class Evaluation:
 
 def evaluate_index(
     collection: Collection,
-    index: VectorIndex,
+    index: VectorIndex | VectorStore,
     layer: str,
     k: int = 10,
     queries: int = 1000,
     seed: int = 2,
 ) -> Evaluation:
-    """Stored vectors as held-out queries: exact (raw vectors, blockwise) vs the index, timed alike."""
-    ids = index.ids()
+    """Stored vectors as held-out queries: exact (raw vectors, blockwise) vs the index (or any
+    vector store), timed alike."""
+    store = as_store(index)
+    ids = store.ids()
     if len(ids) < 2:
         raise InvalidArgument("the index needs at least 2 vectors to evaluate")
     chosen = np.sort(np.random.default_rng(seed).choice(ids, min(queries, len(ids)), replace=False))
     xq = collection.vectors(chosen, layer)
     started = time.perf_counter()
-    truth = exact_neighbours(collection.iter_embeddings(layer), xq, k + 1, index.meta.metric)[1]
+    truth = exact_neighbours(collection.iter_embeddings(layer), xq, k + 1, store.metric)[1]
     exact_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    found = index.search(xq, k + 1)[1]
+    results = store.search(xq, k + 1)
     index_seconds = time.perf_counter() - started
+    found = padded(results, k + 1, store.metric)[1]
     recall = recall_at_k(drop_own(found, chosen, k), drop_own(truth, chosen, k), k)
+    factory, params = store.describe()
     return Evaluation(
-        factory=index.meta.factory,
-        params=index.param_text(),
+        factory=factory,
+        params=params,
         vectors=len(ids),
         queries=len(chosen),
         k=k,

@@ -71,9 +71,8 @@ def exact_neighbours(
     for ids, xb in blocks:
         if len(ids) == 0:  # a shard whose items were all deleted
             continue
-        flat = faiss.IndexFlat(xq.shape[1], METRICS[metric])
-        flat.add(as_matrix(xb))
-        scores, rows = flat.search(xq, min(k, len(ids)))
+        # faiss.knn reads the block where it lies (a memory-mapped shard is not copied)
+        scores, rows = faiss.knn(xq, as_matrix(xb), min(k, len(ids)), METRICS[metric])
         found = np.where(rows >= 0, np.asarray(ids)[np.maximum(rows, 0)], -1)
         heap.add_result(*pad_results(scores, found, k, metric))
     heap.finalize()

@@ -38,12 +38,28 @@ class LiveCollection:
         self._seen = searcher.collection.generation()
 
     @classmethod
-    def open(cls, path: str | Path, wait: float = WRITE_WAIT_SECONDS) -> LiveCollection:
+    def open(
+        cls,
+        path: str | Path,
+        wait: float = WRITE_WAIT_SECONDS,
+        store: str | None = None,
+        name: str | None = None,
+    ) -> LiveCollection:
         """The collection at `path` with its saved index (built or caught up first: see
-        `prepare_index`); an empty collection gets an empty exact index, filled by writes."""
-        generation = Collection.open(path).generation()
-        collection, index = prepare_index(Path(path), read_only=False)
+        `prepare_index`); an empty collection gets an empty exact index, filled by writes.
+        With `store` (a Milvus URI, see `milvus_sync`; `name` the Milvus collection's where the
+        URI names none), searches and writes go to that shared store instead: created if
+        missing, and reconciled with the collection first (ids missing on either side)."""
+        collection = Collection.open(path)
+        generation = collection.generation()
         layer = collection.spec.layers[0]
+        if store is not None:
+            from .milvus_sync import open_milvus, reconcile
+
+            vectors = open_milvus(store, collection, layer, create=True, default_name=name)
+            reconcile(vectors, wait)
+            return cls(Searcher(collection, vectors, layer), wait)
+        collection, index = prepare_index(Path(path), read_only=False)
         live = cls(Searcher(collection, index or exact_index(collection, layer), layer), wait)
         live._seen = generation  # what `prepare_index` caught up with, at the latest
         return live
@@ -60,7 +76,7 @@ class LiveCollection:
             with self._syncing:
                 generation = self.collection.generation()  # before the sync: nothing missed
                 if generation != self._seen:
-                    self._catch_up()
+                    self._catch_up(full=False)
                     self._seen = generation
         return self._searcher
 
@@ -85,10 +101,13 @@ class LiveCollection:
                 searcher.collection, searcher.backbone(), uploads, max_pixels, wait=self.wait
             )
             with self._syncing:  # a reader's catch-up may have indexed them already
-                fresh = ~np.isin(ids, searcher.index.ids())
+                fresh = ~searcher.vector_store.has(ids)
                 if fresh.any():
                     searcher.refresh_items()  # before the index can return the new ids
-                    searcher.index.add(ids[fresh], vectors[searcher.layer][fresh])
+                    fields = _fields(added, uploads, ids[fresh])
+                    searcher.vector_store.upsert(ids[fresh], vectors[searcher.layer][fresh], fields)
+            if searcher.vector_store.shared:
+                _store_existing(searcher, [item.id for item in added if not item.created])
         return added
 
     def delete(self, ids: Sequence[int]) -> None:
@@ -98,7 +117,7 @@ class LiveCollection:
             with searcher.collection.writer(wait=self.wait) as writer:
                 writer.delete(ids)
             with self._syncing:
-                searcher.index.remove(ids)
+                searcher.vector_store.remove(ids)
                 searcher.refresh_items()
 
     @contextlib.contextmanager
@@ -117,7 +136,34 @@ class LiveCollection:
     def close(self) -> None:
         self._searcher.close()
 
-    def _catch_up(self) -> tuple[int, int]:
+    def _catch_up(self, full: bool = True) -> tuple[int, int]:
+        """Items re-read, then the store brought in step; a shared store (Milvus) only when
+        `full` (its writers write it themselves: no per-write scan of every id)."""
         searcher = self._searcher
         searcher.refresh_items()  # first: hits for ids not (or no longer) in it are skipped
-        return sync_index(searcher.index, searcher.collection, searcher.layer)
+        if searcher.vector_store.shared and not full:
+            return 0, 0
+        return sync_index(searcher.vector_store, searcher.collection, searcher.layer)
+
+
+def _fields(added: Sequence[Added], uploads: Sequence[Upload], ids: np.ndarray) -> dict:
+    """The label and path of each new item in `ids`, for stores that filter themselves."""
+    label_of: dict[int, str | None] = {}
+    for item, upload in zip(added, uploads, strict=True):
+        label_of.setdefault(item.id, upload.label)  # the same bytes twice: the first one's
+    path_of = {item.id: item.path for item in added}
+    return {
+        "label": [label_of[i] for i in ids.tolist()],
+        "path": [path_of[i] for i in ids.tolist()],
+    }
+
+
+def _store_existing(searcher: Searcher, ids: list[int]) -> None:
+    """Existing items answered again (the same bytes) into a shared store that lacks them: a
+    replica killed between its disk write and its store write left them out."""
+    if not ids:
+        return
+    store, wanted = searcher.vector_store, np.unique(np.asarray(ids, np.int64))
+    missing = wanted[~store.has(wanted)]
+    if len(missing):
+        store.upsert(missing, searcher.collection.vectors(missing, searcher.layer))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -13,12 +14,17 @@ from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
 from lookalike.store.collection import Collection
 
-from .choose import DEFAULT_MEMORY_BUDGET, choose_index
+from .choose import DEFAULT_MEMORY_BUDGET, block_rows, choose_index, sample_limit
 from .knn import held_out_truth
 from .store import has_index, index_dir, load_index, save_index
 from .vector_index import VectorIndex
 
+if TYPE_CHECKING:
+    from .vector_store import VectorStore
+
 log = logging.getLogger(__name__)
+
+TUNING_QUERIES = 500  # held-out stored vectors the search parameter is tuned on
 
 
 class IndexMismatch(CollectionError):
@@ -40,7 +46,12 @@ def build_index(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
 ) -> VectorIndex:
-    """Choose, train, fill and tune an index over `layer` of the collection, and save it."""
+    """Choose, train, fill and tune an index over `layer` of the collection, and save it.
+
+    Memory stays near `memory_budget` at any collection size (autofaiss's way): the index chosen
+    fits it, training reads a sample of at most a quarter of it, vectors are added in blocks read
+    from the memory-mapped shards, and tuning's ground truth is exact search block by block.
+    """
     layer = layer or collection.spec.layers[0]
     collection.check_layer(layer)
     if not 0 < target_recall <= 1:
@@ -54,15 +65,13 @@ def build_index(
     log.info("index for %d x %d (%s): %s (%s)", n, d, metric, factory, plan.reason)
     index = VectorIndex.empty(factory, metric, d, collection.spec.to_dict())
     index.meta.reason = plan.reason if factory == plan.factory else "chosen by the user"
-    sample_ids, sample = _sample(collection, layer, index.training_size())
-    if not index.index.is_trained:
-        index.train(sample)
+    queries, own = _train(index, collection, layer, sample_limit(d, memory_budget))
+    rows = block_rows(d, memory_budget)
     with tqdm(total=n, unit="vec", desc="indexing", disable=not progress) as bar:
-        for ids, xb in collection.iter_embeddings(layer):
-            index.add(ids, np.asarray(xb))
+        for ids, xb in collection.iter_embeddings(layer, rows):
+            index.add(ids, xb)
             bar.update(len(ids))
-    queries, own = _queries(sample_ids, sample)
-    truth = held_out_truth(collection.iter_embeddings(layer), queries, own, k, metric)
+    truth = held_out_truth(collection.iter_embeddings(layer, rows), queries, own, k, metric)
     recall = index.tune(queries, own, truth, target_recall, k)
     if recall < target_recall:
         log.warning(
@@ -74,6 +83,18 @@ def build_index(
         )
     save_index(index, index_dir(collection.path, layer))
     return index
+
+
+def _train(
+    index: VectorIndex, collection: Collection, layer: str, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train `index` (where it needs it) on a sample of at most `limit` stored vectors; returns
+    tuning queries drawn from the sample, with their ids (the rest of it is freed on return)."""
+    size = TUNING_QUERIES if index.index.is_trained else min(index.training_size(), limit)
+    sample_ids, sample = _sample(collection, layer, size)
+    if not index.index.is_trained:
+        index.train(sample)
+    return _queries(sample_ids, sample)
 
 
 @dataclass
@@ -94,19 +115,24 @@ def update_index(collection: Collection, layer: str | None = None) -> UpdateRepo
     return UpdateReport(added, removed, len(index))
 
 
-def sync_index(index: VectorIndex, collection: Collection, layer: str) -> tuple[int, int]:
-    """Add the collection's items the index lacks and drop ids it no longer has (in memory);
-    returns (added, removed). An item deleted by another process between the two reads is
-    still added: the delete changed the generation, so the next catch-up drops it."""
-    wanted = collection.items(["id"]).column("id").to_numpy()
+def sync_index(
+    index: VectorIndex | VectorStore, collection: Collection, layer: str, progress: bool = False
+) -> tuple[int, int]:
+    """Add the collection's items the index (or any vector store) lacks and drop ids it no
+    longer has; returns (added, removed). An item deleted by another process between the two
+    reads is still added: the delete changed the generation, so the next catch-up drops it."""
+    wanted = collection.ids()
     have = index.ids()
     missing = np.setdiff1d(wanted, have)
     gone = np.setdiff1d(have, wanted)
     if len(gone):
         index.remove(gone)
-    for start in range(0, len(missing), 65536):
-        block = missing[start : start + 65536]
-        index.add(block, collection.vectors(block, layer, deleted_ok=True))
+    block_size = 65536 if isinstance(index, VectorIndex) else 4096
+    with tqdm(total=len(missing), unit="vec", desc="adding", disable=not progress) as bar:
+        for start in range(0, len(missing), block_size):
+            block = missing[start : start + block_size]
+            index.add(block, collection.vectors(block, layer, deleted_ok=True))
+            bar.update(len(block))
     return len(missing), len(gone)
 
 
@@ -143,7 +169,7 @@ def check_spec(index: VectorIndex, collection: Collection) -> None:
 
 
 def check_items(index: VectorIndex, collection: Collection) -> None:
-    wanted = collection.items(["id"]).column("id").to_numpy()
+    wanted = collection.ids()
     have = index.ids()
     if len(wanted) == len(have) and np.array_equal(np.sort(wanted), have):
         return
@@ -163,14 +189,14 @@ def _sample(
     collection: Collection, layer: str, size: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to `size` (ids, vectors) drawn uniformly from the whole collection."""
-    ids = collection.items(["id"]).column("id").to_numpy()
+    ids = collection.ids()
     if len(ids) > size:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size, replace=False))
     return ids, collection.vectors(ids, layer)
 
 
-def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = 500, seed: int = 1):
-    """Tuning queries: `count` of the sampled stored vectors, with their ids."""
+def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = TUNING_QUERIES, seed: int = 1):
+    """Tuning queries: `count` of the sampled stored vectors (copies), with their ids."""
     chosen = np.random.default_rng(seed).choice(len(ids), min(count, len(ids)), replace=False)
     return vectors[chosen], ids[chosen]
 

@@ -26,17 +26,7 @@ from lookalike.store.collection import Collection
 
 from .maintain import exact_index, prepare_index
 from .vector_index import MAX_K, VectorIndex
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Restrict results to items with one of `labels` and/or a path under `path_prefix`."""
-
-    labels: tuple[str, ...] = ()
-    path_prefix: str | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.labels or self.path_prefix)
+from .vector_store import Filters, VectorStore, as_store
 
 
 @dataclass(frozen=True)
@@ -97,17 +87,22 @@ class _Items:
 
 
 class Searcher:
-    """A collection with its (checked) index, and the collection's own embedder for image queries.
+    """A collection with its (checked) vector store, and the collection's own embedder for image
+    queries. A `VectorIndex` given as the store is searched as a `FaissStore`.
 
     The embedder runs on `engine` (auto: ONNX Runtime on a CPU where it exports and matches torch,
     its export cached in the collection's ``engines/`` folder; torch elsewhere).
     """
 
     def __init__(
-        self, collection: Collection, index: VectorIndex, layer: str, engine: str = "auto"
+        self,
+        collection: Collection,
+        index: VectorIndex | VectorStore,
+        layer: str,
+        engine: str = "auto",
     ) -> None:
         self.collection = collection
-        self.index = index
+        self.vector_store = as_store(index, self.allowed_ids)
         self.layer = layer
         self.engine = engine
         self._backbone: Backbone | None = None
@@ -122,16 +117,24 @@ class Searcher:
         layer: str | None = None,
         read_only: bool = True,
         engine: str = "auto",
+        store: str | None = None,
     ):
         """The collection with its saved index, built or caught up first if the collection
-        changed since (`prepare_index`); an empty collection searches an empty exact index."""
+        changed since (`prepare_index`); an empty collection searches an empty exact index.
+        With `store` (a Milvus URI: `milvus_sync`), the Milvus collection pushed there instead."""
+        if store is not None:
+            from .milvus_sync import open_milvus
+
+            collection = Collection.open(collection_dir)
+            vectors = open_milvus(store, collection, layer)
+            return cls(collection, vectors, vectors.layer, engine)
         collection, index = prepare_index(collection_dir, read_only, layer)
         layer = layer or collection.spec.layers[0]
         return cls(collection, index or exact_index(collection, layer), layer, engine)
 
     @property
     def metric(self) -> str:
-        return self.index.meta.metric
+        return self.vector_store.metric
 
     def refresh_items(self) -> None:
         """Re-read the item table (after items were added)."""
@@ -156,22 +159,18 @@ class Searcher:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None]
-        if vectors.ndim != 2 or vectors.shape[1] != self.index.meta.dim:
+        if vectors.ndim != 2 or vectors.shape[1] != self.vector_store.dim:
             raise InvalidArgument(
                 f"query vectors have shape {vectors.shape}; this index holds vectors of width "
-                f"{self.index.meta.dim} ({self.collection.spec.backbone}, layer {self.layer})"
+                f"{self.vector_store.dim} ({self.collection.spec.backbone}, layer {self.layer})"
             )
         if k is None and threshold is None:
             raise InvalidArgument("give k, a distance threshold, or both")
         if k is not None and not 0 < k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {k}")
-        allowed = self.allowed_ids(filters) if filters else None
-        if threshold is None:
-            scores, ids = self.index.search(vectors, k, allowed)
-            return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
-        radius = self._radius(threshold)
-        results = self.index.range_search(vectors, radius, allowed)
-        return [self._hits(s[:k] if k else s, i[:k] if k else i) for s, i in results]
+        radius = None if threshold is None else self._radius(threshold)
+        results = self.vector_store.search(vectors, k, radius, filters or None)
+        return [self._hits(scores, ids) for scores, ids in results]
 
     def search_ids(self, ids: Sequence[int], k: int | None = 10, **options) -> list[list[Hit]]:
         """Neighbours of stored items (each item itself comes first, at distance 0)."""

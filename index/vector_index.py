@@ -1,7 +1,8 @@
 """A FAISS index keyed by item ids, mutable without a rebuild, tuned to a target recall.
 
-Every index is an ``IndexIDMap2`` over a FAISS index built from a factory string: FAISS answers with
-the collection's int64 item ids. Removal is a mask over FAISS's internal positions (HNSW cannot
+Every index is an ``IndexIDMap`` over a FAISS index built from a factory string: FAISS answers with
+the collection's int64 item ids. (Not ``IndexIDMap2``: its reverse map, which only FAISS's own
+reconstruct-by-id and removal use, cost about 40 bytes a vector; indexes saved with it still load.) Removal is a mask over FAISS's internal positions (HNSW cannot
 remove, and one mechanism for every index type keeps ids stable), applied inside FAISS through an
 ``IDSelectorBitmap``; `compacted` drops the masked rows. Upsert = remove + add.
 
@@ -31,6 +32,7 @@ EXACT_SUBSET_MAX = (
 HNSW_EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 MAX_K = 10_000
 TRAINING_PER_LIST = 64
+TUNING_PLATEAU = 0.002  # recall gained by doubling the search parameter below which tuning stops
 
 
 @dataclass
@@ -56,7 +58,7 @@ class VectorIndex:
 
     def __init__(
         self,
-        index: faiss.IndexIDMap2,
+        index: faiss.IndexIDMap,
         meta: IndexMeta,
         live: np.ndarray | None = None,
         read_only: bool = False,
@@ -83,7 +85,7 @@ class VectorIndex:
         if metric not in METRICS:
             raise InvalidArgument(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
         try:
-            index = faiss.index_factory(dim, f"IDMap2,{factory}", METRICS[metric])
+            index = faiss.index_factory(dim, f"IDMap,{factory}", METRICS[metric])
         except RuntimeError:
             raise InvalidArgument(
                 f"{factory!r} is not a FAISS factory string FAISS can build at width {dim} "
@@ -150,7 +152,9 @@ class VectorIndex:
             self._add(ids, xb)
 
     def _add(self, ids: np.ndarray, xb: np.ndarray) -> None:
-        taken = np.intersect1d(ids, self.labels[self.live])
+        # ids beyond every id held (a build's, in order) need no O(n) check per block
+        fresh = not len(ids) or not len(self.labels) or ids.min() > self.labels.max()
+        taken = np.empty(0, np.int64) if fresh else np.intersect1d(ids, self.labels[self.live])
         if len(taken):
             raise InvalidArgument(f"ids already indexed: {taken[:5].tolist()} (use upsert)")
         for start in range(0, len(ids), 65536):
@@ -271,12 +275,13 @@ class VectorIndex:
         target_recall: float = 0.95,
         k: int = 10,
     ) -> float:
-        """Pick the cheapest search parameter reaching `target_recall`@k; returns the recall.
+        """Pick the cheapest search parameter reaching `target_recall`@k, or, where the index
+        cannot (compressed codes), the cheapest past which recall stops rising; returns the recall.
 
         `queries` are stored vectors held out of their own answers: each query's own id
         (`own_ids`) is dropped from the results, and `truth` holds the exact top-k without it.
         """
-        recall = 1.0
+        recall, previous = 1.0, None
         for value in self.param_grid() or [0]:
             if self.tunable:
                 self.meta.params = {self.tunable: value}
@@ -284,6 +289,11 @@ class VectorIndex:
             recall = recall_at_k(found, truth, k)
             if recall >= target_recall:
                 break
+            if previous is not None and recall - previous[1] < TUNING_PLATEAU:
+                # compressed codes cap recall: searching wider no longer finds more
+                self.meta.params, recall = previous
+                break
+            previous = (dict(self.meta.params), recall)
         self.meta.recall, self.meta.recall_k = round(float(recall), 4), k
         return recall
 
@@ -338,14 +348,17 @@ class VectorIndex:
         return ids, xb
 
     def _check_queries(self, xq: np.ndarray) -> np.ndarray:
-        xq = as_matrix(xq)
-        if xq.shape[1] != self.meta.dim:
-            raise InvalidArgument(
-                f"vectors have width {xq.shape[1]}; this index holds width {self.meta.dim}"
-            )
-        if not np.isfinite(xq).all():
-            raise InvalidArgument("vectors contain NaN or infinity")
-        return xq
+        return check_vectors(xq, self.meta.dim)
+
+
+def check_vectors(xq: np.ndarray, dim: int) -> np.ndarray:
+    """`xq` as a float32 matrix of width `dim`, finite; `InvalidArgument` otherwise."""
+    xq = as_matrix(xq)
+    if xq.shape[1] != dim:
+        raise InvalidArgument(f"vectors have width {xq.shape[1]}; this index holds width {dim}")
+    if not np.isfinite(xq).all():
+        raise InvalidArgument("vectors contain NaN or infinity")
+    return xq
 
 
 def set_search_threads(threads: int) -> None:

@@ -1,5 +1,12 @@
-"""Bulk embedding as a job: image folders in, a collection in step with them out."""
+"""Bulk embedding as a job: image folders and listings in, a collection in step with them out;
+on this machine's threads or as tasks on a Ray cluster.
 
-from .bulk import EmbedReport, embed_images
+Exports load lazily: a Ray actor imports `lookalike.jobs.ray_job` without the local job's
+model-building imports.
+"""
 
-__all__ = ["EmbedReport", "embed_images"]
+from lookalike.lazy import lazy_exports
+
+_WHERE = {"EmbedReport": "report", "embed_images": "bulk", "RayOptions": "ray_job"}
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+__all__ = sorted(_WHERE)

@@ -17,78 +17,35 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from lookalike.durable import acquire_lock
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.build import get_backbone, spec_arguments
-from lookalike.embedder.device_pipeline import DevicePipeline
+from lookalike.embedder.engines import engine_dirs
 from lookalike.embedder.export import use_engine
-from lookalike.embedder.pipeline import Batch, Pipeline, ThreadPipeline
+from lookalike.embedder.pipeline import Batch, Pipeline
 from lookalike.embedder.registry import DEFAULT_BACKBONE
 from lookalike.embedder.sources import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
     ImageSource,
     check_max_pixels,
-    walk_images,
 )
 from lookalike.errors import Cancelled
+from lookalike.jobs.embedding import default_pipeline, embedded_batches
+from lookalike.jobs.inputs import Inputs, gather_inputs
+from lookalike.jobs.ray_job import RayOptions, check_ray, run_on_ray
+from lookalike.jobs.report import EmbedReport
 from lookalike.store.collection import EMBED_LOCK, MANIFEST, Collection
 from lookalike.store.sync import SyncPlan, plan_sync, remove_items
 
 log = logging.getLogger(__name__)
 
-GPU_BATCH_SIZE = 128
-GPU_READ_THREADS = 8  # file reads and hashing ahead of the GPU
-CPU_BATCH_SIZE = 8  # measured by bench/embed_bench.py on 2 cores (README "Speed")
 COMMIT_WAIT_SECONDS = 300.0  # a shard commit waits this long for an upload or delete to finish
-
-
-@dataclass
-class EmbedReport:
-    """What one run did. `failed` holds this run's failure records (path, reason, ...)."""
-
-    collection: Path
-    found: int
-    embedded: int = 0
-    skipped_done: int = 0
-    skipped_known_bad: int = 0
-    changed: int = 0  # files embedded again because they changed (their old items tombstoned)
-    removed: int = 0  # items tombstoned because their file left the roots (with `prune`)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    engine: str = "torch"
-
-    @property
-    def problem(self) -> str | None:
-        """Why the run achieved nothing a caller asked for: no image found, or every file this
-        run tried failed; None otherwise."""
-        if not self.found:
-            extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-            return f"no image found (looked for {extensions}; hidden files are skipped)"
-        tried = self.embedded + len(self.failed)
-        if tried and not self.embedded:
-            return f"every one of the {tried} files tried failed (see above, and failed.jsonl)"
-        return None
-
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds else 0.0
-
-    def summary(self) -> str:
-        return (
-            f"{self.collection}: {self.found} images found, {self.embedded} embedded "
-            f"({self.changed} changed), {self.removed} removed, {self.skipped_done} skipped as "
-            f"done, {self.skipped_known_bad} skipped as known-bad, {len(self.failed)} failed; "
-            f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s ({self.engine})"
-        )
 
 
 def open_for_embedding(
@@ -157,33 +114,73 @@ def embed_images(
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     wait: float = math.inf,
+    ray: RayOptions | str | None = None,
 ) -> EmbedReport:
-    """Bring the collection in step with the images under `inputs` (see the module docstring);
-    resumable after any interruption. `on_progress(done, total)` follows each batch;
-    `should_stop()` is asked after each, and True ends the run with `Cancelled` once what was
-    embedded is committed. Another run waits up to `wait` seconds (forever by default). `engine`:
-    auto (ONNX Runtime on a CPU where the backbone exports, else torch), onnx or torch; files are
-    decoded by `num_workers` threads on a CPU, DataLoader worker processes on a GPU."""
+    """Bring the collection in step with the images under `inputs` (folders, image files, and
+    listings: see `lookalike.jobs.inputs`; the module docstring says the rest); resumable after
+    any interruption. With `ray` (`RayOptions`, or an address: "local", "auto",
+    "ray://host:10001"), the work runs as tasks on a Ray cluster (`lookalike.jobs.ray_job`).
+    `on_progress(done, total)` follows each batch; `should_stop()` is asked after each, and True
+    ends the run with `Cancelled` once what was embedded is committed. Another run waits up to
+    `wait` seconds (forever by default). `engine`: auto (ONNX Runtime on a CPU where the backbone
+    exports, else torch), onnx or torch; files are decoded by `num_workers` threads on a CPU,
+    DataLoader worker processes on a GPU."""
     check_max_pixels(max_pixels)
-    roots = [Path(i).expanduser().resolve() for i in inputs]
-    sources = list(walk_images(roots, labels_from_folders, tuple(within) if within else None))
+    ray = RayOptions(address=ray) if isinstance(ray, str) else ray
+    if ray is not None:
+        check_ray(ray)  # a missing Ray or a wrong address said before anything is written
+    found = gather_inputs(inputs, labels_from_folders, within)
     with embedding_slot(collection_dir, wait):
         collection, backbone = open_for_embedding(
             collection_dir, embedder, device, precision, engine
         )
         with backbone:
-            report = EmbedReport(collection.path, len(sources), engine=backbone.engine_name)
+            total = len(found.walked) + len(found.listed)
+            report = EmbedReport(collection.path, total, engine=backbone.engine_name)
             options = {"retry_failed": retry_failed, "prune": prune, "checksum": checksum}
-            plan = plan_sync(collection, sources, roots, **options)
-            _count_plan(plan, report)
-            remove_items(collection, plan.tombstones, COMMIT_WAIT_SECONDS, missing_ok=True)
-            pipeline = pipeline or default_pipeline(
-                backbone.device, batch_size, num_workers, max_pixels
-            )
-            _run(collection, backbone, pipeline, plan.todo, report, shard_size, progress,
-                 on_progress, should_stop)  # fmt: skip
+            todo = _plan(collection, found, options, report)
+            common = {"shard_size": shard_size, "progress": progress,
+                      "on_progress": on_progress, "should_stop": should_stop}  # fmt: skip
+            if ray is not None:
+                run_on_ray(collection, todo, report, ray, engine_file=shared_export(collection, backbone),
+                           batch_size=batch_size, max_pixels=max_pixels, **common)  # fmt: skip
+            else:
+                pipeline = pipeline or default_pipeline(
+                    backbone.device, batch_size, num_workers, max_pixels
+                )
+                _run(collection, backbone, pipeline, todo, report, **common)
     log.info(report.summary())
     return report
+
+
+def _plan(
+    collection: Collection, found: Inputs, options: dict[str, bool], report: EmbedReport
+) -> list[ImageSource]:
+    """What to embed; the items of changed (and, with prune, gone) files tombstoned first."""
+    plan = plan_inputs(collection, found, options)
+    _count_plan(plan, report)
+    remove_items(collection, plan.tombstones, COMMIT_WAIT_SECONDS, missing_ok=True)
+    return plan.todo
+
+
+def shared_export(collection: Collection, backbone: Backbone) -> Path | None:
+    """The checked ONNX export `backbone` runs, preferably its copy in the collection (which
+    every node of a cluster may see); None on torch."""
+    if backbone.engine is None:
+        return None
+    copy = engine_dirs(collection.path)[0] / backbone.engine.path.name
+    return copy if copy.is_file() else backbone.engine.path
+
+
+def plan_inputs(collection: Collection, found: Inputs, options: dict[str, bool]) -> SyncPlan:
+    """One plan for walked sources (by stat, under their roots) and listed ones (by path)."""
+    plan = plan_sync(collection, found.walked, found.roots, **options)
+    if found.listed:
+        listed = plan_sync(collection, found.listed, by_stat=False, **{**options, "prune": False})
+        plan.todo += listed.todo
+        plan.unchanged += listed.unchanged
+        plan.known_bad += listed.known_bad
+    return plan
 
 
 def _count_plan(plan: SyncPlan, report: EmbedReport) -> None:
@@ -208,8 +205,7 @@ def _run(
     try:
         with tqdm(total=len(todo), unit="img", disable=not progress, desc="embedding") as bar:
             done = 0
-            for batch in pipeline.batches(todo, backbone.spec.preprocess):
-                vectors = backbone.embed(batch.pixels) if batch.items else None
+            for batch, vectors in embedded_batches(backbone, pipeline, todo):
                 commits.add(batch.items, vectors, batch.failures)
                 _count_batch(batch, report)
                 done += len(batch.items) + len(batch.failures)
@@ -288,19 +284,3 @@ def embedding_slot(path: str | Path, wait: float = math.inf) -> Iterator[None]:
         lock.close()
         if made and not (path / MANIFEST).exists():
             shutil.rmtree(path, ignore_errors=True)
-
-
-def default_pipeline(
-    device: torch.device, batch_size: int | None, num_workers: int | None, max_pixels: int
-) -> Pipeline:
-    """Decode threads on a CPU (they overlap the engine in one process), worker processes on a GPU."""
-    if device.type == "cuda":  # JPEGs decoded in batches on the GPU (nvJPEG)
-        return DevicePipeline(
-            device,
-            batch_size=batch_size or GPU_BATCH_SIZE,
-            read_threads=num_workers or GPU_READ_THREADS,
-            max_pixels=max_pixels,
-        )
-    return ThreadPipeline(
-        batch_size=batch_size or CPU_BATCH_SIZE, num_threads=num_workers, max_pixels=max_pixels
-    )

@@ -67,3 +67,7 @@ class UnknownLayer(LookalikeError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class VectorStoreUnavailable(LookalikeError):
+    """A vector database (Milvus) that cannot be reached or refused a request; retry later."""

@@ -22,6 +22,7 @@ from lookalike.errors import (
     StorageFull,
     UnknownClassifier,
     UnknownItem,
+    VectorStoreUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ TYPE_BASE = "https://lookalike.dev/problems/"
 # Library errors, most specific first: (class, HTTP status).
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (StorageFull, 507),  # Insufficient Storage: the client may retry once space is freed
+    (VectorStoreUnavailable, 503),  # the vector database is down: retry later
     (PathNotAllowed, 403),
     (Cancelled, 409),
     (UnknownItem, 404),
@@ -136,5 +138,9 @@ def register_error_handlers(app: Flask) -> None:
         if status is None:
             log.exception("unhandled error")
             return problem(500, "an internal error occurred; it has been logged")
-        retry = {"Retry-After": "5"} if isinstance(error, CollectionBusy) else None
+        retry = (
+            {"Retry-After": "5"}
+            if isinstance(error, CollectionBusy | VectorStoreUnavailable)
+            else None
+        )
         return problem(status, str(error), headers=retry)

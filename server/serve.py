@@ -70,9 +70,16 @@ def serve(
     # started here, in the master, would not exist in the forked workers, and their first torch
     # op would wait for it forever (an index built or caught up after a crash hung every worker).
     set_search_threads(1)
+    if settings.store is not None:
+        from lookalike.index.milvus_sync import check_reachable
+
+        check_reachable(settings.store, workers)
     for name, path in settings.collections.items():
         log.info("serving %s from %s", name, path)
-        prepare_index(path)
+        if settings.store is None:
+            prepare_index(path)
+        # with a shared store, each worker reconciles it on opening (under the collection's
+        # lock): no gRPC channel is opened here, before the fork
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,

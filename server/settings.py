@@ -35,6 +35,9 @@ class Settings:
     rate_limit: str | None = None  # flask-limiter syntax, e.g. "1000/second;20000/minute"
     allowed_roots: tuple[Path, ...] = ()  # server-side folders embed jobs may read
     request_timeout: float = 10.0  # seconds a request (head and body) has to arrive whole
+    # a shared vector store instead of each process's FAISS index: milvus://HOST:PORT (each
+    # collection in the Milvus collection of its served name) or milvus://HOST:PORT/NAME
+    store: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.request_timeout < float("inf"):
@@ -44,6 +47,10 @@ class Settings:
         check_range("max_upload_bytes", self.max_upload_bytes, 1, integer=True)
         check_range("max_images_per_request", self.max_images_per_request, 1, integer=True)
         check_max_pixels(self.max_pixels)  # Pillow's own limit would cap a larger one silently
+        if self.store is not None:
+            from lookalike.index.milvus_sync import check_store_uri
+
+            check_store_uri(self.store, list(self.collections))  # a bad URI fails here
 
     @property
     def open_access(self) -> bool:

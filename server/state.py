@@ -3,11 +3,13 @@ embedder), with its classifiers; per-process caching and the HTTP side only."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
+from lookalike.errors import VectorStoreUnavailable
 from lookalike.index import LiveCollection, Searcher
 from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
@@ -46,7 +48,7 @@ class Served:
         path = self.path(name)
         with self._lock:
             if name not in self._live:
-                self._live[name] = LiveCollection.open(path)
+                self._live[name] = LiveCollection.open(path, store=self.settings.store, name=name)
             return self._live[name]
 
     def searcher(self, name: str) -> Searcher:
@@ -128,7 +130,11 @@ class Served:
     def index_sizes(self) -> dict[str, int]:
         with self._lock:
             live = dict(self._live)
-        return {name: len(collection.current.index) for name, collection in live.items()}
+        sizes = {}
+        for name, collection in live.items():
+            with contextlib.suppress(VectorStoreUnavailable):  # a scrape still answers
+                sizes[name] = len(collection.current.vector_store)
+        return sizes
 
     def warm(self) -> None:
         """Open every collection's index and embedder now (what /readyz reports)."""

@@ -4,7 +4,7 @@ written once under a temporary name and never changed after."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,3 +75,23 @@ def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
         return np.asarray(ids, dtype=np.int64).ravel()
     except OverflowError:
         raise UnknownItem("no item with an id beyond 64 bits") from None
+
+
+def merged_blocks(
+    blocks: Iterator[tuple[np.ndarray, np.ndarray]], rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, xb) blocks copied together until each holds at least `rows` rows (the last: the rest)."""
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    count = 0
+    for ids, xb in blocks:
+        pending.append((ids, xb))
+        count += len(ids)
+        if count >= rows:
+            yield _concatenated(pending)
+            pending, count = [], 0
+    if pending:
+        yield _concatenated(pending)
+
+
+def _concatenated(blocks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([ids for ids, _ in blocks]), np.concatenate([xb for _, xb in blocks])

@@ -57,8 +57,11 @@ def plan_sync(
     retry_failed: bool = False,
     prune: bool = False,
     checksum: bool = False,
+    by_stat: bool = True,
 ) -> SyncPlan:
-    """Compare `sources` (walked under `roots`) with the collection; see the module docstring."""
+    """Compare `sources` (walked under `roots`) with the collection; see the module docstring.
+    Without `by_stat` (a listing: a catalogue of objects, maybe remote, never stat-ed one by
+    one), a path once embedded or failed is done whatever its file looks like now."""
     known = latest_items(collection)
     known_bad = {f["path"]: (f.get("bytes"), f.get("mtime_ns")) for f in collection.failures()}
     plan, seen = SyncPlan(), set()
@@ -67,15 +70,16 @@ def plan_sync(
         if key in seen:
             continue
         seen.add(key)
-        item, stat = known.get(key), _stat(source.path)
-        if item is not None and _unchanged(item, stat, source.path, checksum):
+        item = known.get(key)
+        stat = _stat(Path(source.path)) if by_stat else None
+        if item is not None and (not by_stat or _unchanged(item, stat, source.path, checksum)):
             plan.unchanged += 1
             continue
         if item is not None:
             plan.changed += 1
             if not item.deleted:
                 plan.stale.append(item.id)
-        elif not retry_failed and known_bad.get(key, (-1, -1)) == stat:
+        elif not retry_failed and key in known_bad and (not by_stat or known_bad[key] == stat):
             plan.known_bad += 1
             continue
         plan.todo.append(source)

@@ -233,3 +233,16 @@ def digit_collection(digit_dir: Path, tmp_path: Path) -> Path:
         num_workers=0,
     )
     return tmp_path / "digits"
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Milvus Lite gRPC server on a free loopback port for the whole session:
+    ``milvus://127.0.0.1:PORT`` (add ``/NAME`` per Milvus collection: `milvus_server.fresh_name`)."""
+    pytest.importorskip("pymilvus", reason="the `milvus` extra is not installed")
+    pytest.importorskip("milvus_lite", reason="the `milvus` extra is not installed")
+    from milvus_server import milvus_lite_server
+
+    folder = tmp_path_factory.mktemp("milvus")
+    with milvus_lite_server(folder / "data", free_port()) as uri:
+        yield uri

@@ -40,7 +40,7 @@ def test_writes_are_durable_indexed_and_seen_by_another_instance(collection_dir:
     hits = second.searcher().search_ids([added[1].id], k=2)[0]
     assert hits[0].id == added[1].id  # the other instance caught up before answering
     first.delete([added[0].id])
-    assert added[0].id not in second.searcher().index.ids().tolist()
+    assert added[0].id not in second.searcher().vector_store.ids().tolist()
     with pytest.raises(UnknownItem):
         second.delete([added[0].id])
     assert len(Collection.open(collection_dir)) == 1

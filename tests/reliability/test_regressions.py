@@ -99,19 +99,17 @@ def test_a_catch_up_racing_a_delete_elsewhere_answers_and_drops_the_item(
     add_one_shard_each(Collection.open(empty_collection), 1)
     live = LiveCollection.open(empty_collection)
     add_one_shard_each(Collection.open(empty_collection), 2)  # items 1 and 2, by "another worker"
-    read = live.collection.items
+    read = live.collection.ids
 
-    def delete_after_reading(columns=None, **kwargs):
-        table = read(columns, **kwargs)
-        if columns != ["id"]:  # the item table for hits, read first
-            return table
-        monkeypatch.setattr(live.collection, "items", read)  # once: after the live ids
+    def delete_after_reading():
+        ids = read()  # the live ids (the item table for hits was read before)
+        monkeypatch.setattr(live.collection, "ids", read)  # once
         with Collection.open(empty_collection).writer() as writer:
             writer.delete([2])
-        return table
+        return ids
 
-    monkeypatch.setattr(live.collection, "items", delete_after_reading)
+    monkeypatch.setattr(live.collection, "ids", delete_after_reading)
     width = live.collection.spec.dims[live.collection.spec.layers[0]]
     hits = live.searcher().search_vectors(np.ones(width, np.float32), k=5)[0]
     assert {hit.id for hit in hits} <= {0, 1, 2}
-    assert sorted(live.searcher().index.ids().tolist()) == [0, 1]  # the delete seen next read
+    assert sorted(live.searcher().vector_store.ids().tolist()) == [0, 1]  # seen next read

@@ -1,0 +1,304 @@
+"""The vector store in Milvus: one Milvus collection per lookalike collection layer, shared by
+every process (server replicas, pushes) that points at it.
+
+Each row holds the item id (primary key), its vector, and `label` and `path` as scalar fields for
+filters. The collection records the embedder spec and the layer it was filled from (checked on
+connect, as for a FAISS index), and its tuned search parameter. Metric: inner product on
+normalised embeddings (cosine; not Milvus's COSINE, which would also normalise the query and so
+move thresholds away from FAISS's), L2 otherwise (Milvus answers squared L2, as FAISS does). Searches run at Strong consistency: a write acknowledged by one process is seen by the
+next search of any other. Milvus Lite (`python -m milvus_lite server`) speaks the same protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lookalike.embedder.spec import BackboneSpec
+from lookalike.errors import InvalidArgument, SpecMismatch, VectorStoreUnavailable
+from lookalike.store.collection import Collection
+
+from .vector_index import MAX_K, check_vectors
+from .vector_store import Filters, Results
+
+log = logging.getLogger(__name__)
+
+MILVUS_METRICS = {"ip": "IP", "l2": "L2"}
+SPEC_KEY, LAYER_KEY, TUNING_KEY = "lookalike.spec", "lookalike.layer", "lookalike.tuning"
+MAX_LABEL, MAX_PATH = 1024, 4096
+BATCH_BYTES = 16 * 2**20  # rows per insert kept under gRPC's 64 MiB message limit
+ID_BATCH = 16_384  # Milvus's largest query/search limit
+RESULTS_PER_CALL = 65_536  # queries x limit in one search call
+
+
+@contextlib.contextmanager
+def milvus_errors(where: str) -> Iterator[None]:
+    """Milvus failures as `VectorStoreUnavailable` naming `where` (one line, no traceback)."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as error:
+        raise VectorStoreUnavailable(f"Milvus at {where}: {error.message}") from None
+
+
+class MilvusStore:
+    """A Milvus collection behind the vector-store interface (see `vector_store.VectorStore`)."""
+
+    shared = True
+
+    def __init__(self, client: Any, name: str, collection: Collection, layer: str, where: str):
+        self.client, self.name, self.where = client, name, where
+        self.collection, self.layer = collection, layer
+        self.metric = "ip" if collection.spec.normalize else "l2"
+        self.dim = collection.spec.dims[layer]
+        self.tuning: dict[str, Any] = {"index": "FLAT", "params": {}}
+        self._items: tuple[Any, dict[int, tuple[str, str | None]]] | None = None
+
+    # ----- creating and checking ------------------------------------------------------------
+
+    def create(self) -> None:
+        """Create the Milvus collection (FLAT index), recording the spec and layer."""
+        from pymilvus import DataType
+
+        client = self.client
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL, nullable=True)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
+        properties = {
+            SPEC_KEY: json.dumps(self.collection.spec.to_dict(), sort_keys=True),
+            LAYER_KEY: self.layer,
+            TUNING_KEY: json.dumps(self.tuning),
+        }
+        with milvus_errors(self.where):
+            client.create_collection(
+                self.name,
+                schema=schema,
+                index_params=self._index_params("FLAT", {}),
+                consistency_level="Strong",
+                properties=properties,
+            )
+
+    def check(self) -> None:
+        """Refuse a Milvus collection filled from another embedder spec, layer or width."""
+        with milvus_errors(self.where):
+            properties = self.client.describe_collection(self.name).get("properties", {})
+        recorded = json.loads(properties.get(SPEC_KEY, "{}"))
+        layer = properties.get(LAYER_KEY)
+        if recorded != json.loads(json.dumps(self.collection.spec.to_dict(), sort_keys=True)):
+            differences = "; ".join(
+                self.collection.spec.differences(BackboneSpec.from_dict(recorded))
+                if recorded
+                else ["it records no embedder spec"]
+            )
+            raise SpecMismatch(
+                f"Milvus collection {self.name!r} at {self.where} was filled from another "
+                f"embedder spec than {self.collection.path} ({differences}); push into a new name"
+            )
+        if layer != self.layer:
+            raise SpecMismatch(
+                f"Milvus collection {self.name!r} holds layer {layer!r}, not {self.layer!r}"
+            )
+        self.tuning = json.loads(properties.get(TUNING_KEY, json.dumps(self.tuning)))
+
+    def set_index(self, index_type: str, build: dict[str, int], search: dict[str, int]) -> None:
+        """Replace the vector index (e.g. HNSW with M/efConstruction) and the search parameters
+        every process uses from now on (recorded in the collection)."""
+        with milvus_errors(self.where):
+            self.client.release_collection(self.name)
+            self.client.drop_index(self.name, "vector")
+            self.client.create_index(self.name, self._index_params(index_type, build))
+            self.client.load_collection(self.name)
+        self.set_search_params(index_type, search)
+
+    def set_search_params(self, index_type: str, search: dict[str, int]) -> None:
+        self.tuning = {"index": index_type, "params": dict(search)}
+        with milvus_errors(self.where):
+            self.client.alter_collection_properties(
+                self.name, properties={TUNING_KEY: json.dumps(self.tuning)}
+            )
+
+    def _index_params(self, index_type: str, build: dict[str, int]) -> Any:
+        params = self.client.prepare_index_params()
+        metric = MILVUS_METRICS[self.metric]
+        params.add_index("vector", index_type=index_type, metric_type=metric, params=build)
+        return params
+
+    # ----- reading ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with milvus_errors(self.where):
+            rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def ids(self) -> np.ndarray:
+        """Every id in the store, sorted (read in pages)."""
+        found: list[int] = []
+        with milvus_errors(self.where):
+            pages = self.client.query_iterator(self.name, batch_size=ID_BATCH, output_fields=["id"])
+            while page := pages.next():
+                found.extend(row["id"] for row in page)
+            pages.close()
+        return np.sort(np.asarray(found, dtype=np.int64))
+
+    def has(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        present: set[int] = set()
+        with milvus_errors(self.where):
+            for start in range(0, len(ids), ID_BATCH):
+                block = ids[start : start + ID_BATCH].tolist()
+                rows = self.client.get(self.name, ids=block, output_fields=["id"])
+                present.update(row["id"] for row in rows)
+        return np.isin(ids, np.fromiter(present, np.int64, len(present)))
+
+    def describe(self) -> tuple[str, str]:
+        params = self.tuning.get("params", {})
+        text = ", ".join(f"{key}={value}" for key, value in params.items()) or "-"
+        return f"Milvus {self.tuning.get('index', 'FLAT')}", text
+
+    # ----- writing ----------------------------------------------------------------------------
+
+    def add(self, ids, xb: np.ndarray, fields: Mapping[str, Sequence] | None = None) -> None:
+        """Add vectors under new ids; an id already stored is refused (use `upsert`)."""
+        ids, xb = self._check_rows(ids, xb)
+        taken = ids[self.has(ids)]
+        if len(taken):
+            raise InvalidArgument(f"ids already indexed: {taken[:5].tolist()} (use upsert)")
+        self._write(ids, xb, fields)
+
+    def upsert(self, ids, xb: np.ndarray, fields: Mapping[str, Sequence] | None = None) -> None:
+        """Replace the rows of ids already stored, add the others (idempotent: resumable)."""
+        self._write(*self._check_rows(ids, xb), fields)
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
+        """Delete the ids' rows; returns how many were stored."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        held = int(self.has(ids).sum())
+        with milvus_errors(self.where):
+            for start in range(0, len(ids), ID_BATCH):
+                self.client.delete(self.name, ids=ids[start : start + ID_BATCH].tolist())
+        return held
+
+    def _write(self, ids: np.ndarray, xb: np.ndarray, fields: Mapping[str, Sequence] | None):
+        labels, paths = self._fields(ids, fields)
+        rows_per_batch = max(1, BATCH_BYTES // (4 * self.dim + 512))
+        with milvus_errors(self.where):
+            for start in range(0, len(ids), rows_per_batch):
+                stop = start + rows_per_batch
+                rows = [
+                    {"id": int(i), "vector": v, "label": label, "path": path[:MAX_PATH]}
+                    for i, v, label, path in zip(
+                        ids[start:stop], xb[start:stop].tolist(), labels[start:stop],
+                        paths[start:stop], strict=True,
+                    )
+                ]  # fmt: skip
+                self.client.upsert(self.name, rows)
+
+    def _fields(self, ids: np.ndarray, fields: Mapping[str, Sequence] | None):
+        """Labels and paths per id: given, or read from the collection's item table."""
+        if fields is None:
+            known = self._known_items()
+            pairs = [known.get(int(i), ("", None)) for i in ids]
+            return [p[1] for p in pairs], [p[0] for p in pairs]
+        labels, paths = list(fields.get("label", [None] * len(ids))), list(fields["path"])
+        if len(labels) != len(ids) or len(paths) != len(ids):
+            raise InvalidArgument(f"fields for {len(paths)} rows, {len(ids)} ids")
+        return [None if label is None else str(label)[:MAX_LABEL] for label in labels], paths
+
+    def _known_items(self) -> dict[int, tuple[str, str | None]]:
+        """id -> (path, label) of every item, deleted ones too; read again when items change."""
+        generation = self.collection.generation()
+        if self._items is None or self._items[0] != generation:
+            table = self.collection.items(["id", "path", "label"], include_deleted=True)
+            rows = zip(table["path"].to_pylist(), table["label"].to_pylist(), strict=True)
+            self._items = (generation, dict(zip(table["id"].to_pylist(), rows, strict=True)))
+        return self._items[1]
+
+    def _check_rows(self, ids, xb) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        xb = check_vectors(xb, self.dim)
+        if len(ids) != len(xb):
+            raise InvalidArgument(f"{len(ids)} ids for {len(xb)} vectors")
+        if len(np.unique(ids)) != len(ids):
+            raise InvalidArgument("duplicate ids in one call")
+        return ids, xb
+
+    # ----- searching --------------------------------------------------------------------------
+
+    def search(
+        self,
+        xq: np.ndarray,
+        k: int | None = 10,
+        radius: float | None = None,
+        filters: Filters | None = None,
+    ) -> Results:
+        """Top `k` and/or everything within `radius` (FAISS units: a range search), filtered by
+        a Milvus expression. Without `k`, at most `MAX_K` results per query."""
+        xq = check_vectors(xq, self.dim)
+        if k is None and radius is None:
+            raise InvalidArgument("give k, a radius, or both")
+        if k is not None and not 0 < k <= MAX_K:
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {k}")
+        params = dict(self.tuning.get("params", {}))
+        if radius is not None:
+            params["radius"] = float(radius)
+        limit = k or MAX_K
+        per_call = max(1, RESULTS_PER_CALL // limit)  # bounded answers: range searches are large
+        results: Results = []
+        with milvus_errors(self.where):
+            for start in range(0, len(xq), per_call):
+                answers = self.client.search(
+                    self.name,
+                    data=xq[start : start + per_call].tolist(),
+                    limit=limit,
+                    filter=filter_expression(filters) if filters else "",
+                    search_params={"params": params},
+                    anns_field="vector",
+                    output_fields=["id"],
+                )
+                results.extend(_arrays(hits) for hits in answers)
+        return results
+
+
+def _arrays(hits: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.fromiter((hit["distance"] for hit in hits), np.float32, len(hits))
+    ids = np.fromiter((hit["id"] for hit in hits), np.int64, len(hits))
+    return scores, ids
+
+
+def filter_expression(filters: Filters) -> str:
+    """A Milvus boolean expression keeping what `filters` keeps: labels by `in`, the path prefix
+    as a string range (``prefix <= path < next``: exact, with no LIKE wildcards to escape)."""
+    parts = []
+    if filters.labels:
+        parts.append(f"label in [{', '.join(map(quoted, filters.labels))}]")
+    if filters.path_prefix:
+        parts.append(f"path >= {quoted(filters.path_prefix)}")
+        upper = prefix_end(filters.path_prefix)
+        if upper is not None:
+            parts.append(f"path < {quoted(upper)}")
+    return " and ".join(parts)
+
+
+def quoted(text: str) -> str:
+    """`text` as a double-quoted Milvus string literal."""
+    escapes = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return '"' + "".join(escapes.get(ch, ch) for ch in text) + '"'
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string starting with `prefix` (None: no bound)."""
+    stripped = prefix.rstrip(chr(0x10FFFF))
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters
+        following = 0xE000
+    return stripped[:-1] + chr(following)
