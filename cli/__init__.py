@@ -78,6 +78,7 @@ COMMANDS = {
     "advise": "finetune",
     "distill": "distill",
     "audit": "audit",
+    "map": "map",
 }
 
 

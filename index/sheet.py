@@ -33,7 +33,7 @@ def contact_sheet(
             top += title_height
         for c, (path, caption) in enumerate(row):
             left = 8 + c * (thumb + 8)
-            tile = _thumbnail(path, thumb)
+            tile = thumbnail(path, thumb)
             sheet.paste(tile, (left + (thumb - tile.width) // 2, top + (thumb - tile.height) // 2))
             for line_no, line in enumerate(caption.splitlines()[:2]):
                 draw.text((left, top + thumb + 2 + 12 * line_no), line[:22], fill="black")
@@ -43,7 +43,8 @@ def contact_sheet(
     return out
 
 
-def _thumbnail(path: str | Path | None, size: int) -> Image.Image:
+def thumbnail(path: str | Path | None, size: int) -> Image.Image:
+    """An image file fitted into `size` x `size` (blank for None, grey if it cannot be read)."""
     if path is None:
         return Image.new("RGB", (size, size), "white")
     try:

@@ -19,12 +19,12 @@ from .jobs import JobRunner
 from .json import OrjsonProvider
 from .limits import install_rate_limits
 from .metrics import install_metrics
-from .routes import audit, classifiers, collections, health, jobs, page, search
+from .routes import audit, classifiers, collections, health, jobs, maps, page, search
 from .settings import Settings
 from .state import Served
 
 V1_BLUEPRINTS = (
-    collections.blp, search.blp, search.embed_blp, classifiers.blp, jobs.blp, audit.blp
+    collections.blp, search.blp, search.embed_blp, classifiers.blp, jobs.blp, audit.blp, maps.blp
 )  # fmt: skip
 
 

@@ -1,27 +1,85 @@
 // The page: drop or choose an image, see its look-alikes; click one to search from it.
+// On a server with API keys it first asks for one, and keeps it for this tab (sessionStorage).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const api = (path) => `/v1/collections/${encodeURIComponent($("collection").value)}${path}`;
+const KEY = "lookalike-key";
+const needsKey = document.body.dataset.needsKey === "yes";
 
 function headers() {
-  const key = $("key") ? $("key").value || localStorage.getItem("lookalike-key") : null;
-  if ($("key") && key) localStorage.setItem("lookalike-key", key);
+  const key = needsKey ? sessionStorage.getItem(KEY) : null;
   return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// A problem's field messages, e.g. {"json": {"k": ["Must be ..."]}} -> ["k: Must be ..."].
+function fieldMessages(errors, path = []) {
+  if (Array.isArray(errors) && errors.every((m) => typeof m === "string")) {
+    return errors.map((message) => (path.length ? `${path.join(".")}: ${message}` : message));
+  }
+  if (errors && typeof errors === "object") {
+    return Object.entries(errors).flatMap(([name, inner]) =>
+      fieldMessages(inner, path.length || !["json", "query", "multipart", "form", "files"].includes(name) ? [...path, name] : path));
+  }
+  return [];
+}
+
+class Problem extends Error {
+  constructor(problem, status) {
+    const fields = fieldMessages(problem.errors);
+    super(fields.length ? fields.join("; ") : problem.detail || problem.title);
+    this.status = status;
+    this.fields = fields;
+  }
 }
 
 async function call(path, options = {}) {
   const response = await fetch(api(path), { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   if (!response.ok) {
     const problem = await response.json().catch(() => ({ title: response.statusText }));
-    throw new Error(problem.detail || problem.title);
+    if (response.status === 401 && needsKey) askForKey(problem.detail || problem.title);
+    throw new Problem(problem, response.status);
   }
   return response;
+}
+
+function askForKey(why = "") {
+  sessionStorage.removeItem(KEY);
+  $("app").hidden = true;
+  $("key-form").hidden = false;
+  $("key-problem").textContent = why;
+  $("key").focus();
+}
+
+function keyReady() {
+  if (!needsKey) return true;
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY, $("key").value.trim());
+    location.reload();
+  });
+  $("forget-key").addEventListener("click", () => { sessionStorage.removeItem(KEY); location.reload(); });
+  if (!sessionStorage.getItem(KEY)) {
+    askForKey();
+    return false;
+  }
+  $("forget-key").hidden = false;
+  $("app").hidden = false;
+  return true;
 }
 
 function status(text, isError = false) {
   $("status").textContent = text;
   $("status").className = isError ? "error" : "";
+  $("problems").replaceChildren();
+}
+
+function failed(error) {
+  if (error.status === 401 && needsKey) return; // the key form says why
+  status(error.fields && error.fields.length > 1 ? "the request is not valid:" : error.message, true);
+  if (error.fields && error.fields.length > 1) {
+    for (const message of error.fields) $("problems").append(Object.assign(document.createElement("li"), { textContent: message }));
+  }
 }
 
 async function thumbnail(img, id) {
@@ -63,7 +121,7 @@ async function searchFile(file) {
     show(answer.results[0].hits);
     await predict(file);
   } catch (error) {
-    status(error.message, true);
+    failed(error);
   }
 }
 
@@ -77,7 +135,7 @@ async function searchById(id) {
     $("prediction").hidden = true;
     show(answer.results[0].hits);
   } catch (error) {
-    status(error.message, true);
+    failed(error);
   }
 }
 
@@ -101,12 +159,25 @@ async function loadClassifiers() {
     for (const card of answer.classifiers) select.append(new Option(card.name, card.name));
     if (answer.classifiers.length) select.value = answer.classifiers[0].name;
   } catch (error) {
-    status(error.message, true);
+    failed(error);
   }
 }
 
+function showView(name) {
+  $("search-view").hidden = name !== "search";
+  $("map-view").hidden = name !== "map";
+  $("show-search").setAttribute("aria-pressed", String(name === "search"));
+  $("show-map").setAttribute("aria-pressed", String(name === "map"));
+  document.dispatchEvent(new CustomEvent("lookalike:view", { detail: name }));
+}
+
 $("file").addEventListener("change", (event) => event.target.files[0] && searchFile(event.target.files[0]));
-$("collection").addEventListener("change", loadClassifiers);
+$("collection").addEventListener("change", () => {
+  loadClassifiers();
+  document.dispatchEvent(new CustomEvent("lookalike:collection"));
+});
+$("show-search").addEventListener("click", () => showView("search"));
+$("show-map").addEventListener("click", () => showView("map"));
 const drop = $("drop");
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -115,5 +186,5 @@ drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
   if (event.dataTransfer.files[0]) searchFile(event.dataTransfer.files[0]);
 });
-if ($("key")) $("key").value = localStorage.getItem("lookalike-key") || "";
-loadClassifiers();
+const started = keyReady();
+if (started) loadClassifiers();
