@@ -38,6 +38,7 @@ def browser():
 
 
 def test_drop_an_image_see_its_lookalikes_then_click_one(browser, digit_dir: Path, tmp_path: Path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
@@ -52,7 +53,9 @@ def test_drop_an_image_see_its_lookalikes_then_click_one(browser, digit_dir: Pat
 
     with running_server({"digits": collection}) as (base, _):
         browser.get(base + "/")
-        wait = WebDriverWait(browser, 60)
+        # the grid is redrawn as answers come in: an element read between a find and its use
+        # may be gone (stale), which only means "not yet"
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#classifier option[value=digits]"))
         k = browser.find_element(By.ID, "k")
         k.clear()
