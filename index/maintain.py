@@ -64,9 +64,7 @@ def build_index(
     queries, own = _train(index, collection, layer, sample_limit(d, memory_budget))
     rows = block_rows(d, memory_budget)
     with tqdm(total=n, unit="vec", desc="indexing", disable=not progress) as bar:
-        for ids, xb in collection.iter_embeddings(layer, rows):
-            index.add(ids, xb)
-            bar.update(len(ids))
+        index.fill(lambda: collection.iter_embeddings(layer, rows), bar)
     truth = held_out_truth(collection.iter_embeddings(layer, rows), queries, own, k, metric)
     recall = index.tune(queries, own, truth, target_recall, k)
     if recall < target_recall:

@@ -211,22 +211,31 @@ class Collection:
         self, layer: str | None = None, block_rows: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, xb) shard by shard, memory-mapped: bounded memory for any collection size. With
-        `block_rows`, consecutive shards are copied together into blocks of at least that many
-        rows (a shard is never split): fewer, larger FAISS calls in a known amount of memory."""
-        blocks = self._iter_shards(layer or self.spec.layers[0])
+        `block_rows`, blocks of about that many rows: a larger shard is read in slices (views of
+        the memory map, nothing copied), smaller consecutive shards are copied together (fewer,
+        larger FAISS calls in a known amount of memory)."""
+        blocks = self._iter_shards(layer or self.spec.layers[0], block_rows)
         return blocks if block_rows is None else merged_blocks(blocks, block_rows)
 
-    def _iter_shards(self, layer: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _iter_shards(
+        self, layer: str, rows: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, xb) per shard, or per slice of at most `rows` rows. Each slice maps the shard
+        anew, so the pages a slice read leave the process with it (a map held for the whole
+        shard would keep them all resident)."""
         self.check_layer(layer)
         deleted = self.deleted_ids()
         for shard in self.shards():
-            ids = self._shard_ids(shard)
-            vectors = shard.embeddings(layer)
-            if len(deleted):
-                keep = ~np.isin(ids, deleted)
-                if not keep.all():
-                    ids, vectors = ids[keep], vectors[keep]
-            yield ids, vectors
+            shard_ids = self._shard_ids(shard)
+            step = rows or max(len(shard_ids), 1)
+            for start in range(0, max(len(shard_ids), 1), step):
+                ids = shard_ids[start : start + step]
+                vectors = shard.embeddings(layer)[start : start + step]
+                if len(deleted):
+                    keep = ~np.isin(ids, deleted)
+                    if not keep.all():
+                        ids, vectors = ids[keep], vectors[keep]
+                yield ids, vectors
 
     def embeddings(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, xb) of the whole collection in memory."""

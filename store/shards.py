@@ -80,7 +80,8 @@ def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
 def merged_blocks(
     blocks: Iterator[tuple[np.ndarray, np.ndarray]], rows: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, xb) blocks copied together until each holds at least `rows` rows (the last: the rest)."""
+    """(ids, xb) blocks copied together until each holds at least `rows` rows (the last: the
+    rest); a block that holds them alone passes as it is (a memory-mapped one is not copied)."""
     pending: list[tuple[np.ndarray, np.ndarray]] = []
     count = 0
     for ids, xb in blocks:
@@ -94,4 +95,6 @@ def merged_blocks(
 
 
 def _concatenated(blocks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if len(blocks) == 1:
+        return blocks[0]
     return np.concatenate([ids for ids, _ in blocks]), np.concatenate([xb for _, xb in blocks])
