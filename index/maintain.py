@@ -63,9 +63,10 @@ def build_index(
     index.meta.reason = plan.reason if factory == plan.factory else "chosen by the user"
     queries, own = _train(index, collection, layer, sample_limit(d, memory_budget))
     rows = block_rows(d, memory_budget)
+    # ground truth before the index fills: exact search's buffers then add to nothing
+    truth = held_out_truth(collection.iter_embeddings(layer, rows), queries, own, k, metric)
     with tqdm(total=n, unit="vec", desc="indexing", disable=not progress) as bar:
         index.fill(lambda: collection.iter_embeddings(layer, rows), bar)
-    truth = held_out_truth(collection.iter_embeddings(layer, rows), queries, own, k, metric)
     recall = index.tune(queries, own, truth, target_recall, k)
     if recall < target_recall:
         log.warning(

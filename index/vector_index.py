@@ -127,6 +127,10 @@ class VectorIndex:
         if len(xb) > wanted:
             chosen = np.random.default_rng(seed).choice(len(xb), wanted, replace=False)
             sample = xb[np.sort(chosen)]
+        if self._ivf is not None and isinstance(faiss.downcast_index(self._ivf), faiss.IndexIVFPQ):
+            # polysemous codes serve only Hamming-filtered search, which is never used here;
+            # training them took 3 s a sub-quantizer (PQ64: 3 minutes)
+            faiss.downcast_index(self._ivf).do_polysemous_training = False
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
         if self._ivf is not None:
             self._ivf.make_direct_map()

@@ -211,26 +211,30 @@ class Collection:
         self, layer: str | None = None, block_rows: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, xb) shard by shard, memory-mapped: bounded memory for any collection size. With
-        `block_rows`, blocks of about that many rows: a larger shard is read in slices (views of
-        the memory map, nothing copied), smaller consecutive shards are copied together (fewer,
-        larger FAISS calls in a known amount of memory)."""
+        `block_rows`, blocks of about that many rows in memory: a larger shard is read in slices,
+        smaller consecutive shards are copied together (fewer, larger FAISS calls in a known
+        amount of memory)."""
         blocks = self._iter_shards(layer or self.spec.layers[0], block_rows)
         return blocks if block_rows is None else merged_blocks(blocks, block_rows)
 
     def _iter_shards(
         self, layer: str, rows: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, xb) per shard, or per slice of at most `rows` rows. Each slice maps the shard
-        anew, so the pages a slice read leave the process with it (a map held for the whole
-        shard would keep them all resident)."""
+        """(ids, xb) per shard (memory-mapped), or per slice of at most `rows` rows of a larger
+        shard (read into memory: the pages of a map held for the whole shard would all stay
+        resident until its end)."""
         self.check_layer(layer)
         deleted = self.deleted_ids()
         for shard in self.shards():
             shard_ids = self._shard_ids(shard)
-            step = rows or max(len(shard_ids), 1)
+            sliced = rows is not None and len(shard_ids) > rows
+            step = rows if sliced else max(len(shard_ids), 1)
             for start in range(0, max(len(shard_ids), 1), step):
                 ids = shard_ids[start : start + step]
-                vectors = shard.embeddings(layer)[start : start + step]
+                if sliced:
+                    vectors = shard.rows(layer, start, start + step)
+                else:
+                    vectors = shard.embeddings(layer)
                 if len(deleted):
                     keep = ~np.isin(ids, deleted)
                     if not keep.all():
