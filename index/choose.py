@@ -12,7 +12,8 @@ vectors, ratios against exact search in the same run; the README has the table):
   data), against 25x (12x) for HNSW32, with a faster build, and it memory-maps.
 - when raw vectors do not fit: ``IVF<nlist>,SQ8`` (a byte a value, recall barely moves: 34x at
   0.96), and where even that does not fit, ``IVF<nlist>,PQ<m>`` with the most sub-quantizers that
-  fit (recall may stay under the target; ``lookalike index eval`` shows it).
+  fit (recall may stay under the target; ``lookalike index eval`` shows it). Under L2, FAISS also keeps
+  a precomputed table of nlist x m KiB for PQ; the choice counts it (inner product builds none).
 
 HNSW (``--factory HNSW32,Flat``) stays available: its single-query latency is as low and it needs
 no training, but on these CPUs it answers batches slower than IVF at the same recall.

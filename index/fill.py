@@ -15,6 +15,8 @@ import faiss
 import numpy as np
 from faiss.contrib.ivf_tools import add_preassigned
 
+from lookalike.errors import InvalidArgument
+
 Blocks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 Checked = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -32,15 +34,18 @@ def fill_ivf(
     """Add every (ids, xb) block of `blocks()` to the empty `ivf` inside `idmap`; returns the
     ids in the order added. `blocks` is called twice and must yield the same blocks each time;
     `check` validates a block (width, finite values, ids) before it is used."""
-    assignments, sizes = _assign(ivf, blocks, check)
+    parts, assignments, sizes = _assign(ivf, blocks, check)
     _reserve(ivf, sizes)
-    parts = []
-    for (ids, xb), assigned in zip(blocks(), assignments, strict=True):
-        ids, xb = check(ids, xb)
+    again = iter(blocks())
+    for wanted, assigned in zip(parts, assignments, strict=True):
+        ids, xb = check(*next(again, (np.empty(0, np.int64), np.empty((0, ivf.d)))))
+        if not np.array_equal(ids, wanted):
+            raise InvalidArgument("the blocks changed between the two passes over them")
         add_preassigned(ivf, xb, assigned.astype(np.int64))
-        parts.append(ids)
         if bar is not None:
             bar.update(len(ids))
+    if next(again, None) is not None:
+        raise InvalidArgument("the blocks changed between the two passes over them")
     ids = np.concatenate(parts) if parts else np.empty(0, np.int64)
     faiss.copy_array_to_vector(ids, idmap.id_map)  # the id map sized once too
     idmap.ntotal = ivf.ntotal
@@ -49,15 +54,16 @@ def fill_ivf(
 
 def _assign(
     ivf: faiss.IndexIVF, blocks: Blocks, check: Checked
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each block's list numbers (int32), and how many vectors each list will hold."""
-    assignments, sizes = [], np.zeros(ivf.nlist, np.int64)
-    for ids, xb in blocks():
-        _, xb = check(ids, xb)
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Each block's ids and list numbers (int32), and how many vectors each list will hold."""
+    parts, assignments, sizes = [], [], np.zeros(ivf.nlist, np.int64)
+    for block_ids, block in blocks():
+        ids, xb = check(block_ids, block)
         assigned = ivf.quantizer.assign(xb, 1).ravel().astype(np.int32)
         sizes += np.bincount(assigned, minlength=ivf.nlist)
+        parts.append(ids)
         assignments.append(assigned)
-    return assignments, sizes
+    return parts, assignments, sizes
 
 
 def _reserve(ivf: faiss.IndexIVF, sizes: np.ndarray) -> None:

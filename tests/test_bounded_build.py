@@ -156,6 +156,13 @@ def test_fill_matches_adding_block_by_block(tmp_path) -> None:
     twice.train(x)
     with pytest.raises(InvalidArgument, match="repeat"):
         twice.fill(lambda: iter(blocks + blocks[:1]))
+    # a second pass that sees other blocks (a write in between) is refused
+    for changed in (blocks[:-1], blocks + blocks[:1], [blocks[0], blocks[2], blocks[1]]):
+        passes = iter([blocks, changed])
+        fresh = VectorIndex.empty("IVF16,SQ8", "l2", 32, {})
+        fresh.train(x)
+        with pytest.raises(InvalidArgument, match="changed"):
+            fresh.fill(lambda: iter(next(passes)))  # noqa: B023
 
 
 def test_blocks_slice_large_shards_and_merge_small_ones(tmp_path) -> None:
@@ -178,3 +185,9 @@ def test_blocks_slice_large_shards_and_merge_small_ones(tmp_path) -> None:
     ids = np.concatenate([ids for ids, _ in blocks])
     assert np.array_equal(ids, collection.ids())
     assert np.array_equal(np.concatenate([xb for _, xb in blocks]), collection.vectors(ids))
+    pinned = {"shards": collection.shards(), "deleted": collection.deleted_ids()}
+    with collection.writer() as writer:  # written between two passes of a build
+        writer.add([{"path": "/new.jpg", "sha256": "e" * 64}], {"embedding": x[:1]})
+        writer.delete([ids[0]])
+    again = list(collection.iter_embeddings(block_rows=4, **pinned))
+    assert np.array_equal(np.concatenate([i for i, _ in again]), ids)
