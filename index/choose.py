@@ -12,7 +12,8 @@ vectors, ratios against exact search in the same run; the README has the table):
   data), against 25x (12x) for HNSW32, with a faster build, and it memory-maps.
 - when raw vectors do not fit: ``IVF<nlist>,SQ8`` (a byte a value, recall barely moves: 34x at
   0.96), and where even that does not fit, ``IVF<nlist>,PQ<m>`` with the most sub-quantizers that
-  fit (recall may stay under the target; ``lookalike index eval`` shows it).
+  fit (recall may stay under the target; ``lookalike index eval`` shows it). Under L2, FAISS also keeps
+  a precomputed table of nlist x m KiB for PQ; the choice counts it (inner product builds none).
 
 HNSW (``--factory HNSW32,Flat``) stays available: its single-query latency is as low and it needs
 no training, but on these CPUs it answers batches slower than IVF at the same recall.
@@ -35,6 +36,9 @@ POINTS_PER_LIST = 39  # FAISS's k-means wants this many training vectors per lis
 # (factory suffix, code bytes per value), most precise first
 ENCODINGS = (("Flat", 4.0), ("SQ8", 1.0), ("SQ6", 0.75), ("SQ4", 0.5))
 PQ_SUBQUANTIZERS = (256, 192, 128, 96, 64, 48, 32, 24, 16, 12, 8, 4)
+# IVF,PQ under L2 keeps a float per list, sub-quantizer and centroid (nlist x m x 1 KiB), built
+# at training and again at each load; inner product builds none
+PQ_TABLE_BYTES = 256 * 4
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,14 @@ def choose_index(
         size = n * (math.ceil(d * per_value) + BYTES_PER_ID)
         if size <= memory_budget:
             return IndexPlan(f"IVF{nlist},{encoding}", _reason(encoding, raw, size, memory_budget))
-    per_vector = memory_budget // max(n, 1) - BYTES_PER_ID
-    m = next((m for m in PQ_SUBQUANTIZERS if m <= per_vector and d % m == 0), None)
+    m = next(
+        (
+            m
+            for m in PQ_SUBQUANTIZERS
+            if d % m == 0 and pq_bytes(n, m, nlist, metric) <= memory_budget
+        ),
+        None,
+    )
     if m is None:
         raise InvalidArgument(
             f"{n} vectors of width {d} do not fit a {memory_budget / 2**30:.2f} GiB budget even "
@@ -90,6 +100,12 @@ def choose_index(
         f"{raw}; even 4 bits a value exceed the {memory_budget / 2**30:.2f} GiB budget: {m} bytes a "
         "vector (product quantization; recall may stay under the target, `index eval` shows it)",
     )
+
+
+def pq_bytes(n: int, m: int, nlist: int, metric: str) -> int:
+    """Memory of `IVF<nlist>,PQ<m>` over `n` vectors: codes, ids, and L2's precomputed table."""
+    table = nlist * m * PQ_TABLE_BYTES if metric == "l2" else 0
+    return n * (m + BYTES_PER_ID) + table
 
 
 def _reason(encoding: str, raw: str, size: int, memory_budget: int) -> str:

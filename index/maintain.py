@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,11 +68,16 @@ def build_index(
     index.meta.reason = plan.reason if factory == plan.factory else "chosen by the user"
     queries, own = _train(index, collection, layer, sample_limit(d, memory_budget))
     rows = block_rows(d, memory_budget)
+    # every pass reads the collection as it stands now: later writes wait for `index update`
+    shards, deleted = collection.shards(), collection.deleted_ids()
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return collection.iter_embeddings(layer, rows, shards=shards, deleted=deleted)
+
+    # ground truth before the index fills: exact search's buffers then add to nothing
+    truth = held_out_truth(blocks(), queries, own, k, metric)
     with tqdm(total=n, unit="vec", desc="indexing", disable=not progress) as bar:
-        for ids, xb in collection.iter_embeddings(layer, rows):
-            index.add(ids, xb)
-            bar.update(len(ids))
-    truth = held_out_truth(collection.iter_embeddings(layer, rows), queries, own, k, metric)
+        index.fill(blocks, bar)
     recall = index.tune(queries, own, truth, target_recall, k)
     if recall < target_recall:
         log.warning(

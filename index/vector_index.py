@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from lookalike.errors import InvalidArgument
 
+from .fill import can_fill, fill_ivf
 from .knn import METRICS, as_matrix, drop_own, no_results, pad_results, recall_at_k
 from .locking import ReadWriteLock
 
@@ -126,9 +127,31 @@ class VectorIndex:
         if len(xb) > wanted:
             chosen = np.random.default_rng(seed).choice(len(xb), wanted, replace=False)
             sample = xb[np.sort(chosen)]
+        if self._ivf is not None and isinstance(faiss.downcast_index(self._ivf), faiss.IndexIVFPQ):
+            # polysemous codes serve only Hamming-filtered search, which is never used here;
+            # training them took 3 s a sub-quantizer (PQ64: 3 minutes)
+            faiss.downcast_index(self._ivf).do_polysemous_training = False
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
         if self._ivf is not None:
             self._ivf.make_direct_map()
+
+    def fill(self, blocks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], bar=None) -> None:
+        """Add every (ids, xb) block of `blocks()` to this trained, empty index. An IVF index's
+        lists are sized once before any code is added (`fill.py`): memory stays near the
+        finished index's. `blocks` is called twice there and must yield the same blocks."""
+        if len(self.labels):
+            raise InvalidArgument("fill starts from an empty index; use add")
+        if not can_fill(self._ivf):
+            for ids, xb in blocks():
+                self.add(ids, xb)
+                if bar is not None:
+                    bar.update(len(ids))
+            return
+        with self.lock.write():
+            ids = fill_ivf(self.index, self._ivf, blocks, self._check_rows, bar)
+            if len(np.unique(ids)) != len(ids):
+                raise InvalidArgument("the blocks repeat ids")
+            self.labels, self.live = ids, np.ones(len(ids), bool)
 
     # ----- mutation ---------------------------------------------------------------------------
 

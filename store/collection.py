@@ -208,25 +208,49 @@ class Collection:
         return table
 
     def iter_embeddings(
-        self, layer: str | None = None, block_rows: int | None = None
+        self,
+        layer: str | None = None,
+        block_rows: int | None = None,
+        *,
+        shards: Sequence[Shard] | None = None,
+        deleted: np.ndarray | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, xb) shard by shard, memory-mapped: bounded memory for any collection size. With
-        `block_rows`, consecutive shards are copied together into blocks of at least that many
-        rows (a shard is never split): fewer, larger FAISS calls in a known amount of memory."""
-        blocks = self._iter_shards(layer or self.spec.layers[0])
+        `block_rows`, blocks of about that many rows in memory: a larger shard is read in slices,
+        smaller consecutive shards are copied together (fewer, larger FAISS calls in a known
+        amount of memory). `shards` and `deleted` (from `shards()` and `deleted_ids()`) pin the
+        collection as it stood then: passes read again see the same items, whatever was written
+        meanwhile."""
+        blocks = self._iter_shards(layer or self.spec.layers[0], block_rows, shards, deleted)
         return blocks if block_rows is None else merged_blocks(blocks, block_rows)
 
-    def _iter_shards(self, layer: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _iter_shards(
+        self,
+        layer: str,
+        rows: int | None = None,
+        shards: Sequence[Shard] | None = None,
+        deleted: np.ndarray | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, xb) per shard (memory-mapped), or per slice of at most `rows` rows of a larger
+        shard (read into memory: the pages of a map held for the whole shard would all stay
+        resident until its end)."""
         self.check_layer(layer)
-        deleted = self.deleted_ids()
-        for shard in self.shards():
-            ids = self._shard_ids(shard)
-            vectors = shard.embeddings(layer)
-            if len(deleted):
-                keep = ~np.isin(ids, deleted)
-                if not keep.all():
-                    ids, vectors = ids[keep], vectors[keep]
-            yield ids, vectors
+        deleted = self.deleted_ids() if deleted is None else deleted
+        for shard in self.shards() if shards is None else shards:
+            shard_ids = self._shard_ids(shard)
+            sliced = rows is not None and len(shard_ids) > rows
+            step = rows if sliced else max(len(shard_ids), 1)
+            for start in range(0, max(len(shard_ids), 1), step):
+                ids = shard_ids[start : start + step]
+                if sliced:
+                    vectors = shard.rows(layer, start, start + step)
+                else:
+                    vectors = shard.embeddings(layer)
+                if len(deleted):
+                    keep = ~np.isin(ids, deleted)
+                    if not keep.all():
+                        ids, vectors = ids[keep], vectors[keep]
+                yield ids, vectors
 
     def embeddings(self, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, xb) of the whole collection in memory."""
