@@ -28,8 +28,9 @@ from lookalike.errors import InvalidArgument
 
 FLAT_MAX_VALUES = 20 * 2**20 // 4  # 20 MiB of float32 scanned per query
 DEFAULT_MEMORY_BUDGET = 8 * 2**30  # bytes
-# Bytes a vector costs besides its code: its id in an inverted list, in the id map and in the
-# direct map, and the lists' growth (measured: 1M vectors, IVF1024,SQ8 at width 64).
+# Bytes a vector costs besides its code: its id in an inverted list, in the id map, in the direct
+# map and in `VectorIndex.labels` (8 each), its live flag (1), and, while a build runs, its kept id
+# and list number (12): 45, the rest margin (lists are sized once: `fill.py`).
 BYTES_PER_ID = 64
 SAMPLE_SHARE = 4  # training reads at most budget / 4 of vectors (it copies them once: residuals)
 POINTS_PER_LIST = 39  # FAISS's k-means wants this many training vectors per list at least
