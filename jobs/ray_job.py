@@ -150,7 +150,8 @@ class TaskEmbedder:
 
             backbone = get_backbone(**spec_arguments(wanted), device=device)
             engine_home = collection_dir if self.visible else None
-            self.backbone = use_engine(backbone, "auto", engine_home, threads=threads)
+            engine = "auto" if engine_file else "torch"  # the driver ran torch: so do its actors
+            self.backbone = use_engine(backbone, engine, engine_home, threads=threads)
         decoders = threads if device == "cpu" else None  # a GPU's reader threads: its own default
         self.pipeline = default_pipeline(self.backbone.device, batch_size, decoders, max_pixels)
 
