@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 import socket
 import time
 import uuid
@@ -35,10 +34,12 @@ from lookalike.jobs.tasks import (
     StagedTask,
     Task,
     clear_staging,
+    pack_task,
     plan_tasks,
     read_staged,
     stage_task,
     staging_dir,
+    unpack_task,
 )
 from lookalike.store.collection import Collection
 
@@ -164,7 +165,7 @@ class TaskEmbedder:
                 stage_task(self.staging, task.key, rows, vectors, failures)
                 payload = b""
             else:
-                payload = pickle.dumps((rows, vectors, failures), protocol=5)
+                payload = pack_task(rows, vectors, failures)
             receipts["key"].append(task.key)
             receipts["payload"].append(payload)
         return {"key": np.array(receipts["key"]), "payload": np.array(receipts["payload"], object)}
@@ -339,7 +340,7 @@ def _embed_tasks(
         for receipt in receipts.iter_rows():
             key = str(receipt["key"])
             if receipt["payload"]:  # the actor could not see the collection: stage it here
-                stage_task(staging, key, *pickle.loads(receipt["payload"]))
+                stage_task(staging, key, *unpack_task(receipt["payload"]))
             staged = read_staged(staging, key)
             if staged is None and key not in run.adopted:
                 raise RayFailed(

@@ -12,6 +12,7 @@ and a run killed after a task was staged adopts it on its rerun without embeddin
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -118,6 +119,28 @@ def stage_task(
             if not (final / FAILURES).exists():  # not another attempt's copy: a real failure
                 raise
     return final
+
+
+def pack_task(
+    rows: list[dict[str, Any]], vectors: dict[str, np.ndarray], failures: list[dict[str, Any]]
+) -> bytes:
+    """A task's output as bytes for the driver to stage (an actor that cannot see the
+    collection): an .npz of the vectors by layer, with the rows and failures as JSON; no pickle."""
+    arrays = {f"layer:{layer}": np.asarray(block, np.float32) for layer, block in vectors.items()}
+    arrays["rows"] = np.array(json.dumps(rows))
+    arrays["failures"] = np.array(json.dumps(failures))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def unpack_task(
+    data: bytes,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], list[dict[str, Any]]]:
+    """`pack_task`'s rows, vectors by layer and failures."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        vectors = {name[6:]: arrays[name] for name in arrays.files if name.startswith("layer:")}
+        return json.loads(str(arrays["rows"])), vectors, json.loads(str(arrays["failures"]))
 
 
 def read_staged(staging: Path, key: str) -> StagedTask | None:

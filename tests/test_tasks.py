@@ -122,3 +122,39 @@ def test_a_listing_without_paths_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"PAR1 not really")
     with pytest.raises(InvalidArgument, match="cannot read listing"):
         embed_images([broken], tmp_path / "c", TINY, progress=False)
+
+
+def test_an_actor_without_the_collection_sends_its_task_back_and_the_driver_stages_it(
+    photo_dir: Path, tmp_path: Path
+) -> None:
+    """The path of a cluster with no shared file system, without Ray: the actor finds no run
+    token, so it returns its output as bytes (no pickle), which the driver stages and adopts."""
+    from lookalike.jobs.ray_job import TaskEmbedder
+    from lookalike.jobs.tasks import unpack_task
+
+    embed_images([photo_dir], tmp_path / "local", TINY, progress=False)  # the reference
+    collection = Collection.create(tmp_path / "c", Collection.open(tmp_path / "local").spec)
+    todo = [ImageSource(p) for p in sorted(photo_dir.glob("*.jpg"))] + [
+        ImageSource(tmp_path / "missing.jpg")
+    ]
+    task = plan_tasks(todo, collection.spec.fingerprint(), 10)[0]
+    actor = TaskEmbedder(str(collection.path), ".run-elsewhere", collection.spec.to_dict(),
+                         threads=1, device="cpu", batch_size=None, max_pixels=64_000_000)  # fmt: skip
+    assert not actor.visible
+    receipt = actor({"key": np.array([task.key]), "sources": np.array([task.to_row()["sources"]])})
+    assert not staging_dir(collection).exists()  # nothing written by the actor
+    rows, vectors, failures = unpack_task(receipt["payload"][0])
+    assert [f["path"] for f in failures] == [str(tmp_path / "missing.jpg")]
+    staged = read_staged(
+        stage_task(staging_dir(collection), task.key, rows, vectors, failures).parent, task.key
+    )
+    with collection.writer() as writer:
+        writer.adopt(staged.folder, staged.rows)
+    local = Collection.open(tmp_path / "local")
+    by_path = {r["path"]: r["id"] for r in local.items(["id", "path"]).to_pylist()}
+    ours = collection.items(["id", "path"]).to_pylist()
+    assert sorted(r["path"] for r in ours) == sorted(by_path)
+    for layer in collection.spec.layers:
+        expected = local.vectors([by_path[r["path"]] for r in ours], layer)
+        found = collection.vectors([r["id"] for r in ours], layer)
+        np.testing.assert_allclose(found, expected, atol=1e-4)
