@@ -52,6 +52,7 @@ def _collections(values: tuple[str, ...]) -> dict[str, Path]:
 )
 def serve(collections, config, host, port, workers, threads, access_log, allow_open, store) -> None:
     """Serve COLLECTIONS (DIR or NAME=DIR) over HTTP with gunicorn; settings also from LOOKALIKE_*."""
+    from lookalike.server.serve import check_exposure
     from lookalike.server.serve import serve as run
     from lookalike.server.settings import Settings
     from lookalike.store.collection import Collection
@@ -66,6 +67,7 @@ def serve(collections, config, host, port, workers, threads, access_log, allow_o
         raise click.UsageError(
             "give at least one collection (DIR or NAME=DIR), or set them in --config"
         )
+    check_exposure(settings, host, allow_open)  # before anything is printed
     for path in settings.collections.values():
         Collection.open(
             path

@@ -168,7 +168,11 @@ class PredictIds(Strict):
 class EmbedUpload(Images):
     collection = ma.fields.String(
         load_default=None,
-        metadata={"description": "Whose embedder to use; may be left out when one is served."},
+        metadata={
+            "description": "The served collection whose embedder to use (a name from "
+            "GET /v1/collections); required when the server serves several, may be left out "
+            "when it serves one."
+        },
     )
 
 

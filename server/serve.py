@@ -51,6 +51,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(settings: Settings, host: str, allow_open: bool = False) -> None:
+    """Refuse to serve beyond loopback with no API keys, unless `allow_open` says so."""
+    if settings.open_access and not is_loopback(host) and not allow_open:
+        raise InvalidArgument(
+            f"refusing to serve {host} without API keys: set read_keys/write_keys "
+            "(LOOKALIKE_READ_KEYS, LOOKALIKE_WRITE_KEYS), or pass --open to allow it"
+        )
+
+
 def serve(
     settings: Settings,
     host: str = "127.0.0.1",
@@ -61,11 +70,7 @@ def serve(
     access_log: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests finish (up to 30 s) before workers exit."""
-    if settings.open_access and not is_loopback(host) and not allow_open:
-        raise InvalidArgument(
-            f"refusing to serve {host} without API keys: set read_keys/write_keys "
-            "(LOOKALIKE_READ_KEYS, LOOKALIKE_WRITE_KEYS), or pass --open to allow it"
-        )
+    check_exposure(settings, host, allow_open)
     # FAISS's parallel regions run on the OpenMP runtime torch loaded; a team of OpenMP threads
     # started here, in the master, would not exist in the forked workers, and their first torch
     # op would wait for it forever (an index built or caught up after a crash hung every worker).

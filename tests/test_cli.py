@@ -77,3 +77,13 @@ def test_demo_image_writers(tmp_path: Path) -> None:
     copies = [p for p in photos if p.name.startswith("copy-of-")]
     assert len(copies) == 3 and all((p.parent / p.name[8:]).exists() for p in copies)
     assert all(min(Image.open(p).size) >= 200 for p in photos if p not in copies)
+
+
+def test_serve_beyond_loopback_without_keys_refuses_before_printing(synthetic, monkeypatch) -> None:
+    for name in ("LOOKALIKE_READ_KEYS", "LOOKALIKE_WRITE_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    result = run("serve", "--host", "0.0.0.0", "--port", "1", f"c={synthetic.path}")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output  # the one-line error, nothing before it
+    assert result.output.startswith("Error: refusing to serve 0.0.0.0 without API keys")
+    assert "serving" not in result.output

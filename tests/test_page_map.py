@@ -3,6 +3,7 @@ server on loopback."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +32,21 @@ def digits(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits embedded with the tiny model, indexed, with a map computed by UMAP."""
     path = tmp_path_factory.mktemp("map-page") / "digits"
     embed_images([digit_dir], path, TINY, labels_from_folders=True, progress=False, num_workers=0)
+    build_index(Collection.open(path), progress=False)
+    compute_map(Collection.open(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def words(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two of the digits' classes under other labels ("zero", "one"): indexed, with a map."""
+    root = tmp_path_factory.mktemp("map-page")
+    for digit, word in (("0", "zero"), ("1", "one")):
+        shutil.copytree(digit_dir / digit, root / "images" / word)
+    path = root / "words"
+    embed_images(
+        [root / "images"], path, TINY, labels_from_folders=True, progress=False, num_workers=0
+    )
     build_index(Collection.open(path), progress=False)
     compute_map(Collection.open(path))
     return path
@@ -134,6 +150,92 @@ def test_map_view_hover_click_and_filter(browser, digits: Path):  # noqa: F811
         wait.until(lambda b: tip(b)["id"] == str(seven))
 
 
+SHOWN_THOUGH_HIDDEN = (
+    "return [...document.querySelectorAll('[hidden]')]"
+    ".filter((e) => getComputedStyle(e).display !== 'none').map((e) => e.id || e.outerHTML)"
+)
+
+
+def leftovers(driver) -> dict:
+    """What the page shows of a collection's results and errors (what a switch must clear)."""
+    from selenium.webdriver.common.by import By
+
+    def shown(element_id: str) -> bool:
+        return driver.find_element(By.ID, element_id).is_displayed()
+
+    return {
+        "hits": len(driver.find_elements(By.CSS_SELECTOR, "#grid .hit")),
+        "status": driver.find_element(By.ID, "status").text,
+        "problems": len(driver.find_elements(By.CSS_SELECTOR, "#problems li")),
+        "query image": shown("query"),
+        "prediction": shown("prediction"),
+        "map tip": shown("map-tip"),
+    }
+
+
+def label_filter(driver) -> tuple[list[str], str]:
+    """The Map view's label filter (shown or not): its options' texts and the chosen one's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    select = Select(driver.find_element(By.ID, "map-label"))
+    texts = [option.get_attribute("textContent") for option in select.options]
+    return texts, select.first_selected_option.get_attribute("textContent")
+
+
+def test_switching_collection_clears_results_errors_filter_and_map_view(
+    browser,  # noqa: F811
+    digits: Path,
+    words: Path,
+    digit_dir: Path,
+):
+    from selenium.webdriver.common.action_chains import ActionChains, ScrollOrigin
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clean = {"hits": 0, "status": "", "problems": 0, "query image": False, "prediction": False,
+             "map tip": False}  # fmt: skip
+    seven = loneliest(digits, "7")
+    with running_server({"digits": digits, "words": words}) as (base, _):
+        wait = WebDriverWait(browser, 30)
+        open_map(browser, base)
+        Select(browser.find_element(By.ID, "map-label")).select_by_visible_text("7")
+        where = browser.execute_script(f"return lookalikeMap.pointOnScreen({seven})")
+        around = ScrollOrigin.from_viewport(round(where["x"]), round(where["y"]))
+        ActionChains(browser).scroll_from_origin(around, 0, -400).perform()  # zoomed in on it
+        point_at(browser, seven)
+        wait.until(lambda b: tip(b)["id"] == str(seven))
+        ActionChains(browser).click().perform()  # a search from that item: results under the map
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#grid .hit"))
+        k = browser.find_element(By.ID, "k")
+        k.clear()
+        k.send_keys("0")
+        browser.find_element(By.ID, "file").send_keys(str(next((digit_dir / "7").glob("*.png"))))
+        wait.until(lambda b: b.find_element(By.ID, "status").text.startswith("k: "))  # an error
+
+        Select(browser.find_element(By.ID, "collection")).select_by_value("words")
+        wait.until(lambda b: b.execute_script("return lookalikeMap.loaded()"))
+        assert leftovers(browser) == clean
+        assert label_filter(browser) == (["all labels", "one", "zero"], "all labels")
+        assert browser.find_element(By.ID, "map-count").text == "24 items on the map"
+        one = int(Collection.open(words).items(["id"]).column("id")[0].as_py())
+        before = browser.execute_script(f"return lookalikeMap.pointOnScreen({one})")
+        browser.find_element(By.ID, "map-reset").click()  # the view was already the whole map
+        assert browser.execute_script(f"return lookalikeMap.pointOnScreen({one})") == before
+
+        # switched while the map is hidden: the filter is emptied, and refilled when shown
+        Select(browser.find_element(By.ID, "map-label")).select_by_visible_text("zero")
+        browser.find_element(By.ID, "show-search").click()
+        Select(browser.find_element(By.ID, "collection")).select_by_value("digits")
+        assert label_filter(browser) == (["all labels"], "all labels")
+        browser.find_element(By.ID, "show-map").click()
+        wait.until(lambda b: b.execute_script("return lookalikeMap.loaded()"))
+        assert label_filter(browser) == (["all labels", "0", "1", "7"], "all labels")
+        assert leftovers(browser) == clean
+        assert browser.execute_script(SHOWN_THOUGH_HIDDEN) == []
+
+
 def test_map_view_opens_100k_points_and_answers_a_hover_in_time(browser, big: Path):  # noqa: F811
     rng = np.random.default_rng(1)
     with running_server({"big": big}) as (base, _):
@@ -176,6 +278,8 @@ def test_a_keyed_page_asks_for_the_key_first_and_shows_field_messages(
         browser.find_element(By.ID, "key").send_keys("sesame")
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         wait.until(lambda b: b.find_element(By.ID, "app").is_displayed())
+        assert not browser.find_element(By.ID, "key-form").is_displayed()  # not just [hidden]
+        assert browser.execute_script(SHOWN_THOUGH_HIDDEN) == []
         assert browser.execute_script("return sessionStorage.getItem('lookalike-key')") == "sesame"
         assert browser.execute_script("return localStorage.length") == 0
 

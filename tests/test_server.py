@@ -116,6 +116,8 @@ def test_openapi_documents_every_route(client) -> None:
     upload = spec["paths"]["/v1/collections/{name}/items"]["post"]["requestBody"]["content"]
     fields = spec["components"]["schemas"]["ItemsUpload"]["properties"]
     assert "multipart/form-data" in upload and {"image", "label"} <= set(fields)
+    embed = spec["components"]["schemas"]["EmbedUpload"]["properties"]["collection"]
+    assert "required when the server serves several" in embed["description"]
     problem = spec["components"]["responses"]["DEFAULT_ERROR"]["content"]
     assert "application/problem+json" in problem
 
@@ -143,7 +145,10 @@ def test_embed_must_name_one_of_several_collections(served_dir: Path, digit_dir:
     settings = Settings(collections={"a": served_dir, "b": served_dir})
     several = create_app(settings).test_client()
     answer = several.post("/v1/embed", **upload(digit_png(digit_dir)))
-    assert answer.status_code == 422 and "several collections" in answer.json["detail"]
+    assert answer.status_code == 422
+    assert answer.json["detail"] == (
+        "several collections are served (a, b): give the `collection` form field"
+    )
     named = several.post("/v1/embed", **upload(digit_png(digit_dir), collection="b"))
     assert named.status_code == 200 and named.json["collection"] == "b"
 

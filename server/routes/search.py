@@ -117,7 +117,11 @@ def embed_with_served(body: dict) -> dict:
     name = body["collection"]
     if name is None:
         if len(names) != 1:
-            raise ApiError(422, f"several collections are served ({', '.join(names)}): name one")
+            raise ApiError(
+                422,
+                f"several collections are served ({', '.join(names)}): "
+                "give the `collection` form field",
+            )
         name = names[0]
     return _embeddings(name, body)
 

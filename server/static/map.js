@@ -1,7 +1,7 @@
 // The Map view: every item of the collection's stored map (GET .../map) as a point on a canvas.
 // Points are written straight into the canvas's pixels (100k points draw in a few ms); a hover
 // is answered from a grid of buckets over the map, so it reads only the points near the pointer.
-// Uses page.js's $, call, status, failed and searchById.
+// Uses page.js's $, call, Superseded, status, failed and searchById.
 "use strict";
 
 const GRID = 256; // buckets per side of the unit square
@@ -38,6 +38,7 @@ async function loadMap() {
       y: Float32Array.from(answer.y), label: Int32Array.from(answer.label),
     };
   } catch (error) {
+    if (error instanceof Superseded) return; // the collection's own load is under way
     map.loadedFor = null;
     $("map-count").textContent = error.message;
     return requestDraw();
@@ -219,7 +220,8 @@ async function tipThumbnail(id) {
   if (url === undefined) {
     try {
       url = URL.createObjectURL(await (await call(`/items/${id}/thumbnail`)).blob());
-    } catch {
+    } catch (error) {
+      if (error instanceof Superseded) return; // another collection's item of that id
       url = null; // moved, unreadable, or a collection without files
     }
     if (map.thumbnails.size > 500) map.thumbnails.clear();
@@ -285,9 +287,21 @@ $("map-reset").addEventListener("click", resetView);
 window.addEventListener("resize", requestDraw);
 document.addEventListener("lookalike:view", (event) => event.detail === "map" && loadMap());
 document.addEventListener("lookalike:collection", () => {
-  map.loadedFor = null;
+  forgetMap();
   if (!$("map-view").hidden) loadMap();
 });
+
+// Nothing of the last collection's map stays: points, label filter (refilled when its map is
+// loaded), thumbnails (ids repeat across collections), hovered point, zoom and pan.
+function forgetMap() {
+  Object.assign(map, { loadedFor: null, points: null, shown: null, cellStart: null, cellItems: null });
+  for (const url of map.thumbnails.values()) if (url) URL.revokeObjectURL(url);
+  map.thumbnails.clear();
+  $("map-label").replaceChildren(new Option("all labels", ""));
+  $("map-count").textContent = "";
+  hideTip();
+  resetView();
+}
 
 // For scripts and tests: where an item's point is on the screen (client pixels), or null.
 window.lookalikeMap = {

@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const api = (path) => `/v1/collections/${encodeURIComponent($("collection").value)}${path}`;
+const api = (collection, path) => `/v1/collections/${encodeURIComponent(collection)}${path}`;
 const KEY = "lookalike-key";
 const needsKey = document.body.dataset.needsKey === "yes";
 
@@ -24,6 +24,9 @@ function fieldMessages(errors, path = []) {
   return [];
 }
 
+// An answer for a collection the page no longer shows: dropped, it is no one's error.
+class Superseded extends Error {}
+
 class Problem extends Error {
   constructor(problem, status) {
     const fields = fieldMessages(problem.errors);
@@ -34,7 +37,9 @@ class Problem extends Error {
 }
 
 async function call(path, options = {}) {
-  const response = await fetch(api(path), { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  const collection = $("collection").value;
+  const response = await fetch(api(collection, path), { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  if ($("collection").value !== collection) throw new Superseded(collection);
   if (!response.ok) {
     const problem = await response.json().catch(() => ({ title: response.statusText }));
     if (response.status === 401 && needsKey) askForKey(problem.detail || problem.title);
@@ -75,6 +80,7 @@ function status(text, isError = false) {
 }
 
 function failed(error) {
+  if (error instanceof Superseded) return;
   if (error.status === 401 && needsKey) return; // the key form says why
   status(error.fields && error.fields.length > 1 ? "the request is not valid:" : error.message, true);
   if (error.fields && error.fields.length > 1) {
@@ -172,7 +178,19 @@ function showView(name) {
 }
 
 $("file").addEventListener("change", (event) => event.target.files[0] && searchFile(event.target.files[0]));
+// What one collection's searches left on the page: nothing of it stays under the next one's.
+function clearResults() {
+  $("grid").replaceChildren();
+  $("query").hidden = true;
+  $("query").removeAttribute("src");
+  $("file").value = ""; // choosing the same file again searches the new collection
+  $("prediction").hidden = true;
+  $("prediction").textContent = "";
+  status("");
+}
+
 $("collection").addEventListener("change", () => {
+  clearResults();
   loadClassifiers();
   document.dispatchEvent(new CustomEvent("lookalike:collection"));
 });
