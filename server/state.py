@@ -47,14 +47,18 @@ class Served:
             )
         return self.settings.collections[name]
 
-    def live(self, name: str) -> LiveCollection:
-        """The collection open with its index (opened once per process); 503 naming it if its
-        folder is gone."""
+    def folder(self, name: str) -> Path:
+        """The collection's folder: 404 for a name not served, 503 naming it if it is gone."""
         path = self.path(name)
         try:
             check_folder(path)
         except FolderGone as error:
             raise ApiError(503, f"collection {name!r}: {error}") from None
+        return path
+
+    def live(self, name: str) -> LiveCollection:
+        """The collection open with its index (opened once per process)."""
+        path = self.folder(name)
         with self._lock:
             if name not in self._live:
                 self._live[name] = LiveCollection.open(path, store=self.settings.store, name=name)
@@ -116,7 +120,7 @@ class Served:
         with self._lock:
             if name in self._live:
                 return self._live[name].collection
-        return Collection.open(self.path(name))
+        return Collection.open(self.folder(name))
 
     def predictor(self, name: str, classifier: str) -> Predictor:
         """The named classifier over the collection's searcher; reloaded when it is retrained."""

@@ -13,6 +13,7 @@ import pytest
 from conftest import free_port
 from milvus_server import fresh_name, start_milvus_lite, stop_milvus_lite
 
+from lookalike.index.milvus_sync import open_milvus
 from lookalike.store.collection import Collection
 
 from .crash import ITEMS
@@ -54,7 +55,8 @@ def test_replicas_serve_again_by_themselves_after_milvus_restarts(
         with Server({"c": path}, env) as first, Server({"c": path}, env) as second:
             first.wait_ready(), second.wait_ready()
             bases = [first.base, second.base]
-            kept = Client(first.base).upload(ITEMS, [("a.png", noise_png(1))]).json()["items"][0]
+            files = [("a.png", noise_png(1)), ("c.png", noise_png(3))]
+            kept, doomed = Client(first.base).upload(ITEMS, files).json()["items"]
             assert all(_search_ok(base, kept["id"]) for base in bases)
             poller = threading.Thread(target=_poll_readiness, args=(bases, seen, stop))
             poller.start()
@@ -62,6 +64,7 @@ def test_replicas_serve_again_by_themselves_after_milvus_restarts(
             killed = time.monotonic()
             time.sleep(3)  # past the readiness cache
             down = Client(second.base).upload(ITEMS, [("b.png", noise_png(2))])
+            deleted = Client(first.base).request("DELETE", f"{ITEMS}/{doomed['id']}")
             searched_down = _search_ok(first.base, kept["id"])
             milvus = start_milvus_lite(data, port)
             restarted = time.monotonic()
@@ -76,6 +79,10 @@ def test_replicas_serve_again_by_themselves_after_milvus_restarts(
             assert again.status == 201, again.body[:300]
             retried = again.json()["items"][0]
             assert _search_ok(second.base, retried["id"])
+            again = Client(second.base).json("POST", SEARCH, {"id": kept["id"], "k": 5})
+            assert doomed["id"] not in [hit["id"] for hit in again.json()["results"][0]["hits"]]
+            store = open_milvus(env["LOOKALIKE_STORE"], Collection.open(path))
+            assert not store.has([doomed["id"]]).any(), "a pending delete never reached Milvus"
             print(f"replicas served again {recovered:.1f} s after Milvus restarted")
     finally:
         stop.set()
@@ -87,6 +94,7 @@ def test_replicas_serve_again_by_themselves_after_milvus_restarts(
     assert not searched_down
     assert down.status == 503 and "retrying is safe" in down.json()["detail"], down.body[:300]
     assert retried["id"] == down_id(down) and not retried["created"]
+    assert deleted.status == 503 and down_id(deleted) == doomed["id"], deleted.body[:300]
 
 
 def down_id(answer) -> int:
