@@ -121,9 +121,14 @@ class LiveCollection:
             self._apply_pending()
 
     def catch_up(self) -> tuple[int, int]:
-        """Bring the live index up to the collection now (after a bulk job); (added, removed)."""
+        """Bring the live index up to the collection now (after a bulk job); (added, removed).
+        A store that cannot take it leaves it pending (applied once the store is back)."""
         with self._syncing:
-            return self._catch_up()
+            try:
+                return self._catch_up()
+            except VectorStoreUnavailable:
+                self._pending = True
+                raise
 
     def add_images(
         self, uploads: Sequence[Upload], max_pixels: int = DEFAULT_MAX_PIXELS
