@@ -186,7 +186,7 @@ class LiveCollection:
         except VectorStoreUnavailable as error:
             self._pending = True
             raise WritePending(
-                f"items {ids} are {done} durably in the collection, but not yet in the vector "
+                f"items {ids} are {done} in the collection (durable), but not yet in the vector "
                 f"store ({error}); they reach it when it is back, and retrying is safe (the same "
                 "image keeps its id; a deleted item stays deleted)",
                 ids,
