@@ -24,6 +24,21 @@ DEFAULT_MAX_PIXELS = 64_000_000  # under Pillow's own bomb warning (89 M), above
 # max_pixels would be capped silently, so it is refused instead.
 PILLOW_PIXEL_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 2**62)
 ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+# The longest label an item may have, in characters: a class name, never a document. Listings and
+# uploads over it are refused (a folder name, at most 255 bytes, always fits); a vector store
+# whose label field is shorter cuts labels by one rule (`milvus_store.fit`).
+MAX_LABEL_LENGTH = 1024
+
+
+def check_label(label: str | None, where: str) -> str | None:
+    """`label` if it is at most `MAX_LABEL_LENGTH` characters; `InvalidArgument` naming `where`
+    if it is longer."""
+    if label is not None and len(label) > MAX_LABEL_LENGTH:
+        raise InvalidArgument(
+            f"{where}: the label is {len(label)} characters; at most {MAX_LABEL_LENGTH} "
+            "(shorten it)"
+        )
+    return label
 
 
 def check_max_pixels(max_pixels: int) -> int:

@@ -7,6 +7,11 @@ connect, as for a FAISS index), and its tuned search parameter. Metric: inner pr
 normalised embeddings (cosine; not Milvus's COSINE, which would also normalise the query and so
 move thresholds away from FAISS's), L2 otherwise (Milvus answers squared L2, as FAISS does). Searches run at Strong consistency: a write acknowledged by one process is seen by the
 next search of any other. Milvus Lite (`python -m milvus_lite server`) speaks the same protocol.
+
+Labels and paths are cut by one rule (`fit`) on every way in (push, reconcile, live writes) and in
+filters. A collection records its state: "filling" while a push copies into it, "complete" once in
+step; readers refuse a filling one. A call that finds Milvus restarted (the collection released)
+or the connection lost waits, reloads the collection and retries once (`MilvusStore._call`).
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
+from lookalike.embedder.sources import MAX_LABEL_LENGTH
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import InvalidArgument, SpecMismatch, VectorStoreUnavailable
+from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch, VectorStoreUnavailable
 from lookalike.store.collection import Collection
 
 from .vector_index import MAX_K, check_vectors
@@ -30,7 +37,13 @@ log = logging.getLogger(__name__)
 
 MILVUS_METRICS = {"ip": "IP", "l2": "L2"}
 SPEC_KEY, LAYER_KEY, TUNING_KEY = "lookalike.spec", "lookalike.layer", "lookalike.tuning"
-MAX_LABEL, MAX_PATH = 1024, 4096
+STATE_KEY, FILLING, COMPLETE = "lookalike.state", "filling", "complete"
+# VARCHAR lengths, in UTF-8 bytes (Milvus counts bytes; Milvus Lite characters): any label ingest
+# allows fits a new collection's field (at most 4 bytes a character); older collections hold 1024
+MAX_LABEL_BYTES, MAX_PATH = 4 * MAX_LABEL_LENGTH, 4096
+RETRY_WAIT = 0.5  # seconds before the one retry after a restart or a lost connection
+RECOVERABLE = ("released", "not loaded", "connect", "unavailable")  # in Milvus's messages
+T = TypeVar("T")
 BATCH_BYTES = 16 * 2**20  # rows per insert kept under gRPC's 64 MiB message limit
 ID_BATCH = 16_384  # Milvus's largest query/search limit
 RESULTS_PER_CALL = 65_536  # queries x limit in one search call
@@ -47,6 +60,21 @@ def milvus_errors(where: str) -> Iterator[None]:
         raise VectorStoreUnavailable(f"Milvus at {where}: {error.message}") from None
 
 
+def fit(text: str | None, limit: int) -> str | None:
+    """`text` cut to at most `limit` UTF-8 bytes at a character boundary: the one rule for the
+    text fields written to Milvus and the values filters compare them with."""
+    if text is None or len(text) * 4 <= limit:
+        return text
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def _recoverable(error: Exception) -> bool:
+    """A failure a reload and a retry may cure: Milvus restarted (the collection released) or the
+    connection dropped; not a refused request."""
+    message = str(getattr(error, "message", error)).lower()
+    return getattr(error, "code", None) in (2, 101) or any(w in message for w in RECOVERABLE)
+
+
 class MilvusStore:
     """A Milvus collection behind the vector-store interface (see `vector_store.VectorStore`)."""
 
@@ -58,24 +86,28 @@ class MilvusStore:
         self.metric = "ip" if collection.spec.normalize else "l2"
         self.dim = collection.spec.dims[layer]
         self.tuning: dict[str, Any] = {"index": "FLAT", "params": {}}
+        self.label_limit = MAX_LABEL_BYTES  # the label field's own, read by `check`
+        self.state = FILLING
         self._items: tuple[Any, dict[int, tuple[str, str | None]]] | None = None
 
     # ----- creating and checking ------------------------------------------------------------
 
     def create(self) -> None:
-        """Create the Milvus collection (FLAT index), recording the spec and layer."""
+        """Create the Milvus collection (FLAT index), recording the spec and layer; it is
+        "filling" until `mark(COMPLETE)`."""
         from pymilvus import DataType
 
         client = self.client
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL, nullable=True)
+        schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL_BYTES, nullable=True)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
         properties = {
             SPEC_KEY: json.dumps(self.collection.spec.to_dict(), sort_keys=True),
             LAYER_KEY: self.layer,
             TUNING_KEY: json.dumps(self.tuning),
+            STATE_KEY: FILLING,
         }
         with milvus_errors(self.where):
             client.create_collection(
@@ -87,9 +119,10 @@ class MilvusStore:
             )
 
     def check(self) -> None:
-        """Refuse a Milvus collection filled from another embedder spec, layer or width."""
-        with milvus_errors(self.where):
-            properties = self.client.describe_collection(self.name).get("properties", {})
+        """Refuse a Milvus collection filled from another embedder spec, layer or width; read
+        its tuning, state and label length."""
+        description = self._call("describe_collection", self.name)
+        properties = description.get("properties", {})
         recorded = json.loads(properties.get(SPEC_KEY, "{}"))
         layer = properties.get(LAYER_KEY)
         if recorded != json.loads(json.dumps(self.collection.spec.to_dict(), sort_keys=True)):
@@ -107,23 +140,39 @@ class MilvusStore:
                 f"Milvus collection {self.name!r} holds layer {layer!r}, not {self.layer!r}"
             )
         self.tuning = json.loads(properties.get(TUNING_KEY, json.dumps(self.tuning)))
+        self.state = properties.get(STATE_KEY, COMPLETE)  # older pushes recorded no state
+        for field in description.get("fields", []):
+            if field.get("name") == "label":
+                self.label_limit = int(field.get("params", {}).get("max_length", MAX_LABEL_BYTES))
+                break
+
+    def check_complete(self) -> None:
+        """Refuse a collection a push is filling or was cut off filling (partly copied)."""
+        if self.state != COMPLETE:
+            raise CollectionError(
+                f"Milvus collection {self.name!r} at {self.where} is incomplete: a push into it "
+                "is under way or was cut off; run `lookalike index push` again to complete it"
+            )
+
+    def mark(self, state: str) -> None:
+        """Record the collection's state for every process: FILLING or COMPLETE."""
+        if state != self.state:
+            self._call("alter_collection_properties", self.name, properties={STATE_KEY: state})
+            self.state = state
 
     def set_index(self, index_type: str, build: dict[str, int], search: dict[str, int]) -> None:
         """Replace the vector index (e.g. HNSW with M/efConstruction) and the search parameters
         every process uses from now on (recorded in the collection)."""
-        with milvus_errors(self.where):
-            self.client.release_collection(self.name)
-            self.client.drop_index(self.name, "vector")
-            self.client.create_index(self.name, self._index_params(index_type, build))
-            self.client.load_collection(self.name)
+        self._call("release_collection", self.name)
+        self._call("drop_index", self.name, "vector")
+        self._call("create_index", self.name, self._index_params(index_type, build))
+        self._call("load_collection", self.name)
         self.set_search_params(index_type, search)
 
     def set_search_params(self, index_type: str, search: dict[str, int]) -> None:
         self.tuning = {"index": index_type, "params": dict(search)}
-        with milvus_errors(self.where):
-            self.client.alter_collection_properties(
-                self.name, properties={TUNING_KEY: json.dumps(self.tuning)}
-            )
+        properties = {TUNING_KEY: json.dumps(self.tuning)}
+        self._call("alter_collection_properties", self.name, properties=properties)
 
     def _index_params(self, index_type: str, build: dict[str, int]) -> Any:
         params = self.client.prepare_index_params()
@@ -131,31 +180,63 @@ class MilvusStore:
         params.add_index("vector", index_type=index_type, metric_type=metric, params=build)
         return params
 
+    # ----- calling Milvus ----------------------------------------------------------------------
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`client.<method>(...)`, retried once as `_retrying` says."""
+        return self._retrying(lambda: getattr(self.client, method)(*args, **kwargs))
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """`call()`; where Milvus restarted (the collection released: every process must load it
+        again) or the connection dropped, wait `RETRY_WAIT`, load the collection, retry once.
+        Every call retried is idempotent (reads, upserts by id, deletes by id, properties).
+        `VectorStoreUnavailable` (a 503 worth retrying) if it fails again."""
+        from pymilvus.exceptions import MilvusException
+
+        with milvus_errors(self.where):
+            try:
+                return call()
+            except MilvusException as error:
+                if not _recoverable(error):
+                    raise
+                log.warning("Milvus at %s: %s; reloading, then retrying", self.where, error.message)
+            time.sleep(RETRY_WAIT)
+            self.client.load_collection(self.name)
+            return call()
+
+    def ping(self) -> None:
+        """Raise `VectorStoreUnavailable` unless Milvus answers with the collection loaded; one
+        Milvus released (after a restart) is loaded again. Cheap: for readiness probes."""
+        from pymilvus.client.types import LoadState
+
+        if self._call("get_load_state", self.name)["state"] != LoadState.Loaded:
+            self._call("load_collection", self.name)
+
     # ----- reading ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        with milvus_errors(self.where):
-            rows = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        rows = self._call("query", self.name, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def ids(self) -> np.ndarray:
         """Every id in the store, sorted (read in pages)."""
+        return self._retrying(self._read_ids)
+
+    def _read_ids(self) -> np.ndarray:
         found: list[int] = []
-        with milvus_errors(self.where):
-            pages = self.client.query_iterator(self.name, batch_size=ID_BATCH, output_fields=["id"])
-            while page := pages.next():
-                found.extend(row["id"] for row in page)
-            pages.close()
+        pages = self.client.query_iterator(self.name, batch_size=ID_BATCH, output_fields=["id"])
+        while page := pages.next():
+            found.extend(row["id"] for row in page)
+        pages.close()
         return np.sort(np.asarray(found, dtype=np.int64))
 
     def has(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         present: set[int] = set()
-        with milvus_errors(self.where):
-            for start in range(0, len(ids), ID_BATCH):
-                block = ids[start : start + ID_BATCH].tolist()
-                rows = self.client.get(self.name, ids=block, output_fields=["id"])
-                present.update(row["id"] for row in rows)
+        for start in range(0, len(ids), ID_BATCH):
+            block = ids[start : start + ID_BATCH].tolist()
+            rows = self._call("get", self.name, ids=block, output_fields=["id"])
+            present.update(row["id"] for row in rows)
         return np.isin(ids, np.fromiter(present, np.int64, len(present)))
 
     def describe(self) -> tuple[str, str]:
@@ -181,25 +262,24 @@ class MilvusStore:
         """Delete the ids' rows; returns how many were stored."""
         ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
         held = int(self.has(ids).sum())
-        with milvus_errors(self.where):
-            for start in range(0, len(ids), ID_BATCH):
-                self.client.delete(self.name, ids=ids[start : start + ID_BATCH].tolist())
+        for start in range(0, len(ids), ID_BATCH):
+            self._call("delete", self.name, ids=ids[start : start + ID_BATCH].tolist())
         return held
 
     def _write(self, ids: np.ndarray, xb: np.ndarray, fields: Mapping[str, Sequence] | None):
         labels, paths = self._fields(ids, fields)
         rows_per_batch = max(1, BATCH_BYTES // (4 * self.dim + 512))
-        with milvus_errors(self.where):
-            for start in range(0, len(ids), rows_per_batch):
-                stop = start + rows_per_batch
-                rows = [
-                    {"id": int(i), "vector": v, "label": label, "path": path[:MAX_PATH]}
-                    for i, v, label, path in zip(
-                        ids[start:stop], xb[start:stop].tolist(), labels[start:stop],
-                        paths[start:stop], strict=True,
-                    )
-                ]  # fmt: skip
-                self.client.upsert(self.name, rows)
+        for start in range(0, len(ids), rows_per_batch):
+            stop = start + rows_per_batch
+            rows = [
+                {"id": int(i), "vector": v, "label": fit(label, self.label_limit),
+                 "path": fit(path, MAX_PATH)}
+                for i, v, label, path in zip(
+                    ids[start:stop], xb[start:stop].tolist(), labels[start:stop],
+                    paths[start:stop], strict=True,
+                )
+            ]  # fmt: skip
+            self._call("upsert", self.name, rows)
 
     def _fields(self, ids: np.ndarray, fields: Mapping[str, Sequence] | None):
         """Labels and paths per id: given, or read from the collection's item table."""
@@ -210,7 +290,7 @@ class MilvusStore:
         labels, paths = list(fields.get("label", [None] * len(ids))), list(fields["path"])
         if len(labels) != len(ids) or len(paths) != len(ids):
             raise InvalidArgument(f"fields for {len(paths)} rows, {len(ids)} ids")
-        return [None if label is None else str(label)[:MAX_LABEL] for label in labels], paths
+        return [None if label is None else str(label) for label in labels], paths
 
     def _known_items(self) -> dict[int, tuple[str, str | None]]:
         """id -> (path, label) of every item, deleted ones too; read again when items change."""
@@ -251,19 +331,20 @@ class MilvusStore:
             params["radius"] = float(radius)
         limit = k or MAX_K
         per_call = max(1, RESULTS_PER_CALL // limit)  # bounded answers: range searches are large
+        expression = filter_expression(filters, self.label_limit) if filters else ""
         results: Results = []
-        with milvus_errors(self.where):
-            for start in range(0, len(xq), per_call):
-                answers = self.client.search(
-                    self.name,
-                    data=xq[start : start + per_call].tolist(),
-                    limit=limit,
-                    filter=filter_expression(filters) if filters else "",
-                    search_params={"params": params},
-                    anns_field="vector",
-                    output_fields=["id"],
-                )
-                results.extend(_arrays(hits) for hits in answers)
+        for start in range(0, len(xq), per_call):
+            answers = self._call(
+                "search",
+                self.name,
+                data=xq[start : start + per_call].tolist(),
+                limit=limit,
+                filter=expression,
+                search_params={"params": params},
+                anns_field="vector",
+                output_fields=["id"],
+            )
+            results.extend(_arrays(hits) for hits in answers)
         return results
 
 
@@ -273,15 +354,18 @@ def _arrays(hits: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     return scores, ids
 
 
-def filter_expression(filters: Filters) -> str:
-    """A Milvus boolean expression keeping what `filters` keeps: labels by `in`, the path prefix
-    as a string range (``prefix <= path < next``: exact, with no LIKE wildcards to escape)."""
+def filter_expression(filters: Filters, label_limit: int = MAX_LABEL_BYTES) -> str:
+    """A Milvus boolean expression keeping what `filters` keeps: labels by `in` (cut as stored:
+    `fit`), the path prefix as a string range (``prefix <= path < next``: exact, with no LIKE
+    wildcards to escape)."""
     parts = []
     if filters.labels:
-        parts.append(f"label in [{', '.join(map(quoted, filters.labels))}]")
+        labels = (quoted(fit(label, label_limit) or "") for label in filters.labels)
+        parts.append(f"label in [{', '.join(labels)}]")
     if filters.path_prefix:
-        parts.append(f"path >= {quoted(filters.path_prefix)}")
-        upper = prefix_end(filters.path_prefix)
+        prefix = fit(filters.path_prefix, MAX_PATH) or ""
+        parts.append(f"path >= {quoted(prefix)}")
+        upper = prefix_end(prefix)
         if upper is not None:
             parts.append(f"path < {quoted(upper)}")
     return " and ".join(parts)

@@ -24,7 +24,7 @@ from lookalike.store.layout import WRITE_LOCK
 from .choose import FLAT_MAX_VALUES, IndexPlan
 from .knn import drop_own, held_out_truth, recall_at_k
 from .maintain import sync_index
-from .milvus_store import MilvusStore, milvus_errors
+from .milvus_store import COMPLETE, FILLING, MilvusStore, milvus_errors
 from .vector_store import padded
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,9 @@ def open_milvus(
     create: bool = False,
     default_name: str | None = None,
 ) -> MilvusStore:
-    """The Milvus store at `uri` for `layer` of `collection`, its spec checked; created (empty)
-    if missing and `create`, else `CollectionError`."""
+    """The Milvus store at `uri` for `layer` of `collection`, its spec checked; created (empty,
+    "filling") if missing and `create`, else `CollectionError`. Without `create` (a reader), one
+    a push is filling or left incomplete is refused (`CollectionError`)."""
     address = StoreAddress.parse(uri, default_name)
     try:
         from pymilvus import MilvusClient
@@ -132,6 +133,8 @@ def open_milvus(
     store = MilvusStore(client, address.name, collection, layer, address.shown)
     if exists:
         store.check()
+        if not create:
+            store.check_complete()
     elif create:
         store.create()
     else:
@@ -163,11 +166,14 @@ def push(
 ) -> PushReport:
     """Copy the collection's vectors (with labels and paths) into Milvus in batches, skipping ids
     already there (so a cut-off push resumes) and removing ids the collection no longer has;
-    then choose and tune the Milvus index to `target_recall`@`k`."""
+    then choose and tune the Milvus index to `target_recall`@`k`. The Milvus collection is
+    marked "filling" meanwhile (readers refuse it) and "complete" once every vector is in."""
     if not 0 < target_recall <= 1:
         raise InvalidArgument(f"target recall must be in (0, 1], got {target_recall}")
     store = open_milvus(uri, collection, layer, create=True)
+    store.mark(FILLING)
     added, removed = sync_index(store, collection, store.layer, progress=progress)
+    store.mark(COMPLETE)
     recall = tune_milvus(store, target_recall, k)
     index, params = store.describe()
     return PushReport(added, removed, len(store), index, params, recall)
@@ -176,9 +182,12 @@ def push(
 def reconcile(store: MilvusStore, wait: float = 30.0) -> tuple[int, int]:
     """Bring Milvus in step with the collection (ids missing on either side): (added, removed).
     Under the collection's write lock, so no write of another replica falls between the two
-    reads (an id written to disk but not yet to Milvus is added; nothing acknowledged dropped)."""
+    reads (an id written to disk but not yet to Milvus is added; nothing acknowledged dropped).
+    Then it is complete (a push cut off before is completed so)."""
     with acquire_lock(store.collection.path / WRITE_LOCK, wait):
-        return sync_index(store, store.collection, store.layer)
+        added_removed = sync_index(store, store.collection, store.layer)
+    store.mark(COMPLETE)
+    return added_removed
 
 
 def tune_milvus(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lookalike.embedder.sources import ImageSource, is_uri, walk_images
+from lookalike.embedder.sources import ImageSource, check_label, is_uri, walk_images
 from lookalike.errors import InvalidArgument
 
 LISTING_SUFFIXES = (".csv", ".parquet")
@@ -53,8 +53,8 @@ def gather_inputs(
 
 
 def read_listing(listing: str | Path, within: tuple[Path, ...] | None = None) -> list[ImageSource]:
-    """The sources a listing names, in its order; `InvalidArgument` for an unreadable listing
-    or one without a ``path`` column."""
+    """The sources a listing names, in its order; `InvalidArgument` for an unreadable listing,
+    one without a ``path`` column, or a label over `MAX_LABEL_LENGTH` (all read before any work)."""
     listing = Path(listing).expanduser().resolve()
     table = _read_table(listing)
     if "path" not in table.column_names:
@@ -71,6 +71,7 @@ def read_listing(listing: str | Path, within: tuple[Path, ...] | None = None) ->
     for row, (path, label) in enumerate(zip(paths, labels, strict=True), start=1):
         if not path:
             raise InvalidArgument(f"listing {listing}, row {row}: the path is empty")
+        check_label(label, f"listing {listing}, row {row}")
         sources.append(ImageSource(_located(path, listing.parent), label or None, within))
     return sources
 

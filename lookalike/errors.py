@@ -71,3 +71,16 @@ class UnknownLayer(LookalikeError, KeyError):
 
 class VectorStoreUnavailable(LookalikeError):
     """A vector database (Milvus) that cannot be reached or refused a request; retry later."""
+
+
+class WritePending(VectorStoreUnavailable):
+    """A write made durable in the collection that the vector store could not take yet: it is
+    applied when the store is back, and retrying the request is safe (the same ids)."""
+
+    def __init__(self, message: str, items: list[int]) -> None:
+        super().__init__(message)
+        self.items = items
+
+
+class FolderGone(CollectionError):
+    """A collection's folder that is no longer there (deleted, moved or unmounted)."""

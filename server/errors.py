@@ -15,6 +15,7 @@ from lookalike.errors import (
     ClassifierExists,
     CollectionBusy,
     CollectionError,
+    FolderGone,
     LabelError,
     LookalikeError,
     PathNotAllowed,
@@ -23,6 +24,7 @@ from lookalike.errors import (
     UnknownClassifier,
     UnknownItem,
     VectorStoreUnavailable,
+    WritePending,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ TYPE_BASE = "https://lookalike.dev/problems/"
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (StorageFull, 507),  # Insufficient Storage: the client may retry once space is freed
     (VectorStoreUnavailable, 503),  # the vector database is down: retry later
+    (FolderGone, 503),  # a served collection's folder was deleted or unmounted
     (PathNotAllowed, 403),
     (Cancelled, 409),
     (UnknownItem, 404),
@@ -143,4 +146,5 @@ def register_error_handlers(app: Flask) -> None:
             if isinstance(error, CollectionBusy | VectorStoreUnavailable)
             else None
         )
-        return problem(status, str(error), headers=retry)
+        pending = {"pending_items": error.items} if isinstance(error, WritePending) else {}
+        return problem(status, str(error), headers=retry, **pending)

@@ -7,6 +7,7 @@ import numpy as np
 from flask_smorest.fields import Upload
 from werkzeug.datastructures import FileStorage
 
+from lookalike.embedder.sources import MAX_LABEL_LENGTH
 from lookalike.index.vector_index import MAX_K
 
 MAX_ID = 2**63 - 1  # ids are int64
@@ -104,7 +105,7 @@ class SearchUpload(Images, Filters):
 
 
 class ItemsUpload(Images):
-    label = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 200))
+    label = ma.fields.String(load_default=None, validate=ma.validate.Length(1, MAX_LABEL_LENGTH))
 
 
 class AddedItem(ma.Schema):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 
 from lookalike.classify import Predictor
 from lookalike.classify.store import classifier_dir
-from lookalike.errors import VectorStoreUnavailable
+from lookalike.errors import FolderGone, LookalikeError, VectorStoreUnavailable
 from lookalike.index import LiveCollection, Searcher
+from lookalike.index.live import check_folder
 from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
 from lookalike.store.ingest import Added, Upload
@@ -21,6 +23,7 @@ from .jobs import RunningJob
 from .settings import Settings
 
 DECODE_BUDGET_IMAGES = 2  # a process decodes at most this many max_pixels images at once
+READY_CACHE_SECONDS = 1.5  # a readiness check (a stat, a Milvus ping) answers probes this long
 
 
 class Served:
@@ -31,6 +34,7 @@ class Served:
         self._lock = threading.Lock()
         self._live: dict[str, LiveCollection] = {}
         self._predictors: dict[tuple[str, str], tuple[float, Predictor]] = {}
+        self._readiness: dict[str, tuple[float, str]] = {}  # name -> (checked at, state)
         self.decode_budget = PixelBudget(DECODE_BUDGET_IMAGES * settings.max_pixels)
 
     def names(self) -> list[str]:
@@ -43,9 +47,18 @@ class Served:
             )
         return self.settings.collections[name]
 
+    def folder(self, name: str) -> Path:
+        """The collection's folder: 404 for a name not served, 503 naming it if it is gone."""
+        path = self.path(name)
+        try:
+            check_folder(path)
+        except FolderGone as error:
+            raise ApiError(503, f"collection {name!r}: {error}") from None
+        return path
+
     def live(self, name: str) -> LiveCollection:
         """The collection open with its index (opened once per process)."""
-        path = self.path(name)
+        path = self.folder(name)
         with self._lock:
             if name not in self._live:
                 self._live[name] = LiveCollection.open(path, store=self.settings.store, name=name)
@@ -107,7 +120,7 @@ class Served:
         with self._lock:
             if name in self._live:
                 return self._live[name].collection
-        return Collection.open(self.path(name))
+        return Collection.open(self.folder(name))
 
     def predictor(self, name: str, classifier: str) -> Predictor:
         """The named classifier over the collection's searcher; reloaded when it is retrained."""
@@ -142,12 +155,25 @@ class Served:
             self.searcher(name).backbone()
 
     def ready(self) -> dict[str, str]:
+        """Each collection's state: "ready" where it is loaded, its folder is there and its
+        vector store answers (checked at most every `READY_CACHE_SECONDS`), else why not."""
         with self._lock:
             live = dict(self._live)
-        return {
-            name: "ready" if name in live and live[name].current.embedder_loaded else "not loaded"
-            for name in self.names()
-        }
+        return {name: self._state(name, live.get(name)) for name in self.names()}
+
+    def _state(self, name: str, live: LiveCollection | None) -> str:
+        if live is None or not live.current.embedder_loaded:
+            return "not loaded"
+        checked_at, state = self._readiness.get(name, (-READY_CACHE_SECONDS, ""))
+        if time.monotonic() - checked_at < READY_CACHE_SECONDS:
+            return state
+        try:
+            live.check_ready()
+            state = "ready"
+        except LookalikeError as error:
+            state = f"not ready: {error}"
+        self._readiness[name] = (time.monotonic(), state)
+        return state
 
     def close(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ import torch
 from lookalike.durable import disk_errors, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.preprocess import image_pixels
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, item_row, sha256_hex
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, check_label, item_row, sha256_hex
 from lookalike.errors import BadImage
 from lookalike.store.collection import UPLOADS, Collection
 
@@ -79,6 +79,8 @@ def add_uploads(
     returns, the new items are in a fsynced shard.
     """
     collection.check_spec(backbone.spec)
+    for number, upload in enumerate(uploads):
+        check_label(upload.label, upload.name or f"image {number + 1}")
     if not uploads:
         nothing = {layer: np.empty((0, d), np.float32) for layer, d in collection.spec.dims.items()}
         return [], np.empty(0, np.int64), nothing

@@ -66,3 +66,17 @@ def test_a_write_within_one_clock_tick_is_still_seen(collection_dir: Path) -> No
     os.utime(shards, ns=(before.st_atime_ns, before.st_mtime_ns))  # within the same tick
     assert reader.searcher().item(second)["id"] == second
     assert reader.searcher().search_ids([second], k=1)[0][0].id == second
+
+
+def test_an_upload_label_over_the_bound_is_refused_before_anything_is_written(
+    collection_dir: Path,
+) -> None:
+    from lookalike.embedder.sources import MAX_LABEL_LENGTH
+    from lookalike.errors import InvalidArgument
+
+    live = LiveCollection.open(collection_dir)
+    too_long = Upload(noise(1), "a.png", "x" * (MAX_LABEL_LENGTH + 1))
+    with pytest.raises(InvalidArgument, match=f"a.png: the label is {MAX_LABEL_LENGTH + 1} char"):
+        live.add_images([Upload(noise(2), "b.png", "ok"), too_long])
+    assert len(live.collection) == 0
+    assert live.add_images([Upload(noise(1), "a.png", "x" * MAX_LABEL_LENGTH)])[0].created

@@ -139,3 +139,47 @@ def test_serve_refuses_an_unreachable_milvus_or_a_shared_lite_file(
     lite = f"{tmp_path}/v.db"
     shared = run("serve", f"c={collection.path}", "--store", lite, "--workers", "2")
     assert shared.exit_code != 0 and "serves one worker" in shared.output, shared.output
+
+
+def test_a_label_longer_than_the_milvus_field_reaches_milvus_on_every_path(
+    tmp_path: Path, milvus_uri: str
+) -> None:
+    """A label of 3,000 characters (6,000 UTF-8 bytes: over the field in both) is cut by one
+    rule on every way into Milvus (push, a server's start-up reconcile, a live write), and the
+    label filter cuts the same way, so it still finds its items."""
+    from lookalike.index import LiveCollection
+
+    vectors, labels = separable(10)
+    long = "é" * 3000
+    labels[:2] = [long, long]
+    collection = make_collection(tmp_path / "c", labels, vectors)
+    uri = f"{milvus_uri}/{fresh_name('long')}"
+    pushed = run("index", "push", "-c", str(collection.path), "--to", uri, "-q")
+    assert pushed.exit_code == 0 and "Milvus holds 30" in pushed.output, pushed.output
+    found = run("search", "-c", str(collection.path), "--store", uri, "--id", "0", "--k", "5",
+                "--label", long, "--json")  # fmt: skip
+    hits = json.loads(found.output.splitlines()[-1])["hits"]
+    assert sorted(h["id"] for h in hits) == [0, 1] and {h["label"] for h in hits} == {long}
+    open_milvus(uri, collection).remove([0, 1])  # as if a replica died before writing them
+    live = LiveCollection.open(collection.path, store=uri)  # a server's start: reconciles
+    assert live.searcher().vector_store.has([0, 1]).all()
+    row = {"label": [long], "path": ["/img/0.jpg"]}  # a live upload's write, fields given
+    live.searcher().vector_store.upsert([0], collection.vectors([0], "embedding"), row)
+    live.close()
+
+
+def test_a_push_cut_off_part_way_is_not_searchable_until_it_completes(
+    collection: Collection, milvus_uri: str
+) -> None:
+    uri = f"{milvus_uri}/{fresh_name('cut')}"
+    store = open_milvus(uri, collection, create=True)  # what a push does first
+    store.upsert([0, 1], collection.vectors([0, 1], "embedding"))  # then it was cut off
+    found = run("search", "-c", str(collection.path), "--store", uri, "--id", "5", "--json")
+    assert found.exit_code != 0 and "incomplete" in found.output, found.output
+    assert "lookalike index push" in found.output and "Traceback" not in found.output
+    evaluated = run("index", "eval", "-c", str(collection.path), "--store", uri)
+    assert evaluated.exit_code != 0 and "incomplete" in evaluated.output
+    pushed = run("index", "push", "-c", str(collection.path), "--to", uri, "-q")
+    assert "added 88, removed 0; Milvus holds 90" in pushed.output, pushed.output
+    found = run("search", "-c", str(collection.path), "--store", uri, "--id", "5", "--json")
+    assert found.exit_code == 0 and json.loads(found.output.splitlines()[-1])["hits"]

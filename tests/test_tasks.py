@@ -124,6 +124,16 @@ def test_a_listing_without_paths_is_a_clear_error(tmp_path: Path) -> None:
         embed_images([broken], tmp_path / "c", TINY, progress=False)
 
 
+def test_a_listing_label_over_the_bound_is_a_clear_error_before_any_work(tmp_path: Path) -> None:
+    from lookalike.embedder.sources import MAX_LABEL_LENGTH
+
+    listing = tmp_path / "listing.csv"
+    listing.write_text(f"path,label\na.jpg,ok\nb.jpg,{'x' * (MAX_LABEL_LENGTH + 1)}\n")
+    with pytest.raises(InvalidArgument, match=f"row 2: the label is {MAX_LABEL_LENGTH + 1} char"):
+        embed_images([listing], tmp_path / "c", TINY, progress=False)
+    assert not (tmp_path / "c").exists()
+
+
 def test_an_actor_without_the_collection_sends_its_task_back_and_the_driver_stages_it(
     photo_dir: Path, tmp_path: Path
 ) -> None:

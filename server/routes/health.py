@@ -21,10 +21,11 @@ def healthz() -> dict:
 @blp.route("/readyz")
 @blp.doc(security=[])
 @blp.response(200, schemas.Readiness())
-@blp.alt_response(503, description="Not every collection is loaded yet.")
+@blp.alt_response(503, description="Not every collection can answer: see `collections`.")
 def readyz() -> dict:
-    """Every served collection has its index and embedder loaded (503 until then)."""
+    """Every served collection has its index and embedder loaded, its folder, and a vector store
+    that answers (a Milvus store pinged, at most every 1.5 s); 503 with each one's state if not."""
     states = served().ready()
     if any(state != "ready" for state in states.values()):
-        raise ApiError(503, "not every collection is loaded yet", collections=states)
+        raise ApiError(503, "not every collection can answer yet", collections=states)
     return {"status": "ready", "collections": states}

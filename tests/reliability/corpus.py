@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from lookalike.embedder.sources import MAX_LABEL_LENGTH
+
 from .bad_images import base_images, image_payloads
 from .harness import PROBLEM, Answer, Client, early_answer_request, leaks_traceback, multipart
 
@@ -380,7 +382,7 @@ def request_cases(max_upload_bytes: int, rng: random.Random) -> list[Case]:
         ("threshold-nan", [("image", "a.png", image)], {"threshold": "nan"}),
         ("threshold-inf", [("image", "a.png", image)], {"threshold": "inf"}),
         ("unknown-field", [("image", "a.png", image)], {"bogus": "1"}),
-        ("label-too-long", [("image", "a.png", image)], {"label": "x" * 201}),
+        ("label-too-long", [("image", "a.png", image)], {"label": "x" * (MAX_LABEL_LENGTH + 1)}),
         ("label-empty", [("image", "a.png", image)], {"label": ""}),
     ]
     for name, files, values in fields:
