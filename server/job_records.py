@@ -4,6 +4,7 @@ folder, whether a process still answers for it (an flock held), and the pruning 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -166,6 +167,38 @@ def records(collection_dir: Path) -> Iterator[tuple[Job, JobFiles]]:
         except (FileNotFoundError, ValueError, TypeError):  # gone meanwhile, or damaged
             continue
         yield job, files
+
+
+class FinishedRecords:
+    """A collection's job records, the finished ones read once: a finished record changes only
+    when it is replaced (a resume writes a new file), so an unchanged file (same inode, time and
+    size) is not read again. What a submission's scan needs, with hundreds of finished records."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple[int, int, int], tuple[Job, JobFiles]]] = {}
+
+    def scan(self, collection_dir: Path) -> list[tuple[Job, JobFiles]]:
+        found, known = [], {}
+        with contextlib.suppress(FileNotFoundError), os.scandir(collection_dir / JOBS) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".json"):
+                    continue
+                try:
+                    stat = entry.stat()
+                    key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                    cached = self._known.get(entry.name)
+                    if cached is not None and cached[0] == key:
+                        pair = cached[1]
+                    else:
+                        files = JobFiles(collection_dir, entry.name.removesuffix(".json"))
+                        pair = (files.load(), files)
+                except (FileNotFoundError, ValueError, TypeError):  # gone meanwhile, or damaged
+                    continue
+                if pair[0].state not in LIVE:
+                    known[entry.name] = (key, pair)
+                found.append(pair)
+        self._known = known
+        return found
 
 
 def prune(found: list[tuple[Job, JobFiles]], bounds: JobBounds) -> None:

@@ -32,7 +32,17 @@ from lookalike.durable import acquire_lock
 from lookalike.errors import Cancelled, CollectionError
 
 from .errors import ApiError, status_of
-from .job_records import JOBS, LIVE, Job, JobBounds, JobFiles, now, prune, records
+from .job_records import (
+    JOBS,
+    LIVE,
+    FinishedRecords,
+    Job,
+    JobBounds,
+    JobFiles,
+    now,
+    prune,
+    records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +99,7 @@ class JobRunner:
         self._running: dict[str, threading.Event] = {}  # job id -> set once it has ended
         self._lock = threading.Lock()
         self._runner_locks: dict[Path, IO] = {}  # collection dir -> this runner's lock, held
+        self._scans = {path: FinishedRecords() for path in self.collections.values()}
 
     def submit(
         self,
@@ -173,7 +184,7 @@ class JobRunner:
                 (path / JOBS).mkdir(exist_ok=True)
                 lock = acquire_lock(path / JOBS / QUEUE_LOCK, QUEUE_LOCK_WAIT, what="queued to")
                 held.enter_context(lock)
-            seen = {name: list(records(path)) for name, path in self.collections.items()}
+            seen = {name: self._scans[path].scan(path) for name, path in self.collections.items()}
             self._check_room(job, seen)
             self._hold_runner_lock(files)
             job.runner = self.id
