@@ -15,7 +15,7 @@ from lookalike.index import set_search_threads
 from . import schemas
 from .auth import check_api_key
 from .errors import PROBLEM_TYPE, from_http_exception, problem, register_error_handlers
-from .jobs import JobRunner
+from .jobs import JobBounds, JobRunner
 from .json import OrjsonProvider
 from .limits import install_rate_limits
 from .metrics import install_metrics
@@ -93,6 +93,15 @@ class ProblemApi(Api):
         )
 
 
+def job_bounds(settings: Settings) -> JobBounds:
+    return JobBounds(
+        per_collection=settings.max_queued_jobs,
+        per_client=settings.max_queued_jobs_per_key,
+        history=settings.job_history,
+        history_seconds=settings.job_history_days * 86_400,
+    )
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """A Flask app serving `settings.collections` (settings default to LOOKALIKE_* variables)."""
     settings = settings or Settings().with_env()
@@ -124,7 +133,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     register_error_handlers(app)
     served = app.extensions["lookalike"] = Served(settings)
-    app.extensions["lookalike-jobs"] = JobRunner(settings.collections)
+    app.extensions["lookalike-jobs"] = JobRunner(settings.collections, job_bounds(settings))
     install_metrics(app, served)
     install_rate_limits(app, settings)
     api.register_blueprint(health.blp)

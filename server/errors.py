@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -49,6 +50,8 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (ClassifierError, 422),
     (LookalikeError, 422),
 )
+# The process (or the system) has no file descriptor left: a moment's overload, not a fault.
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
 
 
 class ApiError(Exception):
@@ -137,6 +140,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def any_error(error: Exception) -> Response:
+        if isinstance(error, OSError) and error.errno in OUT_OF_FILES:
+            log.warning("no file descriptor left: %s", error)
+            detail = f"the server cannot open a file now ({error.strerror}); retry in a few seconds"
+            return problem(503, detail, headers={"Retry-After": "5"})
         status = status_of(error)
         if status is None:
             log.exception("unhandled error")

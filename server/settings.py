@@ -15,6 +15,10 @@ from lookalike.errors import InvalidArgument
 
 ENV_PREFIX = "LOOKALIKE_"
 MiB = 2**20
+WHOLE_NUMBERS = (
+    "max_upload_bytes", "max_pixels", "max_images_per_request",
+    "max_queued_jobs", "max_queued_jobs_per_key", "job_history",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,12 @@ class Settings:
     rate_limit: str | None = None  # flask-limiter syntax, e.g. "1000/second;20000/minute"
     allowed_roots: tuple[Path, ...] = ()  # server-side folders embed jobs may read
     request_timeout: float = 10.0  # seconds a request (head and body) has to arrive whole
+    # background jobs: live (queued or running) ones a collection, and one API key (with no keys:
+    # one client address), may have (429 past it); finished records kept per collection
+    max_queued_jobs: int = 32
+    max_queued_jobs_per_key: int = 8
+    job_history: int = 500  # the newest finished records
+    job_history_days: float = 30.0  # older finished records are removed
     # a shared vector store instead of each process's FAISS index: milvus://HOST:PORT (each
     # collection in the Milvus collection of its served name) or milvus://HOST:PORT/NAME
     store: str | None = None
@@ -46,6 +56,9 @@ class Settings:
             )
         check_range("max_upload_bytes", self.max_upload_bytes, 1, integer=True)
         check_range("max_images_per_request", self.max_images_per_request, 1, integer=True)
+        for name in ("max_queued_jobs", "max_queued_jobs_per_key", "job_history"):
+            check_range(name, getattr(self, name), 1, integer=True)
+        check_range("job_history_days", self.job_history_days, 0, low_open=True)
         check_max_pixels(self.max_pixels)  # Pillow's own limit would cap a larger one silently
         if self.store is not None:
             from lookalike.index.milvus_sync import check_store_uri
@@ -76,11 +89,12 @@ class Settings:
             values["allowed_roots"] = tuple(
                 Path(p).expanduser().resolve() for p in values["allowed_roots"]
             )
-        for name in ("max_upload_bytes", "max_pixels", "max_images_per_request"):
+        for name in WHOLE_NUMBERS:
             if name in values:
                 values[name] = _whole(name, values[name])
-        if "request_timeout" in values:
-            values["request_timeout"] = _seconds("request_timeout", values["request_timeout"])
+        for name, unit in (("request_timeout", "seconds"), ("job_history_days", "days")):
+            if name in values:
+                values[name] = _number(name, values[name], unit)
         return cls(**values)
 
     @classmethod
@@ -122,11 +136,11 @@ def _whole(name: str, value: Any) -> int:
         raise InvalidArgument(f"{name} must be a whole number, got {value!r}") from None
 
 
-def _seconds(name: str, value: Any) -> float:
+def _number(name: str, value: Any, unit: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"{name} must be a number of seconds, got {value!r}") from None
+        raise InvalidArgument(f"{name} must be a number of {unit}, got {value!r}") from None
 
 
 def _merge(settings: Settings, changes: dict[str, Any]) -> Settings:

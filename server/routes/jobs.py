@@ -16,14 +16,26 @@ from ..auth import WRITE, requires
 from ..errors import ApiError
 from ..jobs import JobRunner, RunningJob
 from ..json import Blueprint
+from ..limits import client_key
 from .audit import audit_work, check_audit
 from .common import item_values, served, settings
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1", description="Background jobs.")
+QUEUE_FULL = (
+    "The collection, or the API key, has as many jobs queued or running as the server allows "
+    "(max_queued_jobs, max_queued_jobs_per_key): retry after Retry-After seconds."
+)
+CANNOT_QUEUE = "The server cannot queue a job now (no file left to open, a stopping worker): retry."
 
 
 def runner() -> JobRunner:
     return current_app.extensions["lookalike-jobs"]
+
+
+def submit(kind: str, name: str, request: dict) -> tuple[dict, int, dict]:
+    """Queue a job for the client that asked (its bound counts it): 202 with its Location."""
+    job = runner().submit(kind, name, request, _work(kind, name, request), client_key(settings()))
+    return _accepted(job)
 
 
 def _accepted(job) -> tuple[dict, int, dict]:
@@ -49,6 +61,8 @@ def allowed_folder(folder: str) -> Path:
 @blp.route("/jobs/embed", methods=["POST"])
 @blp.arguments(schemas.EmbedJob())
 @blp.response(202, schemas.Job)
+@blp.alt_response(429, description=QUEUE_FULL)
+@blp.alt_response(503, description=CANNOT_QUEUE)
 @requires(WRITE)
 def embed_job(body: dict):
     """Bring a collection in step with a server-side folder (under an allowed root): new and
@@ -60,16 +74,14 @@ def embed_job(body: dict):
         "labels_from_folders": body["labels_from_folders"],
         "prune": body["prune"],
     }
-    return _accepted(
-        runner().submit(
-            "embed", body["collection"], request, _work("embed", body["collection"], request)
-        )
-    )
+    return submit("embed", body["collection"], request)
 
 
 @blp.route("/collections/<name>/classifiers", methods=["POST"])
 @blp.arguments(schemas.TrainJob())
 @blp.response(202, schemas.Job)
+@blp.alt_response(429, description=QUEUE_FULL)
+@blp.alt_response(503, description=CANNOT_QUEUE)
 @requires(WRITE)
 def train_job(body: dict, name: str):
     """Train a classifier on the collection's cached embeddings, as a job (answers its card)."""
@@ -79,19 +91,21 @@ def train_job(body: dict, name: str):
     asked_layers(body["layer"], collection.spec.layers)  # an unknown layer too
     keys = ("name", "model", "labels", "layer", "folds", "holdout", "overwrite")
     request = {key: body.get(key) for key in keys}
-    return _accepted(runner().submit("train", name, request, _work("train", name, request)))
+    return submit("train", name, request)
 
 
 @blp.route("/collections/<name>/audit", methods=["POST"])
 @blp.arguments(audit_schemas.AuditJob())
 @blp.response(202, schemas.Job)
+@blp.alt_response(429, description=QUEUE_FULL)
+@blp.alt_response(503, description=CANNOT_QUEUE)
 @requires(WRITE)
 def audit_job(body: dict, name: str):
     """Audit the collection as a job: likely label errors (cleanlab on cross-validated
     probabilities), outliers (mean distance to the k nearest), near-duplicates across splits.
     The report is stored in the collection: `GET .../audit` answers it."""
     check_audit(name, body)
-    return _accepted(runner().submit("audit", name, body, _work("audit", name, body)))
+    return submit("audit", name, body)
 
 
 def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
@@ -141,11 +155,14 @@ def cancel_job(job_id: str):
 
 @blp.route("/jobs/<job_id>/resume", methods=["POST"])
 @blp.response(202, schemas.Job)
+@blp.alt_response(429, description=QUEUE_FULL)
+@blp.alt_response(503, description=CANNOT_QUEUE)
 @requires(WRITE)
 def resume_job(job_id: str):
     """Run an interrupted, failed or cancelled job again; an embed job skips what is done."""
     job = runner().get(job_id)
-    return _accepted(runner().resume(job_id, _work(job.kind, job.collection, job.request)))
+    work = _work(job.kind, job.collection, job.request)
+    return _accepted(runner().resume(job_id, work, client_key(settings())))
 
 
 @blp.route("/jobs")

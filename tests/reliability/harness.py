@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -42,8 +43,10 @@ class Server:
         env: dict[str, str] | None = None,
         workers: int = 1,
         threads: int = 8,
+        open_files: int | None = None,
     ) -> None:
         self.collections, self.env, self.workers, self.threads = collections, env, workers, threads
+        self.open_files = open_files  # a lowered RLIMIT_NOFILE for the server (as `ulimit -n`)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -63,9 +66,13 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: master and workers die together
+            preexec_fn=None if self.open_files is None else self._limit_open_files,
         )
         threading.Thread(target=self._read, daemon=True).start()
         return self
+
+    def _limit_open_files(self) -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
