@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lookalike.durable import write_atomic
+from lookalike.durable import disk_errors, write_atomic
 from lookalike.errors import Cancelled
 
 from .errors import ApiError, status_of
@@ -76,7 +76,8 @@ class JobFiles:
         self.cancel = folder / f"{job_id}.cancel"
 
     def save(self, job: Job) -> None:
-        self.record.parent.mkdir(exist_ok=True)
+        with disk_errors(self.record.parent):
+            self.record.parent.mkdir(exist_ok=True)
         write_atomic(self.record, json.dumps(asdict(job)).encode())
 
     def load(self) -> Job:
@@ -85,9 +86,13 @@ class JobFiles:
         return job
 
     def try_lock(self) -> IO | None:
-        """The job's lock if no process holds it (an open file: close it to release), else None."""
-        self.lock.parent.mkdir(exist_ok=True)
-        handle = open(self.lock, "a+")  # noqa: SIM115 - held while the job is live
+        """The job's lock if no process holds it (an open file: close it to release), else None.
+        An existing lock is opened for reading (flock needs no more), so a read-only collection
+        still tells a live job from a dead one; a new one on a read-only disk is `StorageReadOnly`."""
+        with disk_errors(self.lock.parent):
+            self.lock.parent.mkdir(exist_ok=True)
+            mode = "r" if self.lock.exists() else "a+"  # lock files are never removed
+            handle = open(self.lock, mode)  # noqa: SIM115 - held while the job is live
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -160,7 +165,8 @@ class JobRunner:
         one is marked cancelled at once; a finished one is a 409."""
         job, files = self._find(job_id)
         if job.state in LIVE and not self._is_orphan(files):
-            files.cancel.touch()
+            with disk_errors(files.cancel.parent):
+                files.cancel.touch()
             job.cancel_requested = True
             return job
         job, files, handle = self._take(job_id)
