@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import read_only_view, small_tmpfs
+from conftest import TINY, read_only_view, small_tmpfs
 from synthetic import WIDTH, make_collection
 
 from lookalike.cli import main
+from lookalike.embedder import get_backbone
+from lookalike.embedder.export import use_engine
 from lookalike.index.store import index_dir
 from lookalike.store.collection import Collection
 
@@ -134,3 +136,16 @@ def test_a_full_disk_during_an_index_write_is_storage_full_and_reads_use_the_ind
         assert found.exit_code == 0 and '"id": 2999' in found.output  # from the caught-up index
         filler.unlink()
         assert lookalike("index", "update", "-c", collection.path).exit_code == 0
+
+
+def test_an_engine_export_passes_over_a_read_only_collection_to_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export's EROFS read as "does not export to ONNX": torch ran instead of the cache's
+    export."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "c").mkdir()
+    with read_only_view(tmp_path / "c", tmp_path / "ro") as view:
+        backbone = use_engine(get_backbone(**TINY), "auto", view)
+    assert backbone.engine is not None  # ONNX Runtime, from the export written to the cache
+    assert list((tmp_path / "cache" / "engines").glob("*.onnx"))
