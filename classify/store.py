@@ -20,7 +20,7 @@ from typing import Any
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from lookalike.durable import acquire_lock, fsync_path
+from lookalike.durable import acquire_lock, disk_errors, fsync_path
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import ClassifierError, ClassifierExists, SpecMismatch, UnknownClassifier
 from lookalike.store.collection import Collection
@@ -88,8 +88,9 @@ def save_classifier(
     """Write model, card and extra files (e.g. a confusion matrix PNG) as one atomic swap."""
     target = classifier_dir(collection, name)
     root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with acquire_lock(root / ".lock"):
+    with disk_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
+    with acquire_lock(root / ".lock"), disk_errors(root):
         check_free(collection, name, overwrite)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
         try:

@@ -78,6 +78,7 @@ def audit(
 ) -> None:  # fmt: skip
     """Audit a collection: likely label errors (cleanlab on cross-validated probabilities),
     outliers (mean distance to the k nearest items) and near-duplicates across splits."""
+    from lookalike.durable import store_if_possible
     from lookalike.explore.audit import audit_collection
     from lookalike.explore.audit_sheet import audit_sheet
     from lookalike.explore.audit_store import save_report
@@ -98,7 +99,11 @@ def audit(
         progress=not quiet,
     )
     asked = {"parts": list(parts or PARTS), "k": k, "threshold": threshold, "model": model}
-    save_report(Collection.open(collection_dir), report, {**asked, "layer": list(layers) or "auto"})
+    asked["layer"] = list(layers) or "auto"
+    store_if_possible(  # the report is printed all the same; one not stored is logged
+        lambda: save_report(Collection.open(collection_dir), report, asked),
+        f"the audit of {collection_dir}",
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(top)))
     else:

@@ -137,7 +137,7 @@ def demo_duplicates(workdir: str | Path, progress: bool = True):
     workdir = Path(workdir)
     searcher = Searcher.open(workdir / "collection")
     photos = Filters(path_prefix=str(workdir.resolve() / "images" / "photos") + "/")
-    calibration, _ = calibrated_threshold(searcher, filters=photos, progress=progress)
+    calibration, _, _ = calibrated_threshold(searcher, filters=photos, progress=progress)
     found = find_duplicates(searcher, calibration.threshold, photos, progress=False)
     clusters = [
         [Path(searcher.item(i)["path"]).name for i in members] for members in found.clusters

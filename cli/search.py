@@ -148,9 +148,9 @@ def dedup(
     searcher = Searcher.open(collection_dir, layer, store=store)
     filters = _filters(labels, path_prefix)
     if threshold is None:
-        calibration, reused = calibrated_threshold(
+        calibration, reused, _ = calibrated_threshold(
             searcher, recalibrate=recalibrate, filters=filters, progress=not quiet
-        )
+        )  # one not stored is logged as a warning
         threshold = calibration.threshold
         click.echo(
             "\n".join(calibration.lines()) + ("\n  (stored calibration, reused)" if reused else "")

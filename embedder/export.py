@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lookalike.durable import atomic_path, write_atomic
-from lookalike.errors import InvalidArgument, StorageFull
+from lookalike.durable import atomic_path, disk_errors, write_atomic
+from lookalike.errors import InvalidArgument, StorageFull, StorageReadOnly
 
 from .backbone import Backbone
 from .engines import (
@@ -66,8 +66,10 @@ def export_onnx(backbone: Backbone, path: Path) -> None:
     size = backbone.spec.preprocess.crop
     example = torch.zeros(2, 3, size, size)
     outputs = [f"vector{number}" for number in range(len(backbone.spec.layers))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch_dir = tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-")
+    with scratch_dir as scratch:
         traced = Path(scratch) / "model.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -165,7 +167,7 @@ def _export_somewhere(backbone: Backbone, paths: Sequence[Path]) -> Path:
         started = time.perf_counter()
         try:
             export_onnx(backbone, path)
-        except PermissionError as error:
+        except (StorageReadOnly, StorageFull) as error:
             log.info("cannot write an engine to %s (%s); trying the next place", path, error)
             continue
         except Exception as error:  # the exporter raises many kinds: unsupported ops, tracing

@@ -117,7 +117,7 @@ def find_leaks(
         )
     calibrated = None
     if threshold is None:
-        calibrated, _ = calibrated_threshold(searcher, progress=progress, **calibration)
+        calibrated, _, _ = calibrated_threshold(searcher, progress=progress, **calibration)
         threshold = calibrated.threshold
     pairs = find_duplicates(searcher, threshold, progress=progress).pairs
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()

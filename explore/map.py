@@ -27,7 +27,7 @@ from urllib.parse import quote
 import numpy as np
 
 from lookalike.checks import check_range
-from lookalike.durable import atomic_path
+from lookalike.durable import atomic_path, disk_errors
 from lookalike.errors import CollectionError, InvalidArgument
 from lookalike.store.collection import Collection
 
@@ -115,7 +115,8 @@ def map_path(collection_path: Path, layer: str) -> Path:
 def save_map(collection: Collection, emap: EmbeddingMap) -> Path:
     """Write the map atomically (readers see the old map or the new one)."""
     path = map_path(collection.path, emap.layer)
-    path.parent.mkdir(exist_ok=True)
+    with disk_errors(path.parent):
+        path.parent.mkdir(exist_ok=True)
     meta = np.frombuffer(json.dumps(emap.meta()).encode(), np.uint8)
     arrays = {name: getattr(emap, name) for name in ("ids", "xy", "mean", "components")}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

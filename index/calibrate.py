@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lookalike.durable import write_atomic
+from lookalike.durable import store_if_possible, write_atomic
 from lookalike.embedder.preprocess import resized_size
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
@@ -311,17 +311,26 @@ def save_calibration(searcher: Searcher, calibration: Calibration) -> None:
     write_atomic(path, json.dumps(kept, indent=2).encode())
 
 
+class Calibrated(NamedTuple):
+    calibration: Calibration
+    reused: bool  # the stored one, still fitting
+    stored: bool  # kept in the collection (False: a new one its full or read-only disk refused)
+
+
 def calibrated_threshold(
     searcher: Searcher,
     recalibrate: bool = False,
     filters: Filters | None = None,
     **options: Any,
-) -> tuple[Calibration, bool]:
+) -> Calibrated:
     """The stored calibration when it still fits (see `load_calibration`), else a new one,
-    stored; (calibration, whether it was reused)."""
+    stored where the collection's disk allows it (a warning where it does not)."""
     stored = None if recalibrate else load_calibration(searcher, filters)
     if stored is not None:
-        return stored, True
+        return Calibrated(stored, reused=True, stored=True)
     calibration = calibrate_threshold(searcher, filters=filters, **options)
-    save_calibration(searcher, calibration)
-    return calibration, False
+    kept = store_if_possible(
+        lambda: save_calibration(searcher, calibration),
+        f"the calibration of {searcher.collection.path} (threshold {calibration.threshold:.3f})",
+    )
+    return Calibrated(calibration, reused=False, stored=kept)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
+from lookalike.durable import store_if_possible
 from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
 from lookalike.store.collection import Collection
@@ -46,8 +47,10 @@ def build_index(
     k: int = 10,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
+    save: bool = True,
 ) -> VectorIndex:
-    """Choose, train, fill and tune an index over `layer` of the collection, and save it.
+    """Choose, train, fill and tune an index over `layer` of the collection, and save it (unless
+    not `save`).
 
     Memory stays near `memory_budget` at any collection size (autofaiss's way): the index chosen
     fits it, training reads a sample of at most a quarter of it, vectors are added in blocks read
@@ -87,7 +90,8 @@ def build_index(
             recall,
             target_recall,
         )
-    save_index(index, index_dir(collection.path, layer))
+    if save:
+        save_index(index, index_dir(collection.path, layer))
     return index
 
 
@@ -113,12 +117,19 @@ class UpdateReport:
 def update_index(collection: Collection, layer: str | None = None) -> UpdateReport:
     """Add the collection's items the index lacks, drop ids the collection no longer has; save."""
     layer = layer or collection.spec.layers[0]
-    index = load_index(index_dir(collection.path, layer))
-    check_spec(index, collection)
-    added, removed = sync_index(index, collection, layer)
+    index, added, removed = _caught_up(collection, layer)
     if added or removed:
         save_index(index, index_dir(collection.path, layer))
     return UpdateReport(added, removed, len(index))
+
+
+def _caught_up(collection: Collection, layer: str) -> tuple[VectorIndex, int, int]:
+    """The layer's saved index, checked and brought in step with the collection in memory;
+    (index, added, removed)."""
+    index = load_index(index_dir(collection.path, layer))
+    check_spec(index, collection)
+    added, removed = sync_index(index, collection, layer)
+    return index, added, removed
 
 
 def sync_index(
@@ -213,16 +224,22 @@ def prepare_index(
     """The collection and its saved index of `layer` (default: the first), built or caught up
     with the collection (and saved) first; None for an empty collection with no index yet.
     `serve()` calls it once before the workers start, so no worker has to build or catch up;
-    `Searcher.open` calls it, so a search after `embed` needs no `index update` first."""
+    `Searcher.open` calls it, so a search after `embed` needs no `index update` first. Where the
+    index cannot be saved (a full or read-only disk), the one in memory is answered, with a
+    warning: searches go on."""
     collection = Collection.open(path)
     layer = layer or collection.spec.layers[0]
     collection.check_layer(layer)
-    if not has_index(collection.path, layer):
-        if not len(collection):
-            return collection, None
-        build_index(collection, layer, progress=False)
-    try:
+    if has_index(collection.path, layer):
+        try:
+            return collection, open_index(collection, layer, read_only=read_only)
+        except IndexMismatch:
+            index, _, _ = _caught_up(collection, layer)
+    elif len(collection):
+        index = build_index(collection, layer, progress=False, save=False)
+    else:
+        return collection, None
+    folder = index_dir(collection.path, layer)
+    if store_if_possible(lambda: save_index(index, folder), f"the index in memory for {folder}"):
         return collection, open_index(collection, layer, read_only=read_only)
-    except IndexMismatch:
-        update_index(collection, layer)
-        return collection, open_index(collection, layer, read_only=read_only)
+    return collection, index

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import faiss
 import numpy as np
 
-from lookalike.durable import acquire_lock, fsync_path, write_atomic
+from lookalike.durable import acquire_lock, disk_errors, fsync_path, write_atomic
 from lookalike.errors import CollectionError
 
 from .vector_index import IndexMeta, VectorIndex
@@ -44,18 +44,19 @@ def has_index(collection_path: Path, layer: str) -> bool:
 
 
 def save_index(index: VectorIndex, folder: Path) -> Path:
-    """Write `index` as the next generation under `folder`; returns the generation's path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with acquire_lock(folder / ".lock"), index.lock.read():
+    """Write `index` as the next generation under `folder`; returns the generation's path. A full
+    or read-only disk raises `StorageFull` / `StorageReadOnly` and leaves the last generation."""
+    with disk_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    with acquire_lock(folder / ".lock"), index.lock.read(), disk_errors(folder):
         for stale in folder.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-        faiss.write_index(index.index, str(tmp / "index.faiss"))
-        np.save(tmp / "live.npy", index.live)
-        (tmp / "meta.json").write_text(json.dumps(index.meta.to_dict(), indent=2))
-        for file in tmp.iterdir():
-            fsync_path(file)
-        fsync_path(tmp)
+        try:
+            _write_generation(index, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give its space back
+            raise
         generation = _next_generation(folder)
         final = folder / f"gen-{generation:06d}"
         os.rename(tmp, final)
@@ -66,6 +67,18 @@ def save_index(index: VectorIndex, folder: Path) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
     log.info("saved index %s (%d vectors)", final, len(index))
     return final
+
+
+def _write_generation(index: VectorIndex, tmp: Path) -> None:
+    """The index, its deletion mask and meta into `tmp`, fsynced. FAISS writes through a Python
+    file, so a failed write is the `OSError` it is (errno and all), not FAISS's RuntimeError."""
+    with open(tmp / "index.faiss", "wb") as handle:
+        faiss.write_index(index.index, faiss.PyCallbackIOWriter(handle.write))
+    np.save(tmp / "live.npy", index.live)
+    (tmp / "meta.json").write_text(json.dumps(index.meta.to_dict(), indent=2))
+    for file in tmp.iterdir():
+        fsync_path(file)
+    fsync_path(tmp)
 
 
 def load_index(folder: Path, read_only: bool = False, mmap: bool | None = None) -> VectorIndex:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lookalike import errors
 from lookalike.embedder.engines import OnnxEngine
 from lookalike.embedder.sources import ImageSource
 from lookalike.embedder.spec import BackboneSpec
@@ -157,18 +158,26 @@ class TaskEmbedder:
         self.pipeline = default_pipeline(self.backbone.device, batch_size, decoders, max_pixels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        receipts: dict[str, list[Any]] = {"key": [], "payload": []}
+        receipts: dict[str, list[Any]] = {"key": [], "payload": [], "error": []}
         for key, sources in zip(batch["key"], batch["sources"], strict=True):
             task = Task.from_row({"key": key, "sources": sources})
-            rows, vectors, failures = embed_task(self.backbone, self.pipeline, task.sources)
-            if self.visible:
-                stage_task(self.staging, task.key, rows, vectors, failures)
-                payload = b""
-            else:
-                payload = pack_task(rows, vectors, failures)
+            payload, error = b"", ""
+            try:
+                rows, vectors, failures = embed_task(self.backbone, self.pipeline, task.sources)
+                if self.visible:
+                    stage_task(self.staging, task.key, rows, vectors, failures)
+                else:
+                    payload = pack_task(rows, vectors, failures)
+            except LookalikeError as failed:  # a full disk: sent back whole, not as Ray's chain
+                error = f"{type(failed).__name__}: {failed}"
             receipts["key"].append(task.key)
             receipts["payload"].append(payload)
-        return {"key": np.array(receipts["key"]), "payload": np.array(receipts["payload"], object)}
+            receipts["error"].append(error)
+        return {
+            "key": np.array(receipts["key"]),
+            "payload": np.array(receipts["payload"], object),
+            "error": np.array(receipts["error"], object),
+        }
 
 
 @dataclass
@@ -339,6 +348,8 @@ def _embed_tasks(
     try:
         for receipt in receipts.iter_rows():
             key = str(receipt["key"])
+            if receipt["error"]:
+                raise library_error(str(receipt["error"]))
             if receipt["payload"]:  # the actor could not see the collection: stage it here
                 stage_task(staging, key, *unpack_task(receipt["payload"]))
             staged = read_staged(staging, key)
@@ -355,3 +366,13 @@ def _embed_tasks(
                 )
     except ray.exceptions.RayError as error:
         raise RayFailed(f"the Ray job failed: {error}") from None
+
+
+def library_error(sent: str) -> LookalikeError:
+    """The library error an actor sent back as "Name: message" (`TaskEmbedder`), as its own
+    class where `lookalike.errors` holds it (`StorageFull`: what to do, in one line)."""
+    name, _, message = sent.partition(": ")
+    kind = getattr(errors, name, None)
+    if isinstance(kind, type) and issubclass(kind, LookalikeError):
+        return kind(message)
+    return RayFailed(f"a Ray task failed: {sent}")

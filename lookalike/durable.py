@@ -1,5 +1,6 @@
 """Durability helpers: one atomic write, one durable append, fsync, exclusive locks, and a full
-disk named as such (`StorageFull`). Every file the project writes goes through them."""
+disk or a read-only one named as such (`StorageFull`, `StorageReadOnly`). Every file the project
+writes goes through them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -16,7 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lookalike.errors import CollectionError, StorageFull
+from lookalike.errors import CollectionError, StorageFull, StorageReadOnly
+
+log = logging.getLogger(__name__)
+
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)  # a read-only mount, or no permission
 
 
 def acquire_lock(
@@ -24,7 +30,8 @@ def acquire_lock(
 ):
     """An exclusive flock on `path`, retried for up to `wait` seconds (`math.inf`: until it is
     free); CollectionError after. `on_wait()` is called once if the lock is not free at once."""
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+    with disk_errors(path.parent):
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
     deadline, pause = time.monotonic() + wait, 0.005
     while True:
         try:
@@ -42,11 +49,17 @@ def acquire_lock(
 
 @contextlib.contextmanager
 def disk_errors(path: Path) -> Iterator[None]:
-    """A full disk or quota as `StorageFull`, naming the folder and the space left; other
-    `OSError`s as they are. (NumPy reports a short write as "N requested and M written".)"""
+    """A full disk or quota as `StorageFull`, naming the folder and the space left; a read-only
+    file system (or a refused permission) as `StorageReadOnly`; other `OSError`s as they are.
+    (NumPy reports a short write as "N requested and M written".)"""
     try:
         yield
     except OSError as error:
+        if error.errno in READ_ONLY:
+            raise StorageReadOnly(
+                f"the file system holding {path} refuses writes ({error.strerror}): nothing was "
+                "written; mount it writable (or give write permission) and retry"
+            ) from error
         full = error.errno in (errno.ENOSPC, errno.EDQUOT) or (
             error.errno is None and "requested and" in str(error)
         )
@@ -60,6 +73,18 @@ def disk_errors(path: Path) -> Iterator[None]:
             f"no space left on the device holding {path} ({free}): nothing was acknowledged "
             "by this write; free some space and retry"
         ) from error
+
+
+def store_if_possible(save: Callable[[], object], what: str) -> bool:
+    """Run `save`, the write of a result that can be made again (a calibration, an audit, an
+    index); on a full or read-only disk, log a warning that `what` was not stored and return
+    False: the caller answers with the result all the same."""
+    try:
+        save()
+    except (StorageFull, StorageReadOnly) as error:
+        log.warning("%s was not stored: %s", what, error)
+        return False
+    return True
 
 
 def fsync_path(path: Path) -> None:
@@ -138,5 +163,6 @@ def replace_token(path: Path) -> None:
     tells readers something changed (after a crash every reader starts afresh, so a lost one
     costs nothing)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    tmp.write_text(uuid.uuid4().hex)
-    os.replace(tmp, path)
+    with disk_errors(path.parent):
+        tmp.write_text(uuid.uuid4().hex)
+        os.replace(tmp, path)

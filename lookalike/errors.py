@@ -50,6 +50,11 @@ class StorageFull(LookalikeError):
     space is freed."""
 
 
+class StorageReadOnly(LookalikeError):
+    """The file system holding a collection refuses writes (mounted read-only, or no permission):
+    reads go on; a write needs a writable mount."""
+
+
 class Cancelled(LookalikeError):
     """A job stopped because it was asked to; what it had committed stays."""
 

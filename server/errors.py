@@ -22,6 +22,7 @@ from lookalike.errors import (
     PathNotAllowed,
     SpecMismatch,
     StorageFull,
+    StorageReadOnly,
     UnknownClassifier,
     UnknownItem,
     VectorStoreUnavailable,
@@ -36,6 +37,7 @@ TYPE_BASE = "https://lookalike.dev/problems/"
 # Library errors, most specific first: (class, HTTP status).
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (StorageFull, 507),  # Insufficient Storage: the client may retry once space is freed
+    (StorageReadOnly, 507),  # unable to store: the collection's file system refuses writes
     (VectorStoreUnavailable, 503),  # the vector database is down: retry later
     (FolderGone, 503),  # a served collection's folder was deleted or unmounted
     (PathNotAllowed, 403),

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lookalike.durable import write_atomic
+from lookalike.durable import disk_errors, write_atomic
 
 JOBS = "jobs"
 LIVE = ("queued", "running")
@@ -113,7 +113,8 @@ class JobFiles:
         self.cancel = self.folder / f"{job_id}.cancel"
 
     def save(self, job: Job) -> None:
-        self.folder.mkdir(exist_ok=True)
+        with disk_errors(self.folder):
+            self.folder.mkdir(exist_ok=True)
         write_atomic(self.record, json.dumps(asdict(job)).encode())
 
     def load(self) -> Job:
@@ -122,9 +123,13 @@ class JobFiles:
         return job
 
     def try_lock(self) -> IO | None:
-        """The job's lock if no process holds it (an open file: close it to release), else None."""
-        self.folder.mkdir(exist_ok=True)
-        handle = open(self.lock, "a+")  # noqa: SIM115 - held while the job runs
+        """The job's lock if no process holds it (an open file: close it to release), else None.
+        An existing lock is opened for reading (flock needs no more), so a read-only collection
+        still tells a live job from a dead one; a new one on a read-only disk is `StorageReadOnly`."""
+        with disk_errors(self.folder):
+            self.folder.mkdir(exist_ok=True)
+            mode = "r" if self.lock.exists() else "a+"
+            handle = open(self.lock, mode)  # noqa: SIM115 - held while the job runs
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

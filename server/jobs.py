@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from lookalike.durable import acquire_lock
-from lookalike.errors import Cancelled, CollectionError
+from lookalike.durable import acquire_lock, disk_errors
+from lookalike.errors import Cancelled, CollectionError, StorageReadOnly
 
 from .errors import ApiError, status_of
 from .job_records import (
@@ -139,7 +139,8 @@ class JobRunner:
         with unavailable_on_os_error("cancel a job"):
             job, files = self._find(job_id)
             if job.state in LIVE and files.is_live(job):
-                files.cancel.touch()
+                with disk_errors(files.folder):
+                    files.cancel.touch()
                 job.cancel_requested = True
                 return job
             job, files, handle = self._take(job_id)
@@ -181,8 +182,14 @@ class JobRunner:
         bounds hold across processes; then prune the collection's finished records."""
         with self._lock, contextlib.ExitStack() as held:
             for path in sorted(self.collections.values()):
-                (path / JOBS).mkdir(exist_ok=True)
-                lock = acquire_lock(path / JOBS / QUEUE_LOCK, QUEUE_LOCK_WAIT, what="queued to")
+                try:
+                    with disk_errors(path / JOBS):
+                        (path / JOBS).mkdir(exist_ok=True)
+                    lock = acquire_lock(path / JOBS / QUEUE_LOCK, QUEUE_LOCK_WAIT, what="queued to")
+                except StorageReadOnly:
+                    if path == self.collections[job.collection]:
+                        raise
+                    continue  # a read-only collection queues no job: none of its to count
                 held.enter_context(lock)
             seen = {name: self._scans[path].scan(path) for name, path in self.collections.items()}
             self._check_room(job, seen)

@@ -362,6 +362,10 @@ class Calibration(ma.Schema):
     seconds = ma.fields.Float()
     created = ma.fields.String()
     reused = ma.fields.Boolean()
+    stored = ma.fields.Boolean(
+        metadata={"description": "false: the collection's disk (read-only or full) refused it, "
+                  "so the next request calibrates again."}
+    )  # fmt: skip
 
 
 class ClusterItem(ma.Schema):

@@ -210,6 +210,26 @@ def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@contextlib.contextmanager
+def read_only_view(source: Path, folder: Path) -> Iterator[Path]:
+    """`source` bind-mounted read-only at `folder`: a real read-only file system (EROFS even for
+    root, whom permissions do not stop; the test is skipped where mounting is not allowed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["mount", "--bind", str(source), str(folder)], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"cannot bind-mount here: {error}")
+    try:
+        subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(folder)], check=True, capture_output=True
+        )
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture
 def synthetic(tmp_path: Path):
     """A synthetic collection: three separable classes on `embedding`, noise on `layer3`."""

@@ -77,9 +77,9 @@ def test_the_calibration_is_stored_reused_and_redone_when_the_collection_grew(
 ) -> None:
     collection_dir = planted_copy
     searcher = Searcher.open(collection_dir)
-    first, reused = calibrated_threshold(searcher, images=8, progress=False)
+    first, reused, _ = calibrated_threshold(searcher, images=8, progress=False)
     assert not reused and (collection_dir / CALIBRATION).exists()
-    again, reused = calibrated_threshold(Searcher.open(collection_dir), images=8, progress=False)
+    again, reused, _ = calibrated_threshold(Searcher.open(collection_dir), images=8, progress=False)
     assert reused and again == first
     images = tmp_path / "more"
     images.mkdir()
@@ -90,7 +90,7 @@ def test_the_calibration_is_stored_reused_and_redone_when_the_collection_grew(
     embed_images([images], collection_dir, progress=False)
     grown = Searcher.open(collection_dir)
     assert load_calibration(grown) is None  # 45 % more items: it no longer fits
-    redone, reused = calibrated_threshold(grown, images=8, progress=False)
+    redone, reused, _ = calibrated_threshold(grown, images=8, progress=False)
     assert not reused and redone.items == len(grown.collection) == 64
 
 
@@ -177,7 +177,7 @@ def test_dedup_within_a_label_or_folder_calibrates_on_those_items_only(
     searcher = Searcher.open(collection_dir)
     prefix = str(Path(searcher.collection.items().column("path")[0].as_py()).parent / "c")
     filters = Filters(path_prefix=prefix)  # chelsea, coffee, colorwheel, coins, camera, clock
-    calibration, _ = calibrated_threshold(searcher, filters=filters, images=8, progress=False)
+    calibration, _, _ = calibrated_threshold(searcher, filters=filters, images=8, progress=False)
     assert calibration.scope == f"path under {prefix}" and calibration.items == 18
     found = find_duplicates(searcher, calibration.threshold, filters, progress=False)
     names = {

@@ -5,6 +5,7 @@ driver killed mid-job leave no row written twice and none missing."""
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import socket
 import subprocess
@@ -15,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, write_bad_files
+from click.testing import CliRunner
+from conftest import TINY, small_tmpfs, write_bad_files
 from PIL import Image
 
+from lookalike.cli import main
+from lookalike.embedder import get_backbone
 from lookalike.jobs.bulk import embed_images
 from lookalike.jobs.ray_job import RayFailed, RayOptions, import_ray
 from lookalike.store.collection import Collection
@@ -173,6 +177,27 @@ def test_clear_errors_for_a_missing_ray_or_cluster_and_bad_options(monkeypatch, 
     with pytest.raises(RayFailed, match="not installed"):
         embed_images([tmp_path], tmp_path / "c", TINY, ray="local")
     assert not (tmp_path / "c").exists()  # each said before anything was written
+
+
+def test_a_full_disk_under_an_actor_is_the_one_line_storage_full(cluster, images, tmp_path):
+    """An actor's StorageFull (staging its task on a full disk) came out as a 10-line chain of
+    Ray exceptions, the one line that says what to do buried in it."""
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        with get_backbone(**TINY) as backbone:
+            Collection.create(disk / "c", backbone.spec)
+        free = os.statvfs(disk)
+        (disk / "filler").write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 4096))
+        answer = CliRunner().invoke(
+            main,
+            ["embed", str(images), "-c", str(disk / "c"), "--engine", "torch", "-q",
+             "--shard-size", "5", "--ray-actors", "1,1", "--ray", "local"],
+        )  # fmt: skip
+    assert answer.exit_code == 1
+    last = answer.output.strip().splitlines()[-1]
+    assert last.startswith("Error: no space left on the device holding"), answer.output
+    assert last.endswith("free some space and retry"), answer.output  # one line, nothing added
+    for chained in ("Traceback", "RayTaskError", "ray::", "UDF", "The above exception"):
+        assert chained not in answer.output, answer.output
 
 
 @pytest.mark.gpu

@@ -74,14 +74,15 @@ def duplicates(query: dict, name: str) -> dict:
     threshold = query["threshold"]
     if threshold is None:
         collection_dir = served().path(name)
-        calibrated, reused = calibrated_threshold(
+        calibrated, reused, stored = calibrated_threshold(
             searcher,
             filters=filters,
             may_read=lambda real, recorded: may_serve(real, recorded, collection_dir),
             max_pixels=settings().max_pixels,
             progress=False,
         )
-        calibration, threshold = {**calibrated.to_dict(), "reused": reused}, calibrated.threshold
+        calibration = {**calibrated.to_dict(), "reused": reused, "stored": stored}
+        threshold = calibrated.threshold
     found = find_duplicates(searcher, threshold, filters, progress=False)
     return {
         "threshold": threshold,
