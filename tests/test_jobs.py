@@ -228,3 +228,26 @@ def test_no_file_descriptor_left_is_a_503_and_the_runner_lives_on(synthetic) -> 
     job = runner.submit("audit", "c", {}, done)
     assert runner.wait(job.id, 30).state == "succeeded"
     assert json.loads(client.get(f"/v1/jobs/{job.id}").data)["state"] == "succeeded"
+
+
+def test_a_read_only_collection_beside_a_writable_one_refuses_only_its_own_jobs(
+    tmp_path: Path,
+) -> None:
+    """Admission locks every served collection's queue (the per-key bound counts across them):
+    one served from a read-only mount must not stop jobs on the others."""
+    from conftest import read_only_view
+
+    from lookalike.errors import StorageReadOnly
+
+    (tmp_path / "source" / "jobs").mkdir(parents=True)
+    (tmp_path / "w").mkdir()
+    with read_only_view(tmp_path / "source", tmp_path / "ro") as view:
+        runner = JobRunner({"ro": view, "w": tmp_path / "w"}, WIDE)
+        try:
+            job = runner.submit("audit", "w", {}, done)
+            assert runner.wait(job.id, 30).state == "succeeded"
+            with pytest.raises(StorageReadOnly, match="refuses writes"):
+                runner.submit("audit", "ro", {}, done)
+        finally:
+            runner.shutdown()
+    assert not any((tmp_path / "source" / "jobs").iterdir())
