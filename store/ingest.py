@@ -13,7 +13,7 @@ import torch
 from lookalike.durable import disk_errors, fsync_path, write_atomic
 from lookalike.embedder.backbone import Backbone
 from lookalike.embedder.preprocess import image_pixels
-from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, item_row, sha256_hex
+from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, check_label, item_row, sha256_hex
 from lookalike.errors import BadImage
 from lookalike.store.collection import UPLOADS, Collection
 
@@ -26,6 +26,9 @@ class Upload:
     data: bytes
     name: str
     label: str | None = None
+
+    def __post_init__(self) -> None:  # labels follow one rule however they come (`check_label`)
+        object.__setattr__(self, "label", check_label(self.label, f"upload {self.name!r}"))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,18 @@ somewhere, labels that print safely, listings that add up, and a CLI that stops 
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
+from PIL import Image
+from synthetic import WIDTH, make_collection
 
 from lookalike.cli import main
 
@@ -31,3 +38,112 @@ def test_a_closed_stdout_ends_the_cli_quietly(synthetic) -> None:
         os.close(write_end)
     assert finished.stderr.decode() == ""
     assert finished.returncode != 0
+
+
+TINY_ARGS = ["--backbone", "resnet18", "--weights", "none", "--image-size", "64", "--workers", "0"]
+TREE = {"train": 8, "test": 4}  # images per class in each split: the fmnist layout, smaller
+
+
+@pytest.fixture(scope="module")
+def split_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real digits in ``train/<digit>/`` and ``test/<digit>/``, as Fashion-MNIST is shipped."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("fmnist-like")
+    for digit in (0, 1, 7):
+        rows = iter(np.flatnonzero(digits.target == digit))
+        for split, count in TREE.items():
+            (root / split / str(digit)).mkdir(parents=True)
+            for row in itertools.islice(rows, count):
+                ink = (255 - digits.images[row] * 255 / 16).astype(np.uint8)
+                Image.fromarray(ink).resize((32, 32)).save(root / split / str(digit) / f"{row}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def split_collection(split_tree: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tree embedded with `--labels-from-folders`, and the embed command's output."""
+    collection = tmp_path_factory.mktemp("c") / "c"
+    result = run("embed", split_tree, "-c", collection, *TINY_ARGS, "--labels-from-folders", "-q")
+    assert result.exit_code == 0, result.output
+    return collection, result.output
+
+
+def test_a_train_test_tree_is_labelled_by_class_and_counted(split_collection) -> None:
+    collection, output = split_collection
+    assert "labels: 0 12, 1 12, 7 12" in output  # the class under each split, not train / test
+    assert "warning" not in output
+    info = run("info", "-c", collection)
+    assert "labels       0 12, 1 12, 7 12; 0 items without a label" in info.output
+    assert "splits       train 24, test 12" in info.output
+    described = json.loads(run("info", "-c", collection, "--json").output)
+    assert described["labels"] == {"0": 12, "1": 12, "7": 12}
+    assert described["splits"] == {"train": 24, "test": 12} and described["warnings"] == []
+
+
+def test_train_keeps_to_one_split(split_collection) -> None:
+    collection, _ = split_collection
+    result = run("train", "-c", collection, "--name", "tr", "--split", "train", "--folds", "3",
+                 "--layer", "embedding", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.output)
+    assert card["split"] == "train" and card["n_train"] == 24  # the 12 test items unseen
+    assert card["class_counts"] == {"0": 8, "1": 8, "7": 8}
+    bad = run("train", "-c", collection, "--name", "x", "--split", "holdout")
+    assert bad.exit_code == 1 and "unknown split 'holdout'" in bad.output
+
+
+def test_labels_named_like_splits_warn_everywhere(split_tree: Path, tmp_path: Path) -> None:
+    """The old trap, through a listing whose labels are the split folders: said at embed, in
+    info, and by train, which also prints the majority baseline its accuracy falls under."""
+    paths = sorted(split_tree.rglob("*.png"))
+    listing = tmp_path / "listing.csv"
+    listing.write_text("path,label\n" + "".join(f"{p},{p.parts[-3]}\n" for p in paths))
+    collection = tmp_path / "c"
+    embedded = run("embed", listing, "-c", collection, *TINY_ARGS, "-q")
+    assert "labels: train 24, test 12" in embedded.output
+    assert "warning: labels 'test', 'train' look like split names" in embedded.output
+    info = run("info", "-c", collection)
+    assert "warning: labels 'test', 'train' look like split names" in info.output
+    trained = run("train", "-c", collection, "--name", "t", "--folds", "3", "--layer", "embedding")
+    assert trained.exit_code == 0, trained.output
+    assert "majority-class baseline 0.667" in trained.output
+    assert "look like split names" in trained.output
+
+
+def test_train_warns_below_the_majority_baseline(tmp_path: Path) -> None:
+    """Labels the features know nothing of, 25 to 5: accuracy under always answering 'a'."""
+    noise = np.random.default_rng(1).standard_normal((30, WIDTH)).astype(np.float32)
+    make_collection(tmp_path / "c", ["a"] * 25 + ["b"] * 5, noise)
+    result = run("train", "-c", tmp_path / "c", "--name", "n", "--layer", "embedding", "--json")
+    card = json.loads(result.output)
+    assert card["majority_baseline"] == pytest.approx(25 / 30, abs=1e-4)
+    accuracy = card["metrics"]["accuracy"]
+    assert accuracy < 25 / 30
+    assert card["warnings"] == [
+        f"accuracy {accuracy:.3f} (stratified 5-fold CV) is below the majority-class baseline "
+        "0.833 (always answering 'a'): the features do not separate these labels; check what "
+        "the labels mean"
+    ]
+    text = run("train", "-c", tmp_path / "c", "--name", "n2", "--layer", "embedding")
+    assert "warning: accuracy" in text.output and "baseline 0.833" in text.output
+
+
+def test_listing_duplicates_and_empty_labels_are_counted(mixed_dir, tmp_path: Path) -> None:
+    """13 rows: 7 images, 3 bad files, 3 repeats. Every row is accounted for."""
+    root, bad, good = mixed_dir
+    rows = [f"{path},{'' if n < 2 else 'x'}" for n, path in enumerate(good[:7])]
+    rows += [f"{root / 'bad' / name},x" for name in sorted(bad)[:3]]
+    rows += [f"{good[0]},y", f"{good[1]},x", f"{good[2]},"]  # later rows for known paths
+    listing = tmp_path / "listing.csv"
+    listing.write_text("path,label\n" + "\n".join(rows) + "\n")
+    result = run("embed", listing, "-c", tmp_path / "c", *TINY_ARGS, "-q", "--json")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output[result.output.index("{") :])
+    assert (counts["found"], counts["embedded"], counts["failed"]) == (13, 7, 3)
+    assert counts["duplicates"] == 3 and counts["unlabelled_rows"] == 2
+    assert counts["labels"] == {"x": 8}  # the first row of a path keeps its label
+    text = run("embed", listing, "-c", tmp_path / "c2", *TINY_ARGS, "-q").output
+    assert "3 failed, 3 duplicates dropped (the first row naming a path is kept)" in text
+    assert "labels: x 8; 2 rows without a label" in text
