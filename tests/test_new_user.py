@@ -6,17 +6,22 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from synthetic import WIDTH, make_collection
+from synthetic import WIDTH, make_collection, separable
 
 from lookalike.cli import main
+from lookalike.errors import InvalidArgument
+from lookalike.store.ingest import Upload
 
 
 def run(*args: object):
@@ -147,3 +152,51 @@ def test_listing_duplicates_and_empty_labels_are_counted(mixed_dir, tmp_path: Pa
     text = run("embed", listing, "-c", tmp_path / "c2", *TINY_ARGS, "-q").output
     assert "3 failed, 3 duplicates dropped (the first row naming a path is kept)" in text
     assert "labels: x 8; 2 rows without a label" in text
+
+
+@pytest.mark.parametrize("label", ["cat\ndog", "cat\tdog", "cat\x1b[31m", "cat\u2028dog"])
+def test_labels_with_control_characters_are_refused_wherever_they_come_in(
+    label: str, photo_dir: Path, synthetic, tmp_path: Path
+) -> None:
+    photo = sorted(photo_dir.glob("*.jpg"))[0]
+    listing = tmp_path / "listing.parquet"
+    pq.write_table(pa.table({"path": [str(photo)], "label": [label]}), listing)
+    listed = run("embed", listing, "-c", tmp_path / "new", *TINY_ARGS, "-q")
+    assert listed.exit_code == 1 and "Traceback" not in listed.output
+    assert f"row 1: the label {label!r} holds a control character" in listed.output
+    assert not (tmp_path / "new").exists()  # refused before anything was written
+
+    folders = tmp_path / "tree"
+    (folders / label).mkdir(parents=True)
+    shutil.copy(photo, folders / label / photo.name)
+    walked = run(
+        "embed", folders, "-c", tmp_path / "new", *TINY_ARGS, "--labels-from-folders", "-q"
+    )
+    assert walked.exit_code == 1 and "holds a control character" in walked.output
+
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"id": [0, 1], "label": ["cat", label]}), labels)
+    trained = run("train", "-c", synthetic.path, "--name", "x", "--labels", labels)
+    assert trained.exit_code == 1 and "holds a control character" in trained.output
+
+    with pytest.raises(InvalidArgument, match="holds a control character"):
+        Upload(b"...", "a.jpg", label)
+
+
+def test_a_blank_label_is_no_label() -> None:
+    assert Upload(b"...", "a.jpg", "  ").label is None
+    assert Upload(b"...", "a.jpg", "cat").label == "cat"
+
+
+def test_the_audit_table_escapes_what_it_prints(tmp_path: Path) -> None:
+    """Labels stored before the rule (or by hand) cannot break the audit's rows."""
+    vectors, labels = separable(20, spread=0.5)
+    labels = [label.replace("cat", "ca\nt") for label in labels]
+    labels[0] = "dog"  # a cat labelled dog: the first label error, suggested 'ca\nt'
+    make_collection(tmp_path / "c", labels, vectors)
+    result = run("audit", "-c", tmp_path / "c", "--only", "label_errors", "--layer", "embedding",
+                 "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ca\\nt" in result.output
+    rows = result.output.splitlines()
+    assert not [row for row in rows if row.startswith("t ")]  # no row cut in two
