@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,47 @@ def test_the_audit_table_escapes_what_it_prints(tmp_path: Path) -> None:
     assert "ca\\nt" in result.output
     rows = result.output.splitlines()
     assert not [row for row in rows if row.startswith("t ")]  # no row cut in two
+
+
+TEST_RESNET = ["--backbone", "timm:test_resnet", "--weights", "none", "--image-size", "32"]
+
+
+def test_head_advice_is_a_command_that_runs(
+    digit_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few images whose frozen features separate: `train` on cached features, not a `finetune`
+    that would export the base model again under a new spec. The advised command runs."""
+    monkeypatch.chdir(tmp_path)
+    advice = run("advise", digit_dir, *TEST_RESNET, "-q")
+    assert advice.exit_code == 0, advice.output
+    assert "strategy: head" in advice.output
+    command = advice.output.split("run: ", 1)[1].strip()
+    assert "finetune" not in command
+    for step in command.split(" && "):
+        words = shlex.split(step)
+        assert words[0] == "lookalike"
+        done = run(*words[1:], *(["-q"] if words[1] == "embed" else []))
+        assert done.exit_code == 0, done.output
+    assert "classifier 'head'" in done.output and "36 items, 3 classes" in done.output
+    collection = tmp_path / f"{digit_dir.name}.lookalike"
+    advised = json.loads(run("advise", collection, *TEST_RESNET, "-q", "--json").output)
+    assert (
+        advised["command"] == f"lookalike train -c {collection} --name head --labels-from-folders"
+    )
+
+
+def test_finetune_reports_the_frozen_baseline_and_counts_epochs_one_way(
+    digit_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    args = ["finetune", digit_dir, *TEST_RESNET, "--strategy", "head", "--epochs", "2",
+            "--batch-size", "8", "--out", out, "-q"]  # fmt: skip
+    reported = json.loads(run(*args, "--json").output)
+    assert [record["epoch"] for record in reported["history"]] == [1, 2]
+    assert reported["best_epoch"] in (1, 2)
+    assert 0.5 <= reported["frozen_val_accuracy"] <= 1  # the probe of the frozen features
+    text = run(*args).output  # the finished run, read back: the same epochs, the same words
+    assert "epoch 1: 0 groups trained" in text and "epoch 2: 0 groups trained" in text
+    assert f"best: epoch {reported['best_epoch']}," in text
+    assert f"frozen baseline: validation accuracy {reported['frozen_val_accuracy']:.4f}" in text
+    assert "strategy head trains no backbone group" in text
