@@ -3,6 +3,7 @@ somewhere, labels that print safely, listings that add up, and a CLI that stops 
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -245,3 +246,29 @@ def test_finetune_reports_the_frozen_baseline_and_counts_epochs_one_way(
     assert f"best: epoch {reported['best_epoch']}," in text
     assert f"frozen baseline: validation accuracy {reported['frozen_val_accuracy']:.4f}" in text
     assert "strategy head trains no backbone group" in text
+
+
+def test_the_server_trains_on_one_split_and_refuses_unprintable_labels(
+    split_collection, split_tree: Path
+) -> None:
+    from lookalike.server.app import create_app
+    from lookalike.server.settings import Settings
+
+    collection, _ = split_collection
+    app = create_app(Settings(collections={"c": collection}))
+    app.testing = True
+    client = app.test_client()
+    body = {"name": "http-train", "split": "Training", "folds": 3, "layer": "embedding"}
+    started = client.post("/v1/collections/c/classifiers", json=body)
+    assert started.status_code == 202, started.json
+    job_id = started.headers["Location"].rsplit("/", 1)[-1]
+    app.extensions["lookalike-jobs"].wait(job_id, 120)
+    job = client.get(started.headers["Location"]).json
+    assert job["state"] == "succeeded", job
+    assert job["result"]["split"] == "train" and job["result"]["n_train"] == 24
+    bad = client.post("/v1/collections/c/classifiers", json={**body, "split": "holdout"})
+    assert bad.status_code == 422 and "unknown split 'holdout'" in bad.json["detail"]
+    image = next(split_tree.rglob("*.png")).read_bytes()
+    form = {"image": [(io.BytesIO(image), "a.png")], "label": "a\nb"}
+    refused = client.post("/v1/collections/c/items", data=form, content_type="multipart/form-data")
+    assert refused.status_code == 422 and "holds a control character" in refused.json["detail"]
