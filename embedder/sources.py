@@ -121,9 +121,11 @@ def _walk_folder(
 
 def folder_label(relative: tuple[str, ...]) -> str | None:
     """The label of the images in a folder (its parts under the root): its first part, or the
-    second where the first names a split; None for the root itself (or a split folder's own)."""
+    second where the first names a split and has folders under it (images right in ``test/``
+    keep ``test``, a class that may be so named; labels like splits are warned of); None for
+    the root itself."""
     where = f"folder {'/'.join(relative)}"
-    if relative and split_name(relative[0]) is not None:
+    if len(relative) > 1 and split_name(relative[0]) is not None:
         relative = relative[1:]
     return check_label(relative[0], where) if relative else None
 

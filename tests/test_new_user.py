@@ -272,3 +272,19 @@ def test_the_server_trains_on_one_split_and_refuses_unprintable_labels(
     form = {"image": [(io.BytesIO(image), "a.png")], "label": "a\nb"}
     refused = client.post("/v1/collections/c/items", data=form, content_type="multipart/form-data")
     assert refused.status_code == 422 and "holds a control character" in refused.json["detail"]
+
+
+def test_a_split_folder_gives_way_to_the_class_under_it(photo_dir: Path, tmp_path: Path) -> None:
+    from lookalike.embedder.sources import walk_images
+
+    photo = next(photo_dir.glob("*.jpg"))
+    for folder in ("Training/cat", "val/dog", "test", "dog"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, tmp_path / folder / "1.jpg")
+    labels = {str(s.path.relative_to(tmp_path)): s.label for s in walk_images([tmp_path], True)}
+    assert labels == {
+        "Training/cat/1.jpg": "cat",
+        "val/dog/1.jpg": "dog",
+        "test/1.jpg": "test",  # no class under it: the folder's own name, warned of elsewhere
+        "dog/1.jpg": "dog",
+    }
