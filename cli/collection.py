@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import click
 
 from lookalike.cli.options import COLLECTION
+
+if TYPE_CHECKING:
+    from lookalike.store.collection import Collection
 
 
 @click.command()
@@ -46,7 +50,7 @@ def info(collection_dir, as_json) -> None:
         click.echo(f"warning: {line}", err=True)
 
 
-def describe(collection) -> dict:
+def describe(collection: Collection) -> dict:
     """What `info` says of a collection, as JSON-ready values."""
     from lookalike.embedder.sources import split_of_path
 
