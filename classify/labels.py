@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +13,40 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from lookalike.embedder.sources import ImageSource
-from lookalike.errors import LabelError
+from lookalike.embedder.sources import (
+    SPLIT_NAMES,
+    ImageSource,
+    check_label,
+    split_name,
+    split_of_path,
+)
+from lookalike.errors import InvalidArgument, LabelError
 from lookalike.store.collection import Collection
 
 FOLDERS = "folders"
+SHOWN_LABELS = 10  # a summary names this many labels, then counts the rest
+
+
+def split_label_warning(labels: Iterable[str]) -> str | None:
+    """A warning when labels name dataset splits (``train``, ``test``, ``val``, ...) rather than
+    classes: a ``train/<class>/``, ``test/<class>/`` tree labelled by its top folders."""
+    splits = sorted({label for label in labels if split_name(str(label)) is not None})
+    if not splits:
+        return None
+    return (
+        f"labels {', '.join(map(repr, splits))} look like split names, not classes: a tree of "
+        "train/<class>/ and test/<class>/ folders labelled by its top folders. Embed it again "
+        "into a new collection with labels from folders (each image then takes the folder under "
+        "its split as its label, and train can keep to one split), or give a labels file"
+    )
+
+
+def label_summary(counts: dict[str, int]) -> str:
+    """``cat 12, dog 10, ... (N classes)``: the most common labels first, the rest counted."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{label} {count}" for label, count in ordered[:SHOWN_LABELS])
+    rest = len(ordered) - SHOWN_LABELS
+    return f"{shown}, and {rest} more ({len(ordered)} classes)" if rest > 0 else shown
 
 
 @dataclass(frozen=True)
@@ -40,9 +69,12 @@ class LabelledItems:
 
 
 def load_labels(
-    collection: Collection, labels: str | Path | Mapping[int, str] | None = None
+    collection: Collection,
+    labels: str | Path | Mapping[int, str] | None = None,
+    split: str | None = None,
 ) -> LabelledItems:
-    """The labelled items of `collection`, checked to be trainable.
+    """The labelled items of `collection` (those of one `split` only, when given: see
+    `in_split`), checked to be trainable.
 
     `labels` is None or ``"folders"`` (the labels recorded at embed time by
     ``--labels-from-folders``), or a CSV/parquet file with a ``label`` column and an ``id`` or
@@ -67,8 +99,40 @@ def load_labels(
             )
     else:
         found = _from_table(collection, Path(labels))
+    if split is not None:
+        found = in_split(collection, found, split)
     check_trainable(found)
     return found
+
+
+def check_split(split: str) -> str:
+    """A split's one spelling (``Validation`` -> ``val``); `InvalidArgument` naming the known."""
+    known = split_name(split)
+    if known is None:
+        raise InvalidArgument(
+            f"unknown split {split!r}; a split is one of {', '.join(sorted(set(SPLIT_NAMES)))}"
+        )
+    return known
+
+
+def in_split(collection: Collection, found: LabelledItems, split: str) -> LabelledItems:
+    """The items of `found` in `split`: those whose path has a folder naming it (``train/``,
+    ``training/``, ... : `split_of_path`, as the audit's leakage finds splits), so the test
+    items of a train/test tree are never trained on."""
+    wanted = check_split(split)
+    items = collection.items(["id", "path"])
+    paths = items["path"].to_pylist()
+    split_of = dict(zip(items["id"].to_pylist(), map(split_of_path, paths), strict=True))
+    keep = np.asarray([split_of.get(int(i)) == wanted for i in found.ids], dtype=bool)
+    if not keep.any():
+        present = Counter(str(split_of.get(int(i))) for i in found.ids)
+        raise LabelError(
+            f"no labelled item of {collection.path} lies in split {wanted!r}; their splits (from "
+            f"the train/test/val folders on their paths): {label_summary(dict(present))}"
+        )
+    return LabelledItems(
+        found.ids[keep], found.labels[keep], f"{found.source}, split {wanted!r} only"
+    )
 
 
 def labelled_sources(
@@ -128,8 +192,9 @@ def read_item_values(collection: Collection, path: Path, column: str) -> Labelle
             f"e.g. {', '.join(unknown[:3])}"
         )
     chosen: dict[int, str] = {}
-    for item, value in zip(ids, values, strict=True):
-        if value is None or not str(value).strip():
+    for row, (item, value) in enumerate(zip(ids, values, strict=True), start=1):
+        value = check_label(value, f"{path}, row {row}")
+        if value is None:
             continue
         if chosen.setdefault(item, value) != value:
             raise LabelError(
@@ -152,9 +217,10 @@ def _from_mapping(collection: Collection, labels: Mapping[int, str]) -> Labelled
             f"{len(unknown)} of {len(ids)} labels name no item of {collection.path}, "
             f"e.g. {', '.join(map(str, unknown[:3].tolist()))}"
         )
-    return LabelledItems(
-        ids, np.asarray([str(labels[int(i)]) for i in ids], dtype=object), "labels given inline"
-    )
+    given = [check_label(str(labels[int(i)]), f"the label of item {i}") for i in ids]
+    keep = np.asarray([label is not None for label in given], dtype=bool)
+    values = np.asarray([label for label in given if label is not None], dtype=object)
+    return LabelledItems(ids[keep], values, "labels given inline")
 
 
 def _resolve(value: str, base: Path) -> str:

@@ -22,7 +22,7 @@ from lookalike.checks import TRAIN, check_ranges
 from lookalike.errors import InvalidArgument
 from lookalike.store.collection import Collection
 
-from .labels import LabelledItems, load_labels
+from .labels import LabelledItems, check_split, load_labels, split_label_warning
 from .layer_choice import (
     AUTO,
     LayerChoice,
@@ -71,11 +71,13 @@ class TrainReport:
     def summary(self) -> str:
         card, scores = self.card, self.evaluation
         lines = [self.choice.table()] if self.choice else []
+        split = f" of split {card['split']!r}" if card.get("split") else ""
         lines += [
             f"classifier {card['name']!r} ({card['model']}, layer {'+'.join(card['layers'])}) trained on "
-            f"{card['n_train']} items, {len(card['classes'])} classes, "
+            f"{card['n_train']} items{split}, {len(card['classes'])} classes, "
             f"in {card['fit_seconds']:.2f} s from cached features",
-            f"{scores.method}: accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f}",
+            f"{scores.method}: accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f} "
+            f"(majority-class baseline {card['majority_baseline']:.3f})",
             f"{'class':<20} {'precision':>9} {'recall':>7} {'support':>8}",
         ]
         for label, row in scores.per_class.items():
@@ -84,6 +86,7 @@ class TrainReport:
                 f"{row['support']:>8d}"
             )
         lines.append(f"saved to {self.path} (confusion matrix: {self.path / CONFUSION_FILE})")
+        lines += [f"warning: {warning}" for warning in card["warnings"]]
         return "\n".join(lines)
 
 
@@ -180,8 +183,12 @@ def train_classifier(
     overwrite: bool = False,
     seed: int = 0,
     nested: bool = False,
+    split: str | None = None,
 ) -> TrainReport:
     """Fit `model` on the cached embeddings of the labelled items; evaluate, then save.
+
+    `split` (``train``, ``val``, ...) keeps to the items whose path has a folder naming that
+    split (`labels.in_split`): a train/test tree's test items are then never trained on.
 
     `layer` ``auto`` (the default, or None) chooses among the collection's cached layers and all
     of them side by side by inner stratified CV (`layer_choice`), and records every candidate's
@@ -196,7 +203,7 @@ def train_classifier(
     asked = asked_layers(layer, collection.spec.layers)
     if nested and (asked is not None or holdout is not None):
         raise InvalidArgument("nested CV scores the choice of layer 'auto', without a holdout")
-    labelled = load_labels(collection, labels)
+    labelled = load_labels(collection, labels, split)
     targets = np.searchsorted(labelled.classes, labelled.labels.astype(str))
     started = time.perf_counter()
     by_layer = {
@@ -221,8 +228,29 @@ def train_classifier(
     card.update(
         load_seconds=round(load_seconds, 3), fit_seconds=round(time.perf_counter() - started, 3)
     )
+    card["split"] = None if split is None else check_split(split)
     path = _save(collection, fitted, card, evaluation, overwrite)
     return TrainReport(card=card, evaluation=evaluation, path=path, choice=choice)
+
+
+def majority_baseline(labelled: LabelledItems) -> float:
+    """The accuracy of always answering the most common class: what a classifier must beat."""
+    return max(labelled.counts().values()) / len(labelled)
+
+
+def training_warnings(labelled: LabelledItems, evaluation: Evaluation) -> list[str]:
+    """Labels that name splits rather than classes; an accuracy no better than the baseline."""
+    warnings = [warning] if (warning := split_label_warning(labelled.classes)) else []
+    baseline = majority_baseline(labelled)
+    if evaluation.accuracy < baseline:
+        counts = labelled.counts()
+        common = max(counts, key=counts.__getitem__)
+        warnings.append(
+            f"accuracy {evaluation.accuracy:.3f} ({evaluation.method}) is below the majority-class "
+            f"baseline {baseline:.3f} (always answering {common!r}): the features do not separate "
+            "these labels; check what the labels mean"
+        )
+    return warnings
 
 
 def _save(
@@ -282,6 +310,8 @@ def _card(
         "layers": layers,  # what the classifier reads, side by side
         "layer_choice": choice.to_dict() if choice else None,
         "metrics": evaluation.to_dict(),
+        "majority_baseline": round(majority_baseline(labelled), 4),
+        "warnings": training_warnings(labelled, evaluation),
         "spec": collection.spec.to_dict(),
         "spec_fingerprint": collection.spec.fingerprint(),
         "collection": str(collection.path),

@@ -3,8 +3,11 @@ only, the work is in the library."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import select
+import sys
 from typing import Any
 
 import click
@@ -26,7 +29,8 @@ class LookalikeGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:
-            if ctx.params.get("verbose"):
+            if ctx.params.get("verbose") or stdout_closed(error):
+                raise  # click ends a run whose reader left (`| head`) quietly, as Unix tools do
                 raise
             if isinstance(error, USER_ERRORS):
                 raise click.ClickException(str(error)) from error
@@ -42,6 +46,19 @@ class LookalikeGroup(click.Group):
         if name not in self.commands and name in COMMANDS:
             self.add_command(_command(name), name)
         return self.commands.get(name)
+
+
+def stdout_closed(error: Exception) -> bool:
+    """Whether `error` is a write to a standard output whose reader has gone (a pipe to `head`
+    that closed), not a broken connection of the library's own."""
+    if not isinstance(error, OSError) or error.errno != errno.EPIPE:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), or no real file behind stdout
+        return True
 
 
 @click.group(cls=LookalikeGroup)

@@ -58,6 +58,11 @@ ITEM_ID = Range(0, 2**63 - 1, integer=True)  # ids are int64
     type=ranged(TRAIN["holdout"]),
     help="Evaluate on this held-out fraction instead of CV.",
 )
+@click.option(
+    "--split",
+    help="Train on one split only (train, val, ...: the items with a folder of that name on "
+    "their path); the others, a test split say, stay unseen.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a classifier of the same name.")
 @click.option("--seed", type=ranged(TRAIN["seed"]), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the classifier card as JSON.")
@@ -71,6 +76,7 @@ def train(
     nested,
     folds,
     holdout,
+    split,
     overwrite,
     seed,
     as_json,
@@ -89,6 +95,7 @@ def train(
         overwrite,
         seed,
         nested=nested,
+        split=split,
     )
     click.echo(json.dumps(report.card, indent=2) if as_json else report.summary())
 

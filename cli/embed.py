@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -135,7 +136,8 @@ def parse_actors(
     help="CPUs each Ray actor takes (its ONNX Runtime threads).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def embed(images, collection_dir, quiet, workers, **options) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the run's counts as JSON.")
+def embed(images, collection_dir, quiet, workers, as_json, **options) -> None:
     """Bring a collection in step with the images under IMAGES (folders, image files, or
     listings: .csv or .parquet files with a 'path' column and an optional 'label'): new and
     changed files embedded, with --prune files gone removed; resumable, and a second run into the
@@ -156,7 +158,7 @@ def embed(images, collection_dir, quiet, workers, **options) -> None:
     )
     for failure in report.failed:
         click.echo(f"failed: {failure['path']}: {failure['reason']}", err=True)
-    click.echo(report.summary())
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
     if report.problem:  # nothing to show for the run: a script must not take it for success
         raise click.ClickException(report.problem)
 

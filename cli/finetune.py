@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from shlex import quote
 
 import click
 
@@ -179,15 +180,26 @@ def finetune(
         return
     for record in report.history:
         click.echo(
-            f"epoch {record.epoch + 1}: {record.unfrozen} groups trained, loss {record.loss:.4f}, "
+            f"epoch {record.epoch}: {record.unfrozen} groups trained, loss {record.loss:.4f}, "
             f"train accuracy {record.train_accuracy:.4f}, validation {record.val_accuracy:.4f} "
             f"({record.seconds:.0f} s)"
         )
     stopped = " (stopped early)" if report.stopped_early else ""
     click.echo(
-        f"best: epoch {report.best_epoch + 1}, validation accuracy "
+        f"best: epoch {report.best_epoch}, validation accuracy "
         f"{report.best_val_accuracy:.4f}{stopped}; {report.skipped_images} images skipped"
     )
+    if report.frozen_val_accuracy is not None:
+        click.echo(
+            f"frozen baseline: validation accuracy {report.frozen_val_accuracy:.4f} (a linear "
+            "probe of the frozen backbone, same split; `lookalike train` on cached features)"
+        )
+    if config.strategy == "head":
+        click.echo(
+            "note: strategy head trains no backbone group: the exported backbone embeds as the "
+            "base model does, under a new spec; `lookalike train` on a collection's cached "
+            "features trains this head without embedding again"
+        )
     click.echo(f"embedder: {out / 'backbone.safetensors'} (lookalike embed ... --backbone {out})")
 
 
@@ -224,9 +236,33 @@ def advise(
     advice = recommend(
         images, backbone, weights_value(weights), image_size, sample, progress=not quiet
     )
+    embedder = {"--backbone": backbone, "--weights": weights, "--image-size": image_size}
+    command = advised_command(advice.strategy, advice.unfreeze, data, labels_file, embedder)
     if as_json:
-        click.echo(json.dumps(advice.to_dict(), indent=2))
+        click.echo(json.dumps({**advice.to_dict(), "command": command}, indent=2))
         return
     click.echo(f"strategy: {advice.strategy}")
     click.echo(f"why: {advice.reason}")
-    click.echo(f"run: {advice.command(str(data), backbone)}")
+    click.echo(f"run: {command}")
+
+
+def advised_command(
+    strategy: str, unfreeze: int, data: Path, labels_file: str | None, embedder: dict
+) -> str:
+    """The command that carries the advice out. A head on frozen features is `train` on the
+    collection's cached embeddings (seconds, and the embeddings stay the base model's: a
+    `finetune --strategy head` would export an unchanged backbone under a new spec), after
+    `embed` for a folder; other strategies are a `finetune` run."""
+    given = [f"{flag} {quote(str(value))}" for flag, value in embedder.items()
+             if value is not None and value != "default"]  # fmt: skip
+    labels = [f"--labels {quote(labels_file)}" if labels_file else "--labels-from-folders"]
+    if strategy != "head":
+        unfrozen = [f"--unfreeze {unfreeze}"] if strategy == "partial" else []
+        words = ["lookalike finetune", quote(str(data)), *given, *labels]
+        return " ".join([*words, f"--strategy {strategy}", *unfrozen, "--out finetuned"])
+    if (data / "manifest.json").is_file():  # a collection: its features are cached already
+        return " ".join(["lookalike train -c", quote(str(data)), "--name head", *labels])
+    collection = quote(f"{data.name}.lookalike")
+    embed = ["lookalike embed", quote(str(data)), "-c", collection, *given, *labels]
+    train = ["lookalike train -c", collection, "--name head", *labels]
+    return f"{' '.join(embed)} && {' '.join(train)}"

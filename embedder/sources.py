@@ -7,9 +7,10 @@ import hashlib
 import io
 import os
 import stat
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -28,17 +29,12 @@ ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap wi
 # uploads over it are refused (a folder name, at most 255 bytes, always fits); a vector store
 # whose label field is shorter cuts labels by one rule (`milvus_store.fit`).
 MAX_LABEL_LENGTH = 1024
-
-
-def check_label(label: str | None, where: str) -> str | None:
-    """`label` if it is at most `MAX_LABEL_LENGTH` characters; `InvalidArgument` naming `where`
-    if it is longer."""
-    if label is not None and len(label) > MAX_LABEL_LENGTH:
-        raise InvalidArgument(
-            f"{where}: the label is {len(label)} characters; at most {MAX_LABEL_LENGTH} "
-            "(shorten it)"
-        )
-    return label
+# Folder names that name a dataset's split, not a class: each to its one spelling.
+SPLIT_NAMES = {
+    "train": "train", "training": "train", "trn": "train",
+    "test": "test", "testing": "test", "tst": "test",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+}  # fmt: skip
 
 
 def check_max_pixels(max_pixels: int) -> int:
@@ -62,6 +58,42 @@ class ImageSource:
     within: tuple[Path, ...] | None = None
 
 
+def split_name(name: str) -> str | None:
+    """The split a folder name names (``Validation`` -> ``val``), or None."""
+    return SPLIT_NAMES.get(name.lower())
+
+
+def split_of_path(path: str | Path) -> str | None:
+    """The split a path's folders name (the one nearest the file), or None: an item's split, for
+    training on one split and for the audit's leakage across splits."""
+    for part in reversed(PurePath(path).parent.parts):
+        if (split := split_name(part)) is not None:
+            return split
+    return None
+
+
+def check_label(label: str | None, where: str) -> str | None:
+    """A label as items keep it: None for none, an empty or blank one included; a label holding
+    a control character (a newline, a tab, ...) or longer than `MAX_LABEL_LENGTH` is refused
+    (`InvalidArgument` naming `where`), so every table and file that prints labels stays one line
+    per item and every vector store can hold it. The one rule for every way labels come in
+    (folder names, listings, uploads, labels files)."""
+    if label is None or not label.strip():
+        return None
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidArgument(
+            f"{where}: the label is {len(label)} characters; at most {MAX_LABEL_LENGTH} "
+            "(shorten it)"
+        )
+    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise InvalidArgument(
+            f"{where}: the label {label!r} holds a control character ({bad!r}); a label is one "
+            "line of printable text: rename it"
+        )
+    return label
+
+
 def walk_images(
     roots: Iterable[str | Path],
     labels_from_folders: bool = False,
@@ -70,7 +102,9 @@ def walk_images(
     """Image files under each root (or the root itself when it is a file), in a stable order.
 
     Hidden files and folders are skipped. With `labels_from_folders`, an image's label is the name
-    of the first sub-folder of its root that holds it (torchvision's ImageFolder convention).
+    of the first sub-folder of its root that holds it (torchvision's ImageFolder convention), or,
+    where that sub-folder names a split (``train/``, ``test/``, ``val/``: `SPLIT_NAMES`), the
+    sub-folder under it: ``root/train/cat/1.png`` is a ``cat`` of the ``train`` split.
     `within`: the folders each file's real path must lie in when it is read (see `read_file`).
     """
     for root in roots:
@@ -89,11 +123,21 @@ def _walk_folder(
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         here = Path(folder)
-        relative = here.relative_to(root).parts
-        label = relative[0] if labels_from_folders and relative else None
+        label = folder_label(here.relative_to(root).parts) if labels_from_folders else None
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 yield ImageSource(here / name, label, within)
+
+
+def folder_label(relative: tuple[str, ...]) -> str | None:
+    """The label of the images in a folder (its parts under the root): its first part, or the
+    second where the first names a split and has folders under it (images right in ``test/``
+    keep ``test``, a class that may be so named; labels like splits are warned of); None for
+    the root itself."""
+    where = f"folder {'/'.join(relative)}"
+    if len(relative) > 1 and split_name(relative[0]) is not None:
+        relative = relative[1:]
+    return check_label(relative[0], where) if relative else None
 
 
 @dataclass(frozen=True)

@@ -12,27 +12,24 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
 from lookalike.classify.labels import read_item_values
+from lookalike.embedder.sources import SPLIT_NAMES, split_of_path
 from lookalike.errors import LabelError
 from lookalike.index.calibrate import Calibration, calibrated_threshold
 from lookalike.index.dedup import find_duplicates
 from lookalike.index.search import Searcher
 
 FOLDERS = "folders"
-SPLIT_NAMES = {
-    "train": "train", "training": "train", "trn": "train",
-    "test": "test", "testing": "test", "tst": "test",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-}  # fmt: skip
 SPLIT_COLUMN = "split"
 
 Splits = str | Path | Mapping[int, str] | None
+__all__ = ["SPLIT_NAMES", "Leaks", "Splits", "find_leaks", "item_splits", "split_of_path"]
 
 
 @dataclass(frozen=True)
@@ -65,14 +62,6 @@ class Leaks:
             }
             for rank in range(end)
         ]
-
-
-def split_of_path(path: str) -> str | None:
-    """The split a path's folders name (the one nearest the file), or None."""
-    for part in reversed(PurePath(path).parent.parts):
-        if part.lower() in SPLIT_NAMES:
-            return SPLIT_NAMES[part.lower()]
-    return None
 
 
 def item_splits(searcher: Searcher, splits: Splits = None) -> tuple[dict[int, str], str]:

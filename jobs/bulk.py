@@ -135,8 +135,7 @@ def embed_images(
             collection_dir, embedder, device, precision, engine
         )
         with backbone:
-            total = len(found.walked) + len(found.listed)
-            report = EmbedReport(collection.path, total, engine=backbone.engine_name)
+            report = new_report(collection, found, backbone.engine_name)
             options = {"retry_failed": retry_failed, "prune": prune, "checksum": checksum}
             todo = _plan(collection, found, options, report)
             common = {"shard_size": shard_size, "progress": progress,
@@ -151,6 +150,15 @@ def embed_images(
                 _run(collection, backbone, pipeline, todo, report, **common)
     log.info(report.summary())
     return report
+
+
+def new_report(collection: Collection, found: Inputs, engine: str) -> EmbedReport:
+    """A run's report before its work: what was found (every row, duplicates too) and labels."""
+    return EmbedReport(
+        collection.path, len(found) + found.duplicates, engine=engine,
+        duplicates=found.duplicates, labels=found.label_counts(),
+        unlabelled_rows=found.unlabelled_rows,
+    )  # fmt: skip
 
 
 def _plan(

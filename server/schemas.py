@@ -243,6 +243,14 @@ class TrainJob(Strict):
     holdout = ma.fields.Float(
         validate=ma.validate.Range(0, 1, min_inclusive=False, max_inclusive=False)
     )
+    split = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Train on one split only (train, val, ...: the items with a folder of "
+            "that name on their path); the others stay unseen."
+        },
+    )
     overwrite = ma.fields.Boolean(load_default=False)
 
 

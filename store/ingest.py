@@ -27,6 +27,9 @@ class Upload:
     name: str
     label: str | None = None
 
+    def __post_init__(self) -> None:  # labels follow one rule however they come (`check_label`)
+        object.__setattr__(self, "label", check_label(self.label, f"upload {self.name!r}"))
+
 
 @dataclass(frozen=True)
 class Added:
@@ -79,8 +82,6 @@ def add_uploads(
     returns, the new items are in a fsynced shard.
     """
     collection.check_spec(backbone.spec)
-    for number, upload in enumerate(uploads):
-        check_label(upload.label, upload.name or f"image {number + 1}")
     if not uploads:
         nothing = {layer: np.empty((0, d), np.float32) for layer, d in collection.spec.dims.items()}
         return [], np.empty(0, np.int64), nothing

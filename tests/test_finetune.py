@@ -96,7 +96,7 @@ def test_head_starts_from_the_probe(digit_dir: Path, tmp_path: Path) -> None:
     for init in ("probe", "random"):
         trainer = Trainer(images, tmp_path / init, config(head_init=init), "cpu", False)
         if init == "probe":
-            trainer.init_head_from_probe()
+            trainer.init_head_from_probe(trainer.fit_frozen_probe())
         batches = loader(trainer.train_images, eval_transform(trainer.preprocess), 8, False, 0)
         scores[init] = accuracy(trainer.model, batches, torch.device("cpu"))[0]
     assert scores["probe"] >= 0.9 > scores["random"] + 0.3

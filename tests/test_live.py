@@ -75,8 +75,12 @@ def test_an_upload_label_over_the_bound_is_refused_before_anything_is_written(
     from lookalike.errors import InvalidArgument
 
     live = LiveCollection.open(collection_dir)
-    too_long = Upload(noise(1), "a.png", "x" * (MAX_LABEL_LENGTH + 1))
-    with pytest.raises(InvalidArgument, match=f"a.png: the label is {MAX_LABEL_LENGTH + 1} char"):
-        live.add_images([Upload(noise(2), "b.png", "ok"), too_long])
+    with pytest.raises(InvalidArgument, match=f"'a.png': the label is {MAX_LABEL_LENGTH + 1} char"):
+        live.add_images(
+            [
+                Upload(noise(2), "b.png", "ok"),
+                Upload(noise(1), "a.png", "x" * (MAX_LABEL_LENGTH + 1)),
+            ]
+        )
     assert len(live.collection) == 0
     assert live.add_images([Upload(noise(1), "a.png", "x" * MAX_LABEL_LENGTH)])[0].created

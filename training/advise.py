@@ -64,13 +64,6 @@ class Advice:
     probe_accuracy: float
     separation: float
 
-    def command(self, data: str, backbone: str) -> str:
-        unfreeze = f" --unfreeze {self.unfreeze}" if self.strategy == "partial" else ""
-        return (
-            f"lookalike finetune {data} --backbone {backbone} "
-            f"--strategy {self.strategy}{unfreeze} --out finetuned"
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from lookalike.checks import FINETUNE, check_ranges
@@ -107,7 +110,7 @@ class FinetuneConfig:
 
 @dataclass
 class EpochRecord:
-    epoch: int
+    epoch: int  # 1 for the first, as every report prints it
     unfrozen: int
     loss: float
     train_accuracy: float
@@ -121,8 +124,9 @@ class FinetuneReport:
     classes: tuple[str, ...]
     groups: list[str]
     history: list[EpochRecord] = field(default_factory=list)
-    best_epoch: int = -1
+    best_epoch: int = 0  # counted from 1 (an `EpochRecord.epoch`); 0 before the first
     best_val_accuracy: float = 0.0
+    frozen_val_accuracy: float | None = None  # the frozen probe's (`Trainer.fit_frozen_probe`)
     stopped_early: bool = False
     skipped_images: int = 0
     device: str = "cpu"
@@ -223,8 +227,13 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         saved = json.loads(state["report"])
-        self.report.history = [EpochRecord(**record) for record in saved["history"]]
-        self.report.best_epoch = saved["best_epoch"]
+        shift = int("frozen_val_accuracy" not in saved)  # written when epochs counted from 0
+        self.report.history = [
+            EpochRecord(**{**record, "epoch": record["epoch"] + shift})
+            for record in saved["history"]
+        ]
+        self.report.best_epoch = saved["best_epoch"] + shift
+        self.report.frozen_val_accuracy = saved.get("frozen_val_accuracy")
         self.report.best_val_accuracy = saved["best_val_accuracy"]
         self.report.skipped_images = saved["skipped_images"]
         self.bad_epochs = int(state["bad_epochs"])
@@ -251,17 +260,12 @@ class Trainer:
 
     # ----- training ---------------------------------------------------------------------------
 
-    def init_head_from_probe(self) -> None:
-        """Start the head at a logistic-regression probe of the frozen features (LP-FT: fine-tuning
-        from a fitted head distorts the pretrained features less than from a random one)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
-        torch.manual_seed(self.config.seed)
+    def frozen_features(self, images: LabelledImages) -> tuple[np.ndarray, np.ndarray]:
+        """The frozen backbone's features of `images` (embedding preprocessing), and targets."""
         self.model.eval()
         features, targets = [], []
         batches = loader(
-            self.train_images, eval_transform(self.preprocess), self.config.batch_size,
+            images, eval_transform(self.preprocess), self.config.batch_size,
             shuffle=False, seed=self.config.seed, workers=self.config.workers,
         )  # fmt: skip
         with torch.inference_mode(), autocast_for(self.device):
@@ -270,16 +274,30 @@ class Trainer:
                     pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
                     features.append(self.model.body(pixels).float().cpu())
                     targets.append(batch.targets)
-        x, y = torch.cat(features).numpy(), torch.cat(targets).numpy()
-        scaler = StandardScaler().fit(x)
-        probe = LogisticRegression(
-            C=PROBE_C, tol=1e-3, max_iter=1000, random_state=self.config.seed
-        )
-        probe.fit(scaler.transform(x), y)
-        weight = np.zeros((len(self.report.classes), x.shape[1]), np.float32)
+        return torch.cat(features).numpy(), torch.cat(targets).numpy()
+
+    def fit_frozen_probe(self) -> Pipeline:
+        """A logistic-regression probe of the frozen features, fitted on the training split and
+        scored on the validation split: the baseline (``frozen_val_accuracy``) the run must
+        beat, the same figure a head alone on cached features gets."""
+        torch.manual_seed(self.config.seed)
+        x, y = self.frozen_features(self.train_images)
+        probe = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=PROBE_C, tol=1e-3, max_iter=1000, random_state=self.config.seed),
+        ).fit(x, y)
+        x_val, y_val = self.frozen_features(self.val_images)
+        self.report.frozen_val_accuracy = round(float(probe.score(x_val, y_val)), 4)
+        return probe
+
+    def init_head_from_probe(self, probe: Pipeline) -> None:
+        """Start the head at the frozen probe (LP-FT: fine-tuning from a fitted head distorts the
+        pretrained features less than from a random one)."""
+        scaler, linear = probe[0], probe[-1]
+        weight = np.zeros((len(self.report.classes), len(scaler.scale_)), np.float32)
         bias = np.zeros(len(self.report.classes), np.float32)
-        rows = probe.classes_ if len(probe.classes_) > 2 else probe.classes_[1:]
-        weight[rows], bias[rows] = probe.coef_, probe.intercept_  # binary: class 0's logit is 0
+        rows = linear.classes_ if len(linear.classes_) > 2 else linear.classes_[1:]
+        weight[rows], bias[rows] = linear.coef_, linear.intercept_  # binary: class 0's logit is 0
         weight /= scaler.scale_  # the standardisation folded into the head
         bias -= weight @ scaler.mean_
         with torch.no_grad():
@@ -289,16 +307,21 @@ class Trainer:
     def run(self) -> FinetuneReport:
         """Train until `epochs` or early stopping; the best epoch is exported."""
         first = len(self.report.history)
-        if first == 0 and self.config.head_init == "probe":
-            self.init_head_from_probe()
+        if first == 0:
+            probe = self.fit_frozen_probe()
+            if self.config.head_init == "probe":
+                self.init_head_from_probe(probe)
         for epoch in range(first, self.config.epochs):
             if self.bad_epochs >= self.config.patience:
                 self.report.stopped_early = True
                 break
             record = self.train_epoch(epoch)
             self.report.history.append(record)
-            if record.val_accuracy > self.report.best_val_accuracy or self.report.best_epoch < 0:
-                self.report.best_epoch, self.report.best_val_accuracy = epoch, record.val_accuracy
+            if record.val_accuracy > self.report.best_val_accuracy or not self.report.best_epoch:
+                self.report.best_epoch, self.report.best_val_accuracy = (
+                    record.epoch,
+                    record.val_accuracy,
+                )
                 self.bad_epochs = 0
                 self.export_best()
             else:
@@ -338,7 +361,7 @@ class Trainer:
         )  # fmt: skip
         val_accuracy, _ = accuracy(self.model, val_batches, self.device)
         record = EpochRecord(
-            epoch=epoch,
+            epoch=epoch + 1,  # counted from 1, as printed
             unfrozen=unfrozen,
             loss=round(totals.mean_loss, 5),
             train_accuracy=round(totals.accuracy, 4),

@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import current_app, url_for
 
 from lookalike.classify import train_classifier
+from lookalike.classify.labels import check_split
 from lookalike.classify.layer_choice import asked_layers
 from lookalike.classify.store import check_name
 
@@ -89,7 +90,9 @@ def train_job(body: dict, name: str):
     check_name(body["name"])  # a bad name (a path, say) is a 422 now, not a failed job later
     item_values(body["labels"])  # a 422 now, not a failed job later
     asked_layers(body["layer"], collection.spec.layers)  # an unknown layer too
-    keys = ("name", "model", "labels", "layer", "folds", "holdout", "overwrite")
+    if body.get("split") is not None:
+        check_split(body["split"])  # and an unknown split
+    keys = ("name", "model", "labels", "layer", "folds", "holdout", "split", "overwrite")
     request = {key: body.get(key) for key in keys}
     return submit("train", name, request)
 
@@ -129,6 +132,7 @@ def _work(kind: str, name: str, request: dict) -> Callable[[RunningJob], dict]:
             folds=request["folds"],
             holdout=request["holdout"],
             overwrite=request["overwrite"],
+            split=request.get("split"),  # None: every labelled item (and a job from before)
         )
         state.forget_predictor(name, request["name"])
         return report.card
