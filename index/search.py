@@ -172,6 +172,19 @@ class Searcher:
         results = self.vector_store.search(vectors, k, radius, filters or None)
         return [self._hits(scores, ids) for scores, ids in results]
 
+    def within(
+        self, vectors: np.ndarray, threshold: float, filters: Filters | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per vector, (ids, distances) of the items within `threshold`, as arrays: a range
+        search with no `Hit` per result (dedup reads thousands per query)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        results = self.vector_store.search(vectors, None, self._radius(threshold), filters or None)
+        snapshot, found = self._snapshot, []
+        for scores, ids in results:
+            live = snapshot.rows(ids) >= 0  # not deleted between the index search and now
+            found.append((ids[live], self._distances(scores[live])))
+        return found
+
     def search_ids(self, ids: Sequence[int], k: int | None = 10, **options) -> list[list[Hit]]:
         """Neighbours of stored items (each item itself comes first, at distance 0)."""
         return self.search_vectors(self.collection.vectors(ids, self.layer), k, **options)
@@ -243,6 +256,13 @@ class Searcher:
         if self.metric == "ip":
             return max(0.0, 1.0 - score), score
         return float(np.sqrt(max(score, 0.0))), None
+
+    def _distances(self, scores: np.ndarray) -> np.ndarray:
+        """`_distance` of many scores at once, rounded as hits are."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.metric == "ip":
+            return np.round(np.maximum(0.0, 1.0 - scores), 6)
+        return np.round(np.sqrt(np.maximum(scores, 0.0)), 6)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
         snapshot = self._snapshot
