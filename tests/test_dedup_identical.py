@@ -189,3 +189,16 @@ def test_cli_dedup_finds_copies_of_one_png_as_one_cluster(copies_of_one_photo: P
     body = answer.json
     assert body["cluster_count"] == 1 and body["items_in_clusters"] == 5, body
     assert body["exact_groups"] == 1 and body["pairs"] == 10
+
+
+def test_a_large_group_of_copies_leaves_the_calibrated_threshold_alone(placeholders) -> None:
+    """A sampled copy whose 8 nearest are all copies at 0 has no distinct neighbour among them;
+    they used to count as distinct items at 0, forcing the threshold to 0."""
+    from lookalike.index.calibrate import _pick, neighbourhoods
+
+    searcher = Searcher.open(placeholders["dir"])
+    sampled = placeholders["copies"][:50] + list(range(COPIES + 3, COPIES + 203))
+    near = neighbourhoods(searcher, sampled)
+    assert (near.copies[:50] == near.distances.shape[1]).all()
+    variants = np.linspace(0.0, 0.01, 100)  # copies land within 0.01; distinct items lie far
+    assert _pick(variants, near) == (pytest.approx(0.0099, abs=1e-4), "variants")
