@@ -37,7 +37,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lookalike.durable import write_atomic
-from lookalike.embedder.preprocess import resized_size
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
 
@@ -188,6 +187,8 @@ def _readable_sample(items, count, rng, may_read, max_pixels, short_side) -> lis
     """Up to `count` (id, decoded image) of random items whose file still reads as an image,
     each scaled down to `short_side` (twice the model's input: a copy is still larger than what
     the model sees, and 96 decoded 40-megapixel photos would hold 11 GB)."""
+    from lookalike.embedder.preprocess import resized_size  # torch: only where images are varied
+
     order = rng.sample(items, len(items))
     found = []
     for item in order[: count * 3]:

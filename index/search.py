@@ -11,15 +11,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lookalike.embedder.backbone import Backbone
-from lookalike.embedder.build import backbone_from_spec
-from lookalike.embedder.images import embed_images
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
 from lookalike.errors import InvalidArgument, SpecMismatch, UnknownItem
 from lookalike.store.collection import Collection
@@ -27,6 +24,11 @@ from lookalike.store.collection import Collection
 from .maintain import exact_index, prepare_index
 from .vector_index import MAX_K, VectorIndex
 from .vector_store import Filters, VectorStore, as_store
+
+if (
+    TYPE_CHECKING
+):  # the embedder (torch) loads on the first image query: id, vector, dedup need none
+    from lookalike.embedder.backbone import Backbone
 
 
 @dataclass(frozen=True)
@@ -204,10 +206,14 @@ class Searcher:
     ) -> dict[str, np.ndarray]:
         """Every layer of the collection's spec for each image, from one forward pass (the
         embedder's one way from an image to vectors: `embedder.images.embed_images`)."""
+        from lookalike.embedder.images import embed_images
+
         return embed_images(self.backbone(), images, max_pixels)
 
     def backbone(self) -> Backbone:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""
+        from lookalike.embedder.build import backbone_from_spec
+
         with self._backbone_lock:
             if self._backbone is None:
                 self._backbone = backbone_from_spec(
