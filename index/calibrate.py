@@ -88,6 +88,12 @@ class Calibration:
         """Whether a threshold was measured: not where the scope held under 2 distinct images."""
         return self.bound in ("variants", "precision")
 
+    @property
+    def worth_keeping(self) -> bool:
+        """Measured, and above 0: a 0 finds only identical items, found at any threshold (and
+        one stored by an older version came from copies taken for distinct items at 0)."""
+        return self.measured and self.threshold > 0
+
     def lines(self) -> list[str]:
         def row(values: dict[str, float]) -> str:
             return ", ".join(f"p{p} {v:.3f}" for p, v in values.items()) or "none"
@@ -333,14 +339,14 @@ def _items_in_scope(
 def load_calibration(searcher: Searcher, filters: Filters | None = None) -> Calibration | None:
     """The stored calibration of the searcher's layer (and filters), if it fits the collection
     as it is now: the same embedder, and an item count within `REUSE_CHANGE` of the calibrated
-    one."""
+    one; never a threshold of 0 (`Calibration.worth_keeping`)."""
     try:
         stored = json.loads((searcher.collection.path / CALIBRATION).read_text())
         calibration = Calibration.from_dict(stored[_key(searcher.layer, scope_of(filters))])
     except (FileNotFoundError, KeyError, TypeError, ValueError):
         return None
     if (
-        not calibration.measured
+        not calibration.worth_keeping
         or calibration.fingerprint != searcher.collection.spec.fingerprint()
     ):
         return None
@@ -377,6 +383,6 @@ def calibrated_threshold(
     if stored is not None:
         return stored, True
     calibration = calibrate_threshold(searcher, filters=filters, **options)
-    if calibration.measured:  # a scope with nothing to measure is asked again next time
+    if calibration.worth_keeping:  # a scope with nothing to measure is asked again next time
         save_calibration(searcher, calibration)
     return calibration, False

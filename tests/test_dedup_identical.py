@@ -169,10 +169,13 @@ def test_calibration_on_copies_of_one_image_or_no_match_stores_nothing(
     calibration, _ = calibrated_threshold(searcher, filters=nothing, progress=False)
     assert calibration.bound == "no items" and calibration.items == 0
     assert not (collection_dir / CALIBRATION).exists()
-    # a zero threshold stored by an older version for those scopes is not reused
+    # a threshold of 0 stored by an older version for those scopes is not reused
     stale = {**calibration.to_dict(), "items": 5, "scope": f"path under {same.path_prefix}"}
     key = f"{searcher.layer} (path under {same.path_prefix})"
     (collection_dir / CALIBRATION).write_text(json.dumps({key: stale}))
+    assert load_calibration(searcher, same) is None
+    lowered_to_zero = {**stale, "bound": "precision", "threshold": 0.0}  # 5 copies at 0, before
+    (collection_dir / CALIBRATION).write_text(json.dumps({key: lowered_to_zero}))
     assert load_calibration(searcher, same) is None
 
 
