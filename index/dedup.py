@@ -144,16 +144,18 @@ def _nearest_per_group(
 
 
 def _too_many(max_pairs: int, threshold: float) -> str:
-    advice = (
-        "give a smaller threshold, or fewer items (filters)"
-        if threshold > RESOLUTION
-        else f"no smaller threshold separates them (distances under {RESOLUTION:g} count as 0): "
-        "give fewer items (filters)"
-    )
+    """The refusal: what lies within the threshold, and what can still be done."""
+    copies = "exact copies are grouped apart and not counted"
+    if threshold > RESOLUTION:
+        return (
+            f"more than {max_pairs:,} pairs of distinct items lie within {threshold:g} ({copies}): "
+            "at that distance dedup pairs look-alikes, not only copies; give a smaller threshold, "
+            "or fewer items (filters)"
+        )
     return (
-        f"more than {max_pairs:,} pairs of distinct items lie within {threshold:g} (exact copies "
-        f"are grouped and not counted): at that distance dedup pairs look-alikes, not only "
-        f"copies; {advice}"
+        f"more than {max_pairs:,} pairs of items whose vectors differ only by rounding lie "
+        f"within {threshold:g} (distances under {RESOLUTION:g} count as 0; {copies}): no smaller "
+        "threshold separates them; give fewer items (filters)"
     )
 
 

@@ -50,10 +50,6 @@ class EqualGroups:
         where = np.minimum(np.searchsorted(self._members, ids), len(self._members) - 1)
         return np.where(self._members[where] == ids, self._heads[where], ids)
 
-    def sizes(self) -> dict[int, int]:
-        """Representative -> items in its group, for the groups of 2+."""
-        return {int(group[0]): len(group) for group in self.groups}
-
 
 def equal_groups(
     searcher: Searcher, filters: Filters | None = None, vectors: bool = True

@@ -110,6 +110,21 @@ def test_the_cap_on_distinct_pairs_says_what_is_true(placeholders) -> None:
     assert "exact copies" in str(refused.value) and "smaller threshold" in str(refused.value)
 
 
+def test_the_cap_at_threshold_0_does_not_ask_for_a_smaller_one(tmp_path: Path) -> None:
+    """Vectors that differ only by rounding lie within 0 to the range search; no smaller
+    threshold can help, and the message says what can."""
+    rng = np.random.default_rng(2)
+    same = unit(rng.standard_normal(WIDTH))
+    vectors = unit(same + 1e-7 * rng.standard_normal((100, WIDTH)).astype(np.float32))
+    assert len(np.unique(vectors, axis=0)) > 50
+    paths, digests = [f"/r/{n}.png" for n in range(100)], [f"{n:064x}" for n in range(100)]
+    write_collection(tmp_path / "c", vectors, paths, digests)
+    with pytest.raises(InvalidArgument, match="differ only by rounding") as refused:
+        find_duplicates(Searcher.open(tmp_path / "c"), 0.0, progress=False, max_pairs=100)
+    assert "give a smaller threshold" not in str(refused.value)
+    assert "fewer items (filters)" in str(refused.value)
+
+
 def test_audit_leakage_with_thousands_of_copies_across_splits(placeholders) -> None:
     searcher = Searcher.open(placeholders["dir"])
     leaks = find_leaks(searcher, threshold=0.0, progress=False)
