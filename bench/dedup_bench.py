@@ -15,10 +15,11 @@ Two planted sets (`planted`): scikit-image's photos with the demo's copies (JPEG
 Then recall per edit, lookalike's false pairs, a sweep of the distance 0.05-0.40, and the
 distances that meet the target (precision >= 0.98, recall >= 0.95) on each set.
 `--calibration-time` times the calibration on a 10k collection (Fashion-MNIST as PNGs, cached under
-``bench-data/dedup-10k``; embedding it takes minutes the first time); the full run does it after the
-sets, ``--quick`` skips it.
+``bench-data/dedup-10k``; embedding it takes minutes the first time); `--identical` times
+`lookalike dedup` on 10k byte-identical copies of one PNG (cached under ``bench-data/dedup-same``),
+with its peak RSS; the full run does both after the sets, ``--quick`` skips them.
 
-    python bench/dedup_bench.py [--quick] [--calibration-time]
+    python bench/dedup_bench.py [--quick] [--calibration-time] [--identical]
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ OLD_THRESHOLD = 0.15
 SWEEP = np.round(np.arange(0.05, 0.401, 0.025), 3)
 LOOKUP = 0.5  # lookalike's pair distances are looked up to here, for the sweep and target ranges
 TARGET = (0.98, 0.95)  # precision, recall
+# runs a command and prints its peak RSS: a child forked from this process (torch loaded) would
+# count this process's memory as its own (Linux keeps the pre-exec high-water mark)
+PEAK_OF_CHILD = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(done.returncode)"
+)
 
 
 @dataclass
@@ -82,10 +90,10 @@ def open_searcher(folder: Path, collection: Path, options: dict | None = None) -
 
 def lookalike_pairs(searcher: Searcher, threshold: float) -> dict[Pair, float]:
     """`find_duplicates` at `threshold`, as {sorted file-name pair: distance}."""
-    found = find_duplicates(searcher, threshold, progress=False).pairs.to_pylist()
+    found = find_duplicates(searcher, threshold, progress=False).item_pairs()  # copies expanded
     items = searcher.collection.items().to_pylist()
     name = {row["id"]: Path(row["path"]).name for row in items}
-    return {tuple(sorted((name[p["a"]], name[p["b"]]))): p["distance"] for p in found}
+    return {tuple(sorted((name[a], name[b]))): distance for a, b, distance in found}
 
 
 def score_set(planted: PlantedSet, cnn: CNNPeer | None, work: Path) -> Scored:
@@ -281,21 +289,62 @@ def calibration_time(workdir: Path, n: int) -> None:
     print(f"calibrate_threshold, {calibrate_s:.1f} s: " + "\n".join(calibration.lines()))
     started = time.perf_counter()
     found = find_duplicates(searcher, calibration.threshold, progress=False)
-    print(f"find_duplicates at it: {time.perf_counter() - started:.1f} s, {len(found.pairs)} pairs")
+    print(f"find_duplicates at it: {time.perf_counter() - started:.1f} s, {found.pair_count} pairs")
+
+
+# ---- identical copies --------------------------------------------------------------------------
+
+
+def identical_time(workdir: Path, n: int) -> None:
+    """`n` byte-identical copies of one tiny PNG, embedded and indexed (once; cached), then
+    `lookalike dedup` with default options timed in a child process, with its peak RSS."""
+    import shutil
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    print(f"\n== dedup of {n} identical copies of one PNG ({workdir})")
+    images = workdir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    first = images / "00000.png"
+    if not first.exists():
+        pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(first)
+    for number in range(1, n):
+        if not (images / f"{number:05d}.png").exists():
+            shutil.copy(first, images / f"{number:05d}.png")
+    open_searcher(images, workdir / "collection", {"image_size": 64})
+    command = [sys.executable, "-m", "lookalike", "dedup", "-c", str(workdir / "collection"), "-q"]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_OF_CHILD, *command], capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - started
+    summary = [line for line in done.stdout.splitlines() if "pairs within" in line]
+    peak_kib = int(done.stdout.rsplit("PEAK_KIB", 1)[-1].split()[0])
+    print(
+        f"lookalike dedup (default options): {seconds:.1f} s, peak RSS {peak_kib / 1024:.0f} MiB, "
+        f"exit {done.returncode}: {summary[0] if summary else done.stderr.strip()[-300:]}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="both sets, no 10k calibration timing")
     parser.add_argument("--calibration-time", action="store_true", help="only the 10k timing")
+    parser.add_argument("--identical", action="store_true", help="only the identical copies")
     parser.add_argument("--n", type=int, default=10_000, help="collection size for the timing")
     parser.add_argument("--workdir", type=Path, default=Path("bench-data/dedup-10k"))
     args = parser.parse_args()
     logging.disable(logging.INFO)  # imagededup logs every step to stderr at INFO
-    if not args.calibration_time:
+    alone = args.calibration_time or args.identical
+    if not alone:
         compare()
-    if args.calibration_time or not args.quick:
+    if args.calibration_time or not (args.quick or alone):
         calibration_time(args.workdir, args.n)
+    if args.identical or not (args.quick or alone):
+        identical_time(args.workdir.with_name("dedup-same"), args.n)
 
 
 def compare() -> None:

@@ -156,10 +156,7 @@ def dedup(
             "\n".join(calibration.lines()) + ("\n  (stored calibration, reused)" if reused else "")
         )
     found = find_duplicates(searcher, threshold, filters, progress=not quiet)
-    in_clusters = sum(len(c) for c in found.clusters)
-    click.echo(
-        f"{len(found.pairs)} pairs within {threshold:.3f}; {len(found.clusters)} clusters, {in_clusters} items"
-    )
+    click.echo(_summary(found, threshold))
     for number, members in enumerate(found.clusters[:show]):
         click.echo(
             f"cluster {number} ({len(members)}): "
@@ -178,3 +175,13 @@ def dedup(
             for members in found.clusters[:show]
         ]
         click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
+
+
+def _summary(found, threshold: float) -> str:
+    """Pairs, clusters and items in them, and the groups of identical items among them."""
+    in_clusters = sum(len(c) for c in found.clusters)
+    exact = f" ({len(found.exact)} groups of identical items among them)" if found.exact else ""
+    return (
+        f"{found.pair_count} pairs within {threshold:.3f}; {len(found.clusters)} clusters, "
+        f"{in_clusters} items{exact}"
+    )

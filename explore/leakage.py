@@ -4,7 +4,9 @@ Each item's split comes from its path (a folder named like a split: ``train``, `
 ... anywhere on the way; the default), or from a table (a CSV/parquet with an ``id`` or ``path``
 column and a ``split`` column), or a mapping of item ids. Duplicates are found with dedup's own
 range search at its calibrated threshold (`index.calibrate`), stored in the collection and reused,
-unless a threshold is given; a pair is a leak when its two items lie in different splits.
+unless a threshold is given; a pair is a leak when its two items lie in different splits. Each
+leaking item is listed once per other split, with its nearest copy there (`leak_pairs`): copies
+are grouped, never paired all with all.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from lookalike.classify.labels import read_item_values
 from lookalike.embedder.sources import SPLIT_NAMES, split_of_path
 from lookalike.errors import LabelError
 from lookalike.index.calibrate import Calibration, calibrated_threshold
-from lookalike.index.dedup import find_duplicates
+from lookalike.index.dedup import Duplicates, find_duplicates
 from lookalike.index.search import Searcher
 
 FOLDERS = "folders"
@@ -108,24 +109,60 @@ def find_leaks(
     if threshold is None:
         calibrated, _, _ = calibrated_threshold(searcher, progress=progress, **calibration)
         threshold = calibrated.threshold
-    pairs = find_duplicates(searcher, threshold, progress=progress).pairs
-    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
-    split_a = np.array([split_of.get(int(i)) for i in a], dtype=object)
-    split_b = np.array([split_of.get(int(i)) for i in b], dtype=object)
-    crossing = np.array(
-        [x is not None and y is not None and x != y for x, y in zip(split_a, split_b, strict=True)],
-        dtype=bool,
-    )
-    distance = pc.cast(pairs["distance"], "float64").to_numpy()[crossing]
+    found = find_duplicates(searcher, threshold, progress=progress)
+    a, b, distance = leak_pairs(found, split_of)
     order = np.argsort(distance, kind="stable")
+    a, b, distance = a[order], b[order], distance[order]
     return Leaks(
-        a=a[crossing][order],
-        b=b[crossing][order],
-        distance=distance[order],
-        split_a=split_a[crossing][order],
-        split_b=split_b[crossing][order],
+        a=a,
+        b=b,
+        distance=distance,
+        split_a=np.array([split_of[int(i)] for i in a], dtype=object),
+        split_b=np.array([split_of[int(i)] for i in b], dtype=object),
         threshold=float(threshold),
         calibration=calibrated,
         splits=counts,
         source=source,
     )
+
+
+def leak_pairs(
+    found: Duplicates, split_of: Mapping[int, str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, distance) arrays: each item with a copy or near-duplicate in another split, paired
+    with its nearest one there (the smallest id of a group). One row per leaking item and other
+    split, never one per pair: 5,000 copies in train and 5,000 in test are 10,000 rows, not 25
+    million."""
+    members = {group[0]: group for group in found.exact}
+    firsts = {head: _first_in_each_split(group, split_of) for head, group in members.items()}
+    near: dict[int, list[tuple[int, float]]] = {}
+    for pair in found.pairs.to_pylist():
+        near.setdefault(pair["a"], []).append((pair["b"], pair["distance"]))
+        near.setdefault(pair["b"], []).append((pair["a"], pair["distance"]))
+        for head in (pair["a"], pair["b"]):
+            firsts.setdefault(head, _first_in_each_split([head], split_of))
+    rows: dict[tuple[int, int], float] = {}
+    for head in firsts:
+        across: dict[str, tuple[float, int]] = {}  # split -> (distance, its nearest item there)
+        for other, distance in [(head, 0.0), *near.get(head, [])]:
+            for split, item in firsts[other].items():
+                across[split] = min(across.get(split, (distance, item)), (distance, item))
+        for item in members.get(head, [head]):
+            own = split_of.get(item)
+            for split, (distance, other) in across.items():
+                if own is not None and split != own:
+                    pair = (min(item, other), max(item, other))
+                    rows[pair] = min(distance, rows.get(pair, distance))
+    a = np.array([pair[0] for pair in rows], np.int64)
+    b = np.array([pair[1] for pair in rows], np.int64)
+    return a, b, np.array(list(rows.values()), np.float64)
+
+
+def _first_in_each_split(group: list[int], split_of: Mapping[int, str]) -> dict[str, int]:
+    """Split -> the smallest id of `group` in it (sorted ids: the first met)."""
+    first: dict[str, int] = {}
+    for item in group:
+        split = split_of.get(item)
+        if split is not None:
+            first.setdefault(split, item)
+    return first

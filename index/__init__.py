@@ -11,6 +11,8 @@ _WHERE = {
     "choose_index": "choose",
     "Duplicates": "dedup",
     "find_duplicates": "dedup",
+    "EqualGroups": "equal",
+    "equal_groups": "equal",
     "Evaluation": "evaluate",
     "evaluate_index": "evaluate",
     "LiveCollection": "live",

@@ -7,9 +7,9 @@ Two distance distributions, both in the collection's own embedding space:
   original's stored vector. This is how far a copy lands.
 - **neighbours**: for a sample of items, the distances to their nearest items, read nearest
   first (with 0 before the first); the largest step between two consecutive distances ends the
-  item's own group of copies (none when the step to the first neighbour is the largest), and the
-  neighbours after it are distinct items. So copies already in the collection do not pass for
-  distinct items.
+  item's own group of copies (none when the step to the first neighbour is the largest; all when
+  no step rises), and the neighbours after it are distinct items. So copies already in the
+  collection do not pass for distinct items.
 
 The threshold is the 99th percentile of the variant distances (recall of realistic copies),
 lowered, where needed, to the largest distance at which at most `FALSE_SHARE` (2 %) of the
@@ -37,10 +37,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from lookalike.durable import store_if_possible, write_atomic
-from lookalike.embedder.preprocess import resized_size
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_file
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
 
+from .equal import equal_groups
 from .search import Filters, Searcher
 from .variants import EDITS, variant_bytes
 
@@ -63,7 +63,8 @@ MayRead = Callable[[Path, str], bool]  # (real path opened, recorded path) -> ma
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
-    bound: str  # "variants" (their 99th percentile), "precision" (lowered for it) or "no items"
+    bound: str  # "variants" (their 99th percentile), "precision" (lowered for it), else unmeasured:
+    # "no items" or "no distinct items" (all copies of one image: threshold 0, never stored)
     layer: str
     scope: str  # which items: "" for all, else the filters (see `scope_of`)
     fingerprint: str
@@ -82,17 +83,38 @@ class Calibration:
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         return cls(**data)
 
+    @property
+    def measured(self) -> bool:
+        """Whether a threshold was measured: not where the scope held under 2 distinct images."""
+        return self.bound in ("variants", "precision")
+
+    @property
+    def worth_keeping(self) -> bool:
+        """Measured, and above 0: a 0 finds only identical items, found at any threshold (and
+        one stored by an older version came from copies taken for distinct items at 0)."""
+        return self.measured and self.threshold > 0
+
     def lines(self) -> list[str]:
         def row(values: dict[str, float]) -> str:
             return ", ".join(f"p{p} {v:.3f}" for p, v in values.items()) or "none"
 
+        scope = self.scope and " with " + self.scope
+        if not self.measured:
+            held = {
+                0: f"no items{scope}",
+                1: f"the 1 item{scope} has nothing to be compared with",
+            }.get(self.items, f"the {self.items} items{scope} are copies of one image")
+            return [
+                f"threshold 0: nothing to calibrate: {held} (nothing stored); identical items "
+                "are one cluster at any threshold"
+            ]
         bound = {
             "variants": f"the {VARIANT_QUANTILE:g}th percentile of copies",
             "precision": f"lowered until at most {FALSE_SHARE:.0%} of pairs are distinct items",
-        }.get(self.bound, "no items to compare")
+        }[self.bound]
         return [
             f"threshold {self.threshold:.3f}: {bound}; calibrated on {self.images} images "
-            f"({self.items} items{self.scope and ' with ' + self.scope}, layer {self.layer}) "
+            f"({self.items} items{scope}, layer {self.layer}) "
             f"in {self.seconds:.1f} s",
             f"  copy to original:        {row(self.variants)}",
             f"  item to nearest distinct: {row(self.distinct)}",
@@ -114,10 +136,12 @@ def calibrate_threshold(
         raise InvalidArgument(f"images must be at least {MIN_IMAGES}, got {images}")
     started = time.perf_counter()
     rng = random.Random(seed)
-    items = _items_in_scope(searcher, filters)
+    items, distinct = _items_in_scope(searcher, filters)
+    if len(distinct) < 2:  # nothing to tell apart: no threshold to measure, none to store
+        return _unmeasured(searcher, filters, len(items), started)
     short_side = 2 * searcher.collection.spec.preprocess.resize
-    originals = _readable_sample(items, images, rng, may_read, max_pixels, short_side)
-    if items and (len(originals) < min(MIN_IMAGES, len(items)) or not originals):
+    originals = _readable_sample(distinct, images, rng, may_read, max_pixels, short_side)
+    if len(originals) < min(MIN_IMAGES, len(distinct)) or not originals:
         raise CannotCalibrate(
             f"only {len(originals)} of the collection's images could be read to calibrate "
             f"(at least {MIN_IMAGES} are needed); give a threshold instead"
@@ -144,10 +168,33 @@ def calibrate_threshold(
     )
 
 
+def _unmeasured(
+    searcher: Searcher, filters: Filters | None, items: int, started: float
+) -> Calibration:
+    """The answer for a scope with under 2 distinct images: threshold 0 (copies are found at any
+    threshold), a bound that says why, nothing measured (so never stored)."""
+    return Calibration(
+        threshold=0.0,
+        bound="no items" if items == 0 else "no distinct items",
+        layer=searcher.layer,
+        scope=scope_of(filters),
+        fingerprint=searcher.collection.spec.fingerprint(),
+        items=items,
+        images=0,
+        variants={},
+        distinct={},
+        by_edit={},
+        seconds=round(time.perf_counter() - started, 2),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
 def _readable_sample(items, count, rng, may_read, max_pixels, short_side) -> list[tuple[int, Any]]:
     """Up to `count` (id, decoded image) of random items whose file still reads as an image,
     each scaled down to `short_side` (twice the model's input: a copy is still larger than what
     the model sees, and 96 decoded 40-megapixel photos would hold 11 GB)."""
+    from lookalike.embedder.preprocess import resized_size  # torch: only where images are varied
+
     order = rng.sample(items, len(items))
     found = []
     for item in order[: count * 3]:
@@ -217,7 +264,8 @@ def neighbourhoods(
     searcher: Searcher, ids: list[int], filters: Filters | None = None
 ) -> Neighbourhoods:
     """Each item's `NEIGHBOURS` nearest others; its group of copies ends at the largest step
-    between consecutive distances (0 counted first: no copies when the first step is the largest)."""
+    between consecutive distances (0 counted first: no copies when the first step is the largest;
+    all of them when none rises: 8 neighbours at 0 are copies, not distinct items at 0)."""
     distances = np.full((len(ids), NEIGHBOURS), np.nan, np.float32)
     for start in range(0, len(ids), 1024):
         block = ids[start : start + 1024]
@@ -226,7 +274,10 @@ def neighbourhoods(
             near = [hit.distance for hit in hits if hit.id != me][:NEIGHBOURS]
             distances[row, : len(near)] = near
     steps = np.diff(np.nan_to_num(distances, nan=-1.0), axis=1, prepend=0.0)
-    return Neighbourhoods(distances, np.argmax(steps, axis=1))
+    present = (~np.isnan(distances)).sum(axis=1)  # no step up at all: every neighbour a copy
+    return Neighbourhoods(
+        distances, np.where(steps.max(axis=1) > 0, np.argmax(steps, axis=1), present)
+    )
 
 
 def _pick(variants: np.ndarray, near: Neighbourhoods) -> tuple[float, str]:
@@ -272,23 +323,32 @@ def _key(layer: str, scope: str) -> str:
     return f"{layer} ({scope})" if scope else layer
 
 
-def _items_in_scope(searcher: Searcher, filters: Filters | None) -> list[dict[str, Any]]:
+def _items_in_scope(
+    searcher: Searcher, filters: Filters | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The items in scope, and one of each group of identical files among them (the images to
+    vary: a thousand copies of one placeholder are one image)."""
     table = searcher.collection.items(["id", "path"])
     if filters:
         table = table.filter(pc.is_in(table["id"], pa.array(searcher.allowed_ids(filters))))
-    return table.to_pylist()
+    representatives = equal_groups(searcher, filters, vectors=False).representatives
+    distinct = table.filter(pc.is_in(table["id"], pa.array(representatives)))
+    return table.to_pylist(), distinct.to_pylist()
 
 
 def load_calibration(searcher: Searcher, filters: Filters | None = None) -> Calibration | None:
     """The stored calibration of the searcher's layer (and filters), if it fits the collection
     as it is now: the same embedder, and an item count within `REUSE_CHANGE` of the calibrated
-    one."""
+    one; never a threshold of 0 (`Calibration.worth_keeping`)."""
     try:
         stored = json.loads((searcher.collection.path / CALIBRATION).read_text())
         calibration = Calibration.from_dict(stored[_key(searcher.layer, scope_of(filters))])
     except (FileNotFoundError, KeyError, TypeError, ValueError):
         return None
-    if calibration.fingerprint != searcher.collection.spec.fingerprint():
+    if (
+        not calibration.worth_keeping
+        or calibration.fingerprint != searcher.collection.spec.fingerprint()
+    ):
         return None
     items = len(searcher.allowed_ids(filters)) if filters else len(searcher.collection)
     return (
@@ -324,11 +384,14 @@ def calibrated_threshold(
     **options: Any,
 ) -> Calibrated:
     """The stored calibration when it still fits (see `load_calibration`), else a new one,
-    stored where the collection's disk allows it (a warning where it does not)."""
+    stored when it measured something and the collection's disk allows it (a warning where it
+    does not)."""
     stored = None if recalibrate else load_calibration(searcher, filters)
     if stored is not None:
         return Calibrated(stored, reused=True, stored=True)
     calibration = calibrate_threshold(searcher, filters=filters, **options)
+    if not calibration.worth_keeping:  # a scope with nothing to measure is asked again next time
+        return Calibrated(calibration, reused=False, stored=False)
     kept = store_if_possible(
         lambda: save_calibration(searcher, calibration),
         f"the calibration of {searcher.collection.path} (threshold {calibration.threshold:.3f})",

@@ -11,15 +11,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lookalike.embedder.backbone import Backbone
-from lookalike.embedder.build import backbone_from_spec
-from lookalike.embedder.images import embed_images
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
 from lookalike.errors import InvalidArgument, SpecMismatch, UnknownItem
 from lookalike.store.collection import Collection
@@ -27,6 +24,11 @@ from lookalike.store.collection import Collection
 from .maintain import exact_index, prepare_index
 from .vector_index import MAX_K, VectorIndex
 from .vector_store import Filters, VectorStore, as_store
+
+if (
+    TYPE_CHECKING
+):  # the embedder (torch) loads on the first image query: id, vector, dedup need none
+    from lookalike.embedder.backbone import Backbone
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,19 @@ class Searcher:
         results = self.vector_store.search(vectors, k, radius, filters or None)
         return [self._hits(scores, ids) for scores, ids in results]
 
+    def within(
+        self, vectors: np.ndarray, threshold: float, filters: Filters | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per vector, (ids, distances) of the items within `threshold`, as arrays: a range
+        search with no `Hit` per result (dedup reads thousands per query)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        results = self.vector_store.search(vectors, None, self._radius(threshold), filters or None)
+        snapshot, found = self._snapshot, []
+        for scores, ids in results:
+            live = snapshot.rows(ids) >= 0  # not deleted between the index search and now
+            found.append((ids[live], self._distances(scores[live])))
+        return found
+
     def search_ids(self, ids: Sequence[int], k: int | None = 10, **options) -> list[list[Hit]]:
         """Neighbours of stored items (each item itself comes first, at distance 0)."""
         return self.search_vectors(self.collection.vectors(ids, self.layer), k, **options)
@@ -191,10 +206,14 @@ class Searcher:
     ) -> dict[str, np.ndarray]:
         """Every layer of the collection's spec for each image, from one forward pass (the
         embedder's one way from an image to vectors: `embedder.images.embed_images`)."""
+        from lookalike.embedder.images import embed_images
+
         return embed_images(self.backbone(), images, max_pixels)
 
     def backbone(self) -> Backbone:
         """The collection's embedder, built on first use (search by vector or id never needs it)."""
+        from lookalike.embedder.build import backbone_from_spec
+
         with self._backbone_lock:
             if self._backbone is None:
                 self._backbone = backbone_from_spec(
@@ -243,6 +262,13 @@ class Searcher:
         if self.metric == "ip":
             return max(0.0, 1.0 - score), score
         return float(np.sqrt(max(score, 0.0))), None
+
+    def _distances(self, scores: np.ndarray) -> np.ndarray:
+        """`_distance` of many scores at once, rounded as hits are."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.metric == "ip":
+            return np.round(np.maximum(0.0, 1.0 - scores), 6)
+        return np.round(np.sqrt(np.maximum(scores, 0.0)), 6)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
         snapshot = self._snapshot

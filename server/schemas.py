@@ -392,7 +392,12 @@ class Cluster(ma.Schema):
 class DuplicatesFound(ma.Schema):
     threshold = ma.fields.Float()
     calibration = ma.fields.Nested(Calibration, allow_none=True)
-    pairs = ma.fields.Integer()
+    pairs = ma.fields.Integer(
+        metadata={"description": "Pairs of items within the threshold (copies' pairs counted)."}
+    )
     items_in_clusters = ma.fields.Integer()
     cluster_count = ma.fields.Integer()
+    exact_groups = ma.fields.Integer(
+        metadata={"description": "Groups of identical items (same vector or file) among them."}
+    )
     clusters = ma.fields.List(ma.fields.Nested(Cluster))

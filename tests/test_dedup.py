@@ -249,7 +249,9 @@ def test_a_threshold_that_pairs_everything_is_refused_before_memory_runs_out(
     digit_collection: Path,
 ) -> None:
     searcher = Searcher.open(digit_collection)
-    with pytest.raises(InvalidArgument, match=r"more than 100 pairs lie within 2\.0"):
+    with pytest.raises(
+        InvalidArgument, match=r"more than 100 pairs of distinct items lie within 2 "
+    ):
         find_duplicates(searcher, 2.0, progress=False, max_pairs=100)  # 36 items: 630 pairs
     answer = (
         create_app(Settings(collections={"d": digit_collection}))

@@ -87,9 +87,10 @@ def duplicates(query: dict, name: str) -> dict:
     return {
         "threshold": threshold,
         "calibration": calibration,
-        "pairs": len(found.pairs),
+        "pairs": found.pair_count,
         "items_in_clusters": sum(len(members) for members in found.clusters),
         "cluster_count": len(found.clusters),
+        "exact_groups": len(found.exact),
         "clusters": [
             {"size": len(members), "items": [searcher.item(i) for i in members[:CLUSTER_ITEMS]]}
             for members in found.clusters[: query["clusters"]]
