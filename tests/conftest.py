@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -239,20 +240,41 @@ def synthetic(tmp_path: Path):
     return make_collection(tmp_path / "c", labels, vectors)
 
 
-@pytest.fixture
-def digit_collection(digit_dir: Path, tmp_path: Path) -> Path:
-    """The digits embedded with the tiny model, labelled by folder."""
+@pytest.fixture(scope="session")
+def embedded_digits(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits embedded with the tiny model, labelled by folder, once a session: copy it
+    (`digit_collection`) before writing to it."""
     from lookalike.jobs.bulk import embed_images
 
-    embed_images(
-        [digit_dir],
-        tmp_path / "digits",
-        TINY,
-        labels_from_folders=True,
-        progress=False,
-        num_workers=0,
-    )
-    return tmp_path / "digits"
+    path = tmp_path_factory.mktemp("embedded") / "digits"
+    embed_images([digit_dir], path, TINY, labels_from_folders=True, progress=False, num_workers=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_digits(embedded_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`embedded_digits` indexed, with a trained classifier `digits`, once a session: copy it
+    (`copy_of`) before serving it to tests that write."""
+    from lookalike.classify.train import train_classifier
+    from lookalike.index import build_index
+    from lookalike.store.collection import Collection
+
+    path = copy_of(embedded_digits, tmp_path_factory.mktemp("served") / "digits")
+    build_index(Collection.open(path), progress=False)
+    train_classifier(path, "digits", folds=3)
+    return path
+
+
+def copy_of(collection: Path, target: Path) -> Path:
+    """A private copy of a collection folder at `target` (its items keep their image paths)."""
+    shutil.copytree(collection, target, symlinks=True)
+    return target
+
+
+@pytest.fixture
+def digit_collection(embedded_digits: Path, tmp_path: Path) -> Path:
+    """The digits embedded with the tiny model, labelled by folder: a private copy."""
+    return copy_of(embedded_digits, tmp_path / "digits")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY
+from conftest import copy_of
 
 from lookalike.checks import FINETUNE, Range, check_range
 from lookalike.classify import Predictor, probe, train_classifier
@@ -21,11 +21,8 @@ from lookalike.cli.distill import distill as distill_command
 from lookalike.cli.finetune import advise as advise_command
 from lookalike.cli.finetune import finetune as finetune_command
 from lookalike.errors import InvalidArgument
-from lookalike.index import build_index
-from lookalike.jobs.bulk import embed_images
 from lookalike.server.app import create_app
 from lookalike.server.settings import Settings
-from lookalike.store.collection import Collection
 from lookalike.training.advise import advise
 from lookalike.training.distill import DistillConfig, split_images
 from lookalike.training.finetune import FinetuneConfig
@@ -228,13 +225,10 @@ def test_cli_defaults_lie_in_their_ranges() -> None:
 
 
 @pytest.fixture(scope="module")
-def served_dir(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Digits embedded with a tiny real model, indexed, with a trained classifier."""
-    path = tmp_path_factory.mktemp("checked") / "digits"
-    embed_images([digit_dir], path, TINY, labels_from_folders=True, progress=False, num_workers=0)
-    build_index(Collection.open(path), progress=False)
-    train_classifier(path, "digits", folds=3)
-    return path
+def served_dir(served_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits embedded with a tiny real model, indexed, with a trained classifier: this module's
+    own copy."""
+    return copy_of(served_digits, tmp_path_factory.mktemp("checked") / "digits")
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, jpeg_bytes, photo, running_server
+from conftest import TINY, copy_of, jpeg_bytes, photo, running_server
 
 from lookalike.classify import train_classifier
-from lookalike.index import build_index
-from lookalike.jobs.bulk import embed_images
 from lookalike.server.app import create_app
 from lookalike.server.serve import serve
 from lookalike.server.settings import Settings
@@ -27,13 +25,10 @@ READ, WRITE = "read-key-1", "write-key-1"
 
 
 @pytest.fixture(scope="module")
-def served_dir(digit_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Digits embedded with a tiny real model, indexed, with a trained classifier."""
-    path = tmp_path_factory.mktemp("served") / "digits"
-    embed_images([digit_dir], path, TINY, labels_from_folders=True, progress=False, num_workers=0)
-    build_index(Collection.open(path), progress=False)
-    train_classifier(path, "digits", folds=3)
-    return path
+def served_dir(served_digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits embedded with a tiny real model, indexed, with a trained classifier: this module's
+    own copy."""
+    return copy_of(served_digits, tmp_path_factory.mktemp("served") / "digits")
 
 
 def make_client(served_dir: Path, **changes):
