@@ -6,12 +6,14 @@ until that one drops it, and then a fresh install breaks."""
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +127,110 @@ def test_every_imported_package_is_declared() -> None:
                     f"{module}: {name} (from {sorted(distributions) or 'nothing installed'})"
                 )
     assert not undeclared, "imported but not declared in pyproject.toml:\n" + "\n".join(undeclared)
+
+
+# marshmallow's documented way to write a field: "Creating a field class" overrides these.
+DOCUMENTED_HOOKS = {"_serialize", "_deserialize"}
+# Folders whose code meets other projects' objects (the server's frameworks, umap-learn).
+FRAMEWORK_FOLDERS = ("server", "server/routes", "explore")
+
+
+def framework_sources() -> list[Path]:
+    return [
+        source for folder in FRAMEWORK_FOLDERS for source in sorted((ROOT / folder).glob("*.py"))
+    ]
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_reaches(source: Path) -> list[str]:
+    """`thing._name` on anything but self/cls/super(), and `getattr(thing, "_name")`."""
+    found = []
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Attribute) and is_private(node.attr):
+            if ast.unparse(node.value) not in ("self", "cls", "super()"):
+                found.append(f"{source.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+            "getattr",
+            "hasattr",
+            "setattr",
+        ):
+            name = node.args[1] if len(node.args) > 1 else None
+            if (
+                isinstance(name, ast.Constant)
+                and isinstance(name.value, str)
+                and is_private(name.value)
+            ):
+                found.append(f"{source.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_private_attributes_of_other_objects_are_read() -> None:
+    reaches = [reach for source in framework_sources() for reach in private_reaches(source)]
+    assert not reaches, "private attributes read (flask-smorest's _apidoc was one):\n" + "\n".join(
+        reaches
+    )
+
+
+def third_party_overrides(module_name: str) -> list[str]:
+    """Private methods that a class of `module_name` overrides on a base from another project."""
+    module = importlib.import_module(module_name)
+    found = []
+    for cls in vars(module).values():
+        if not isinstance(cls, type) or cls.__module__ != module_name:
+            continue
+        bases = [
+            base
+            for base in cls.__mro__[1:]
+            if not base.__module__.startswith(("lookalike", "builtins"))
+        ]
+        for name, value in vars(cls).items():
+            written_here = getattr(value, "__module__", None) == module_name  # not a metaclass's
+            if not (written_here and is_private(name)) or name in DOCUMENTED_HOOKS:
+                continue
+            if any(name in vars(base) for base in bases):
+                found.append(f"{module_name}.{cls.__name__}.{name}")
+    return found
+
+
+def test_no_private_methods_of_dependencies_are_overridden() -> None:
+    overrides = [
+        override
+        for package, folder in PACKAGE_DIRS.items()
+        if folder in FRAMEWORK_FOLDERS
+        for source in sorted((ROOT / folder).glob("*.py"))
+        for override in third_party_overrides(f"{package}.{source.stem}")
+    ]
+    assert not overrides, "private methods of a dependency overridden:\n" + "\n".join(overrides)
+
+
+def test_umap_internals_are_called_by_keyword() -> None:
+    """umap-learn's layout functions are not public API (pinned in pyproject.toml): called by
+    keyword, a reordered or renamed parameter fails loudly instead of computing nonsense."""
+    tree = ast.parse((ROOT / "explore" / "map_place.py").read_text())
+    internal = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("umap.")
+        for alias in node.names
+    }
+    positional = [
+        f"line {node.lineno}: {ast.unparse(node.func)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in internal and node.args
+    ]
+    assert internal and not positional, positional
+
+
+def test_whole_numbers_still_refuse_fractions_through_the_public_hook() -> None:
+    """WholeNumber moved from marshmallow's private `_validated` to `_deserialize`: same answers."""
+    import marshmallow as ma
+
+    from lookalike.server.schemas import WholeNumber
+
+    field = WholeNumber()
+    assert [field.deserialize(value) for value in (3, 3.0, "4")] == [3, 3, 4]
+    with pytest.raises(ma.ValidationError):
+        field.deserialize(1.5)
