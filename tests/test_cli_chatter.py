@@ -42,3 +42,48 @@ def test_map_shows_its_steps_and_not_umaps_internals(labelled: Path) -> None:
     assert not chatter_in(done), chatter_in(done)[:5]
     assert "map: 100%" in done.stderr and "umap" in done.stderr  # the bar named the last step
     assert "laid out 120 items" in done.stdout
+
+
+TINY_MODEL = ("--backbone", "resnet18", "--weights", "none", "--image-size", "64")
+
+
+def test_probe_shows_loading_and_fitting(digit_dir: Path) -> None:
+    """The fits after the embedding pass took most of a probe's time with nothing shown."""
+    done = run_cli("probe", str(digit_dir), *TINY_MODEL, "--folds", "2")
+    assert not chatter_in(done), chatter_in(done)[:5]
+    assert "loading the backbone" in done.stderr
+    assert "fitting probes: 100%" in done.stderr
+    assert "logistic-regression probe" in done.stdout
+
+
+def test_finetune_shows_its_frozen_baseline_and_validation_passes(
+    digit_dir: Path, tmp_path: Path
+) -> None:
+    """The frozen baseline's two passes ran silently before the first batch."""
+    done = run_cli(
+        "finetune",
+        str(digit_dir),
+        "--labels-from-folders",
+        *TINY_MODEL,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert not chatter_in(done), chatter_in(done)[:5]
+    for phase in ("frozen baseline: training split", "frozen baseline: validation split"):
+        assert f"{phase}: 100%" in done.stderr, phase
+    assert "validation: 100%" in done.stderr
+    assert "best: epoch 1" in done.stdout
+
+
+def test_embed_and_audit_print_no_library_chatter(digit_dir: Path, tmp_path: Path) -> None:
+    collection = str(tmp_path / "c")
+    embedded = run_cli(
+        "embed", str(digit_dir), "-c", collection, *TINY_MODEL, "--labels-from-folders"
+    )
+    audited = run_cli("audit", "-c", collection)
+    assert not chatter_in(embedded) and not chatter_in(audited), chatter_in(audited)[:5]
+    assert "audit of" in audited.stdout
