@@ -56,6 +56,7 @@ def test_probe_shows_loading_and_fitting(digit_dir: Path) -> None:
     assert "logistic-regression probe" in done.stdout
 
 
+@pytest.mark.slow  # a fine-tuning run: about 40 s on 2 cores
 def test_finetune_shows_its_frozen_baseline_and_validation_passes(
     digit_dir: Path, tmp_path: Path
 ) -> None:
