@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -105,28 +106,45 @@ def probe_features(
     targets: np.ndarray,
     folds: int = 5,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[ProbeRow]:
-    """Fit the same logistic-regression probe on each (layer, pooling) feature set; best first."""
+    """Fit the same logistic-regression probe on each (layer, pooling) feature set; best first.
+    With `progress`, a bar counts the fits (feature sets x folds): on thousands of images of
+    wide layers they take most of a probe's time."""
     check_ranges({"folds": folds, "seed": seed}, PROBE)
     targets = np.asarray(targets)
     min_count = int(np.bincount(targets).min())
     splits = max(2, min(folds, min_count))
     cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
     rows = []
-    for (layer, pooling), x in features.items():
-        probe = make_model("logreg", len(targets), min_count, seed)
-        scores = cross_val_score(probe, x, targets, cv=cv)
-        rows.append(
-            ProbeRow(
-                layer=layer,
-                pooling=pooling,
-                dim=int(x.shape[1]),
-                accuracy=round(float(scores.mean()), 4),
-                accuracy_std=round(float(scores.std()), 4),
-                knn_recall=round(knn_recall_at_1(x, targets), 4),
+    total = len(features) * splits
+    with tqdm(total=total, unit="fit", desc="fitting probes", disable=not progress) as bar:
+        for (layer, pooling), x in features.items():
+            bar.set_postfix_str(f"{layer}/{pooling}")
+            probe = make_model("logreg", len(targets), min_count, seed)
+            scores = _cross_validated(probe, x, targets, cv, bar)
+            rows.append(
+                ProbeRow(
+                    layer=layer,
+                    pooling=pooling,
+                    dim=int(x.shape[1]),
+                    accuracy=round(float(scores.mean()), 4),
+                    accuracy_std=round(float(scores.std()), 4),
+                    knn_recall=round(knn_recall_at_1(x, targets), 4),
+                )
             )
-        )
     return sorted(rows, key=lambda row: (-row.accuracy, -row.knn_recall))
+
+
+def _cross_validated(
+    probe: Any, x: np.ndarray, targets: np.ndarray, cv: StratifiedKFold, bar: tqdm
+) -> np.ndarray:
+    """Accuracy on each fold (what `cross_val_score` gives), one tick of `bar` a fit."""
+    scores = []
+    for train, test in cv.split(x, targets):
+        scores.append(clone(probe).fit(x[train], targets[train]).score(x[test], targets[test]))
+        bar.update()
+    return np.array(scores)
 
 
 def candidate_layers(
@@ -173,30 +191,44 @@ def embed_for_probe(
     arguments = {**embedder, "normalize": False}
     arguments.pop("layers", None)
     arguments.pop("pooling", None)
+    pieces: dict[tuple[str, str], list[np.ndarray]] = {}
+    labels: list[str] = []
+    pipeline = DataLoaderPipeline(batch_size=batch_size)
+    with tqdm(total=len(sources), unit="img", desc="probing", disable=not progress) as bar:
+        bar.set_postfix_str("loading the backbone")
+        backbone = _probe_backbone(arguments, layers)
+        bar.set_postfix_str("")
+        with backbone:
+            for batch in pipeline.batches(sources, backbone.spec.preprocess):
+                bar.update(len(batch.items) + len(batch.failures))
+                if not batch.items:
+                    continue
+                labels += [item["label"] for item in batch.items]
+                _add_features(backbone.feature_maps(batch.pixels), poolings, pieces)
+    return {key: np.concatenate(parts) for key, parts in pieces.items()}, labels
+
+
+def _add_features(
+    feature_maps: Mapping[str, torch.Tensor],
+    poolings: Sequence[str],
+    pieces: dict[tuple[str, str], list[np.ndarray]],
+) -> None:
+    """A batch's features, each layer pooled every way, appended to `pieces[(layer, pooling)]`."""
+    for layer, maps in feature_maps.items():
+        module, own = split_layer(layer, "")  # `blocks.5/gem`: that pooling only
+        ways = (own,) if own else poolings if maps.dim() > 2 else ("-",)
+        for way in ways:
+            vector = maps if way == "-" else pool(maps, way)
+            pieces.setdefault((module, way), []).append(vector.float().cpu().numpy())
+
+
+def _probe_backbone(arguments: dict[str, Any], layers: Sequence[str] | None) -> Any:
+    """The backbone hooked at `layers` and its output (default: `candidate_layers`)."""
     if not layers:
         probe_model = get_backbone(**arguments)
         layers = candidate_layers(probe_model.model, probe_model.spec.preprocess.crop)
         probe_model.close()
-    backbone = get_backbone(**arguments, layers=[*layers, OUTPUT_LAYER])
-    pieces: dict[tuple[str, str], list[np.ndarray]] = {}
-    labels: list[str] = []
-    pipeline = DataLoaderPipeline(batch_size=batch_size)
-    with (
-        backbone,
-        tqdm(total=len(sources), unit="img", desc="probing", disable=not progress) as bar,
-    ):
-        for batch in pipeline.batches(sources, backbone.spec.preprocess):
-            bar.update(len(batch.items) + len(batch.failures))
-            if not batch.items:
-                continue
-            labels += [item["label"] for item in batch.items]
-            for layer, maps in backbone.feature_maps(batch.pixels).items():
-                module, own = split_layer(layer, "")  # `blocks.5/gem`: that pooling only
-                ways = (own,) if own else poolings if maps.dim() > 2 else ("-",)
-                for way in ways:
-                    vector = maps if way == "-" else pool(maps, way)
-                    pieces.setdefault((module, way), []).append(vector.float().cpu().numpy())
-    return {key: np.concatenate(parts) for key, parts in pieces.items()}, labels
+    return get_backbone(**arguments, layers=[*layers, OUTPUT_LAYER])
 
 
 def probe(
@@ -221,7 +253,7 @@ def probe(
     found = LabelledItems(np.arange(len(labels)), np.asarray(labels, dtype=object), "decoded")
     check_trainable(found)
     targets = np.searchsorted(found.classes, found.labels.astype(str))
-    rows = probe_features(features, targets, folds, seed)
+    rows = probe_features(features, targets, folds, seed, progress)
     splits = max(2, min(folds, int(np.bincount(targets).min())))
     return ProbeReport(rows, len(targets), found.classes, splits, time.perf_counter() - started)
 

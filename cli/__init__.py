@@ -47,6 +47,26 @@ class LookalikeGroup(click.Group):
             self.add_command(_command(name), name)
         return self.commands.get(name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's command list, written from `SUMMARIES`: `lookalike --help` imports no command
+        module (they bring torch, scikit-learn, pyarrow: seconds)."""
+        listed = [(name, self.listed_command(ctx, name)) for name in self.list_commands(ctx)]
+        listed = [(name, command) for name, command in listed if command and not command.hidden]
+        if not listed:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in listed)
+        with formatter.section("Commands"):
+            formatter.write_dl(
+                [(name, command.get_short_help_str(limit)) for name, command in listed]
+            )
+
+    def listed_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The command if it is loaded, else a stand-in carrying its summary (the command itself
+        when it has none)."""
+        if name in self.commands or name not in SUMMARIES:
+            return self.get_command(ctx, name)
+        return click.Command(name, help=SUMMARIES[name])
+
 
 def stdout_closed(error: Exception) -> bool:
     """Whether `error` is a write to a standard output whose reader has gone (a pipe to `head`
@@ -96,6 +116,31 @@ COMMANDS = {
     "distill": "distill",
     "audit": "audit",
     "map": "map",
+}
+
+
+# Each command's first sentence, for `lookalike --help` without importing its module;
+# tests/test_cli_startup.py checks each against the command's own help.
+SUMMARIES = {
+    "advise": "Recommend head, partial, gradual or full fine-tuning for a labelled dataset, and why.",
+    "audit": "Audit a collection: likely label errors (cleanlab on cross-validated probabilities), outliers (mean distance to the k nearest items) and near-duplicates across splits.",
+    "backbones": "List backbone names (hub:<repo>:<entry> and checkpoint files work too).",
+    "classifiers": "List the classifiers saved in a collection.",
+    "dedup": "Find every pair of near-duplicate items and group them into clusters.",
+    "demo": "Embed a small real image set (digits, photos); search it; train and use a digit classifier.",
+    "distill": "Train --student to reproduce --teacher's embeddings of the images in --data; report its recall@10 of the teacher's neighbours on held-out images and its speed against the teacher.",
+    "embed": "Bring a collection in step with the images under IMAGES (folders, image files, or listings: .csv or .parquet files with a 'path' column and an optional 'label'): new and changed files embedded, with --prune files gone removed; resumable, and a second run into the same collection waits for the first.",
+    "finetune": "Fine-tune a backbone on labelled images; the best epoch becomes an embedder.",
+    "index": "Build, update, evaluate and describe a collection's FAISS index; push it to Milvus.",
+    "info": "Describe a collection: its embedder spec, size, labels, splits and failures.",
+    "layers": "List the hookable layers of BACKBONE with their output shapes for one image.",
+    "map": "Lay out the collection in 2-D (PCA, then UMAP with a fixed seed) and draw it.",
+    "predict": "Class probabilities and labelled neighbours for IMAGES (new files) and/or --id items.",
+    "probe": "Rank layers and poolings by how well a linear probe (and kNN) separates the labels.",
+    "remove": "Remove items (by id, and/or --missing) from a collection; its saved index follows.",
+    "search": "Find the items most like IMAGES (files) and/or stored items (--id).",
+    "serve": "Serve COLLECTIONS (DIR or NAME=DIR) over HTTP with gunicorn; settings also from LOOKALIKE_*.",
+    "train": "Train a classifier on the collection's cached embeddings (the backbone never runs).",
 }
 
 

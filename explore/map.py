@@ -19,12 +19,15 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lookalike.checks import check_range
 from lookalike.durable import atomic_path, disk_errors
@@ -185,22 +188,31 @@ def compute_map(
 def _fit(
     collection: Collection, layer: str, params: MapParams, progress: bool
 ) -> tuple[EmbeddingMap, dict[str, float]]:
-    """PCA (streamed over the shards), the k-NN graph (FAISS), then UMAP's layout."""
-    seconds, start = {}, time.perf_counter()
-    ids, reduced, mean, components = _reduce(collection, layer, params.pca_dims)
-    seconds["pca"] = time.perf_counter() - start
-    start = time.perf_counter()
-    neighbours = min(params.neighbours, len(ids) - 1)
-    graph = nearest_neighbours(reduced, neighbours)
-    seconds["neighbours"] = time.perf_counter() - start
-    start = time.perf_counter()
-    xy = _layout(reduced, graph, params, progress)
-    seconds["umap"] = time.perf_counter() - start
+    """PCA (streamed over the shards), the k-NN graph (FAISS), then UMAP's layout; with
+    `progress`, a bar naming the step it is on (UMAP's own output is a screen of arrays)."""
+    seconds: dict[str, float] = {}
+    with tqdm(total=3, desc="map", unit="step", disable=not progress) as bar:
+        with _step("pca", bar, seconds):
+            ids, reduced, mean, components = _reduce(collection, layer, params.pca_dims)
+        with _step("neighbours", bar, seconds):
+            graph = nearest_neighbours(reduced, min(params.neighbours, len(ids) - 1))
+        with _step("umap", bar, seconds):
+            xy = _layout(reduced, graph, params)
     log.info("laid out %d items of layer %s in %.1f s", len(ids), layer, sum(seconds.values()))
     emap = EmbeddingMap(
         layer, collection.spec.fingerprint(), params, ids, xy, len(ids), mean, components, reduced
     )
     return emap, seconds
+
+
+@contextmanager
+def _step(name: str, bar: tqdm, seconds: dict[str, float]) -> Iterator[None]:
+    """One step of a fit: named on `bar` while it runs, its time recorded in `seconds`."""
+    bar.set_postfix_str(name)
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
+    bar.update()
 
 
 def _reduce(
@@ -222,7 +234,7 @@ def _reduce(
 
 
 def _layout(
-    reduced: np.ndarray, graph: tuple[np.ndarray, np.ndarray], params: MapParams, progress: bool
+    reduced: np.ndarray, graph: tuple[np.ndarray, np.ndarray], params: MapParams
 ) -> np.ndarray:
     """UMAP's layout of `reduced` over its k-NN `graph` (indices, distances)."""
     import umap
@@ -233,7 +245,7 @@ def _layout(
         random_state=params.seed,
         n_jobs=1,  # a seed makes UMAP serial anyway; saying so keeps it from warning
         precomputed_knn=graph,
-        verbose=progress,
+        verbose=False,  # True prints UMAP's repr (the k-NN arrays) and timestamps to stdout
         init="spectral" if len(reduced) > 2 * params.neighbours else "random",
     )
     with warnings.catch_warnings():  # "transform will be unavailable": `place` does it

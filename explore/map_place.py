@@ -90,34 +90,38 @@ def place(
     index.add(np.ascontiguousarray(reference, np.float32))
     squared, found = index.search(np.ascontiguousarray(queries, np.float32), k)
     distances = np.sqrt(np.maximum(squared, 0)).astype(np.float32)
-    sigmas, rhos = smooth_knn_dist(distances, float(k), local_connectivity=0.0)
+    sigmas, rhos = smooth_knn_dist(distances=distances, k=float(k), local_connectivity=0.0)
     rows, cols, values, _ = compute_membership_strengths(
-        found.astype(np.int32), distances, sigmas, rhos, bipartite=True
+        knn_indices=found.astype(np.int32),
+        knn_dists=distances,
+        sigmas=sigmas,
+        rhos=rhos,
+        bipartite=True,
     )
     shape = (len(queries), len(reference))
     graph = scipy.sparse.coo_matrix((values, (rows, cols)), shape=shape)
     start = graph.tocsr()
     start.eliminate_zeros()
     layout = np.ascontiguousarray(reference_xy, np.float32)
-    xy = init_graph_transform(start, layout).astype(np.float32)
+    xy = init_graph_transform(graph=start, embedding=layout).astype(np.float32)
     epochs = 100 if len(queries) <= 10_000 else 30
     graph.data[graph.data < graph.data.max() / float(epochs)] = 0.0
     graph.eliminate_zeros()
-    a, b = find_ab_params(1.0, min_dist)
+    a, b = find_ab_params(spread=1.0, min_dist=min_dist)
     rng_state = np.random.RandomState(seed).randint(INT32_MIN, INT32_MAX, 3).astype(np.int64)
     return optimize_layout_euclidean(
-        xy,
-        layout.copy(),
-        graph.row,
-        graph.col,
-        epochs,
-        len(reference),
-        make_epochs_per_sample(graph.data, epochs),
-        a,
-        b,
-        rng_state,
-        1.0,  # repulsion strength, UMAP's default
-        1.0 / 4.0,  # UMAP's transform: a quarter of the fit's learning rate
-        5,  # negative sample rate, UMAP's default
-        False,  # not parallel: the seed decides the result
+        head_embedding=xy,
+        tail_embedding=layout.copy(),
+        head=graph.row,
+        tail=graph.col,
+        n_epochs=epochs,
+        n_vertices=len(reference),
+        epochs_per_sample=make_epochs_per_sample(weights=graph.data, n_epochs=epochs),
+        a=a,
+        b=b,
+        rng_state=rng_state,
+        gamma=1.0,  # repulsion strength, UMAP's default
+        initial_alpha=1.0 / 4.0,  # UMAP's transform: a quarter of the fit's learning rate
+        negative_sample_rate=5,  # UMAP's default
+        parallel=False,  # the seed decides the result
     )

@@ -16,7 +16,7 @@ from . import schemas
 from .auth import check_api_key
 from .errors import PROBLEM_TYPE, from_http_exception, problem, register_error_handlers
 from .jobs import JobBounds, JobRunner
-from .json import OrjsonProvider
+from .json import TAKES_JSON, OrjsonProvider
 from .limits import install_rate_limits
 from .metrics import install_metrics
 from .routes import audit, classifiers, collections, health, jobs, maps, page, search
@@ -36,13 +36,12 @@ def is_json_type(mimetype: str) -> bool:
 
 
 def takes_json(view: Callable | None, method: str) -> bool:
-    """Whether `view` parses its body as JSON: flask-smorest's `arguments` (default location json)
-    records its parameters on the view function (a MethodView: on the method's function)."""
+    """Whether `view` parses its body as JSON (marked by `json.Blueprint.arguments`; a MethodView:
+    on the method's function)."""
     view_class = getattr(view, "view_class", None)
     if view_class is not None:
         view = getattr(view_class, method.lower(), None)
-    arguments = getattr(view, "_apidoc", {}).get("arguments", {})
-    return any(parameter.get("in") == "json" for parameter in arguments.get("parameters", ()))
+    return getattr(view, TAKES_JSON, False)
 
 
 def has_body() -> bool:
@@ -71,6 +70,24 @@ class JsonBodyResponses(BasePlugin):
                 operation.setdefault("responses", {})[415] = "UNSUPPORTED_MEDIA_TYPE"
 
 
+class ProblemResponses(BasePlugin):
+    """flask-smorest's per-status error responses (components), documented as problem+json: the
+    error schema moved from the default content type to PROBLEM_TYPE, and none on statuses below
+    400 (not errors)."""
+
+    NOT_ERRORS = frozenset(status.phrase for status in http.HTTPStatus if status < 400)
+
+    def response_helper(self, response: dict, **kwargs) -> dict:
+        content = response.get("content", {})
+        if response.get("description") in self.NOT_ERRORS:
+            return {"content": {}}
+        return {
+            "content": {
+                PROBLEM_TYPE if is_json_type(kind) else kind: body for kind, body in content.items()
+            }
+        }
+
+
 class ProblemApi(Api):
     """flask-smorest, with its HTTP errors (422 validation included) answered as problem+json."""
 
@@ -78,19 +95,6 @@ class ProblemApi(Api):
 
     def handle_http_exception(self, error):
         return from_http_exception(error)
-
-    def _register_responses(self) -> None:
-        """flask-smorest's per-status error responses, documented as problem+json."""
-        for status in http.HTTPStatus:
-            response: dict = {"description": status.phrase}
-            if status >= 400:
-                response["content"] = {PROBLEM_TYPE: {"schema": self.ERROR_SCHEMA}}
-            self.spec.components.response(status.name, response, lazy=True)
-        self.spec.components.response(
-            "DEFAULT_ERROR",
-            {"description": "An error", "content": {PROBLEM_TYPE: {"schema": self.ERROR_SCHEMA}}},
-            lazy=True,
-        )
 
 
 def job_bounds(settings: Settings) -> JobBounds:
@@ -128,7 +132,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                 }
             },
             "security": [{"bearer": []}, {"apiKey": []}],
-            "extra_plugins": [JsonBodyResponses()],
+            "extra_plugins": [ProblemResponses(), JsonBodyResponses()],
         },
     )
     register_error_handlers(app)

@@ -3,6 +3,7 @@ multipart bodies (form fields + files) validated by one schema."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import flask
@@ -11,11 +12,12 @@ import marshmallow as ma
 import orjson
 from flask.json.provider import DefaultJSONProvider
 from webargs import core
-from webargs.flaskparser import FlaskParser, is_json_request
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 
 DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+TAKES_JSON = "lookalike_takes_json"  # set on a view whose arguments come from a JSON body
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -39,10 +41,17 @@ class OrjsonParser(FlaskParser):
     def _load_multipart(self, req: flask.Request, schema: ma.Schema) -> Any:
         return MultiDictProxy(CombinedMultiDict([req.form, req.files]), schema)
 
-    def _raw_load_json(self, req: flask.Request) -> Any:
+    def load_json(self, req: flask.Request, schema: ma.Schema) -> Any:
+        """The JSON body (`missing` when there is none, or it is not JSON); invalid JSON is a 400."""
         if not is_json_request(req):
             return core.missing
-        return orjson.loads(req.get_data(cache=True))
+        body = req.get_data(cache=True)
+        if not body:
+            return core.missing
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            abort(400, exc=error, messages={"json": ["Invalid JSON body."]})
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -53,3 +62,16 @@ class Blueprint(flask_smorest.Blueprint):
         **flask_smorest.Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
         "multipart": "multipart/form-data",
     }
+
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Callable:
+        """flask-smorest's `arguments`, marking a view that reads a JSON body (`TAKES_JSON`), so
+        the app can answer another content type with 415 (`app.refuse_non_json`)."""
+        document = super().arguments(schema, location=location, **kwargs)
+
+        def decorator(view: Callable) -> Callable:
+            wrapper = document(view)
+            if location == "json":
+                setattr(wrapper, TAKES_JSON, True)
+            return wrapper
+
+        return decorator

@@ -43,10 +43,10 @@ class WholeNumber(ma.fields.Integer):
     1.5 as 1, so `{"id": 1.5}` searched from item 1). Integer strings stay valid: multipart form
     fields are strings."""
 
-    def _validated(self, value):
+    def _deserialize(self, value, attr, data, **kwargs) -> int:
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid", input=value)
-        return super()._validated(value)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class File(Upload):

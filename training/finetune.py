@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from lookalike.checks import FINETUNE, check_ranges
 from lookalike.embedder.backbone import best_device
@@ -260,7 +263,9 @@ class Trainer:
 
     # ----- training ---------------------------------------------------------------------------
 
-    def frozen_features(self, images: LabelledImages) -> tuple[np.ndarray, np.ndarray]:
+    def frozen_features(
+        self, images: LabelledImages, description: str
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The frozen backbone's features of `images` (embedding preprocessing), and targets."""
         self.model.eval()
         features, targets = [], []
@@ -269,24 +274,29 @@ class Trainer:
             shuffle=False, seed=self.config.seed, workers=self.config.workers,
         )  # fmt: skip
         with torch.inference_mode(), autocast_for(self.device):
-            for batch in batches:
+            for batch in self.shown(batches, description):
                 if len(batch.targets):
                     pixels = batch.pixels.to(self.device, memory_format=torch.channels_last)
                     features.append(self.model.body(pixels).float().cpu())
                     targets.append(batch.targets)
         return torch.cat(features).numpy(), torch.cat(targets).numpy()
 
+    def shown(self, batches: DataLoader, description: str) -> Iterable[Batch]:
+        """`batches` with a progress bar (when `progress`): a pass over a split without one
+        leaves a user looking at a still terminal for a minute."""
+        return tqdm(batches, desc=description, unit="batch", disable=not self.progress, leave=False)
+
     def fit_frozen_probe(self) -> Pipeline:
         """A logistic-regression probe of the frozen features, fitted on the training split and
         scored on the validation split: the baseline (``frozen_val_accuracy``) the run must
         beat, the same figure a head alone on cached features gets."""
         torch.manual_seed(self.config.seed)
-        x, y = self.frozen_features(self.train_images)
+        x, y = self.frozen_features(self.train_images, "frozen baseline: training split")
         probe = make_pipeline(
             StandardScaler(),
             LogisticRegression(C=PROBE_C, tol=1e-3, max_iter=1000, random_state=self.config.seed),
         ).fit(x, y)
-        x_val, y_val = self.frozen_features(self.val_images)
+        x_val, y_val = self.frozen_features(self.val_images, "frozen baseline: validation split")
         self.report.frozen_val_accuracy = round(float(probe.score(x_val, y_val)), 4)
         return probe
 
@@ -359,7 +369,7 @@ class Trainer:
             self.val_images, eval_transform(self.preprocess), self.config.batch_size,
             shuffle=False, seed=seed, workers=self.config.workers,
         )  # fmt: skip
-        val_accuracy, _ = accuracy(self.model, val_batches, self.device)
+        val_accuracy, _ = accuracy(self.model, self.shown(val_batches, "validation"), self.device)
         record = EpochRecord(
             epoch=epoch + 1,  # counted from 1, as printed
             unfrozen=unfrozen,
