@@ -29,6 +29,17 @@ PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 TINY = {"name": "resnet18", "weights": None, "image_size": 64}
 
 
+# Fixtures that start a server of their own (Milvus Lite: slow to start, slow to answer): a test
+# using one is `slow`, so `pytest -m "not slow"` stays the fast loop.
+SLOW_FIXTURES = frozenset({"milvus_uri"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """ONNX exports made without a collection go to a temporary cache, not the user's."""

@@ -51,6 +51,7 @@ def call(url: str, body: dict | None = None) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
+@pytest.mark.slow
 def test_an_audit_job_on_a_real_server_then_get(split_digits: Path) -> None:
     with running_server({"digits": split_digits}) as (base, output):
         status, missing = call(base + AUDIT)

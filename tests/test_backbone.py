@@ -22,6 +22,7 @@ HUB_REPO = Path(__file__).parent / "fixtures" / "hubrepo"
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "width"),
     [
@@ -64,6 +65,7 @@ def test_head_removal_never_slices_children() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n", "resize", "crop"), [(0, 256, 224), (1, 272, 240), (2, 292, 260)])
 def test_lite_wheel_weights_classify_chelsea_as_a_cat(n: int, resize: int, crop: int) -> None:
     """The offline default (Lite0), and Lite1 and Lite2 (teachers to distil from), load offline

@@ -22,6 +22,9 @@ from lookalike.index.store import index_dir
 from lookalike.index.vector_index import VectorIndex
 from lookalike.store.collection import Collection
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 N, D = 100_000, 768  # 293 MiB of raw vectors
 BUDGET = 80 * 2**20  # what an IVF,SQ8 index of them needs (83 MB), far under the raw vectors
 # Besides the index (the budget) a build holds two blocks (one added, one read: 1/8 of the budget)

@@ -89,6 +89,7 @@ def test_a_collection_made_with_named_layers_keeps_them(photo_dir: Path, tmp_pat
     assert len(collection) == 4
 
 
+@pytest.mark.slow
 def test_second_run_skips_done_and_known_bad_and_retries_on_request(mixed_dir, tmp_path) -> None:
     root, bad, good = mixed_dir
     embed([root], tmp_path / "c")
@@ -126,6 +127,7 @@ class StopAfter:
             yield batch
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_duplicates_or_gaps(tmp_path: Path) -> None:
     from lookalike.embedder.pipeline import DataLoaderPipeline
 
@@ -144,6 +146,7 @@ def test_interrupted_run_resumes_without_duplicates_or_gaps(tmp_path: Path) -> N
     assert_complete(Collection.open(tmp_path / "c"), [str(p) for p in folder.iterdir()])
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     """SIGKILL a real `lookalike embed` process after its third shard; the rerun completes it."""
     folder = write_noise_images(tmp_path / "images", 60)
@@ -190,6 +193,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     assert_complete(collection, [str(p) for p in folder.iterdir()])
 
 
+@pytest.mark.slow
 def test_other_backbone_or_layer_is_refused(photo_dir: Path, tmp_path: Path) -> None:
     embed([photo_dir], tmp_path / "c")
     with pytest.raises(SpecMismatch, match="layers"):
@@ -208,6 +212,7 @@ def write_noise_images(folder: Path, count: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_deleted_items_stay_deleted_when_the_folder_is_embedded_again(
     mixed_dir, tmp_path: Path
 ) -> None:
@@ -220,6 +225,7 @@ def test_deleted_items_stay_deleted_when_the_folder_is_embedded_again(
     assert len(Collection.open(tmp_path / "c")) == first.embedded - 1
 
 
+@pytest.mark.slow
 def test_resuming_with_the_same_weights_option_and_no_name(mixed_dir, tmp_path: Path) -> None:
     root, _, _ = mixed_dir
     options = {"weights": None, "image_size": 64}  # the default backbone, random init

@@ -169,6 +169,7 @@ def test_names_existing_unknown_and_bad(synthetic: Collection) -> None:
 # ----- prediction on real embeddings ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_new_images_and_stored_items(
     digit_collection: Path, digit_dir: Path, tmp_path: Path
 ) -> None:
@@ -220,6 +221,7 @@ def test_probe_ranks_the_planted_informative_layer_first() -> None:
     assert all(r.accuracy < 0.7 for r in rows[1:])
 
 
+@pytest.mark.slow
 def test_probe_a_labelled_folder_with_a_real_model(digit_dir: Path) -> None:
     report = probe_folder(
         digit_dir, embedder=TINY, poolings=("avg", "max"), folds=3, progress=False
@@ -237,6 +239,7 @@ def test_probe_a_labelled_folder_with_a_real_model(digit_dir: Path) -> None:
 # ----- the command line -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_train_predict_list_and_errors(digit_collection: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
@@ -279,6 +282,7 @@ def test_cli_train_predict_list_and_errors(digit_collection: Path, tmp_path: Pat
     assert result.exit_code == 1 and "no classifier named 'zzz'" in result.output
 
 
+@pytest.mark.slow
 def test_cli_probe_collection_writes_a_chart(digit_collection: Path) -> None:
     result = CliRunner().invoke(
         main,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -31,6 +32,7 @@ def test_embed_then_info(mixed_dir, tmp_path: Path) -> None:
     assert f"failed       {len(bad)}" in info.output
 
 
+@pytest.mark.slow
 def test_mismatched_spec_is_a_one_line_error(photo_dir: Path, tmp_path: Path) -> None:
     assert run("embed", photo_dir, "-c", tmp_path / "c", *TINY_ARGS, "-q").exit_code == 0
     result = run("embed", photo_dir, "-c", tmp_path / "c", "--layer", "layer4", "-q")

@@ -37,6 +37,7 @@ def labelled(tmp_path: Path) -> Path:
     return make_collection(tmp_path / "c", labels, vectors).path
 
 
+@pytest.mark.slow
 def test_map_shows_its_steps_and_not_umaps_internals(labelled: Path) -> None:
     done = run_cli("map", "-c", str(labelled))
     assert not chatter_in(done), chatter_in(done)[:5]
@@ -47,6 +48,7 @@ def test_map_shows_its_steps_and_not_umaps_internals(labelled: Path) -> None:
 TINY_MODEL = ("--backbone", "resnet18", "--weights", "none", "--image-size", "64")
 
 
+@pytest.mark.slow
 def test_probe_shows_loading_and_fitting(digit_dir: Path) -> None:
     """The fits after the embedding pass took most of a probe's time with nothing shown."""
     done = run_cli("probe", str(digit_dir), *TINY_MODEL, "--folds", "2")
@@ -80,6 +82,7 @@ def test_finetune_shows_its_frozen_baseline_and_validation_passes(
     assert "best: epoch 1" in done.stdout
 
 
+@pytest.mark.slow
 def test_embed_and_audit_print_no_library_chatter(digit_dir: Path, tmp_path: Path) -> None:
     collection = str(tmp_path / "c")
     embedded = run_cli(

@@ -52,6 +52,7 @@ def found_pairs(searcher: Searcher, threshold: float) -> set:
     return {tuple(sorted((name[a], name[b]))) for a, b in pairs}
 
 
+@pytest.mark.slow
 def test_the_calibrated_threshold_finds_the_planted_copies(planted) -> None:
     collection_dir, truth = planted
     searcher = Searcher.open(collection_dir)
@@ -72,6 +73,7 @@ def test_the_calibrated_threshold_finds_the_planted_copies(planted) -> None:
     }
 
 
+@pytest.mark.slow
 def test_the_calibration_is_stored_reused_and_redone_when_the_collection_grew(
     planted_copy: Path, tmp_path: Path
 ) -> None:
@@ -94,6 +96,7 @@ def test_the_calibration_is_stored_reused_and_redone_when_the_collection_grew(
     assert not reused and redone.items == len(grown.collection) == 64
 
 
+@pytest.mark.slow
 def test_images_it_may_not_read_are_skipped_and_none_left_is_a_clear_error(planted) -> None:
     """`may_read` stands for files outside the allowed roots (the server's rule for thumbnails)."""
     searcher = Searcher.open(planted[0])
@@ -107,6 +110,7 @@ def test_images_it_may_not_read_are_skipped_and_none_left_is_a_clear_error(plant
         calibrate_threshold(searcher, images=8, progress=False, may_read=lambda *_: False)
 
 
+@pytest.mark.slow
 def test_distinct_items_closer_than_copies_cap_the_threshold(
     digit_dir: Path, tmp_path: Path
 ) -> None:
@@ -120,6 +124,7 @@ def test_distinct_items_closer_than_copies_cap_the_threshold(
     assert len(found.pairs) <= 2, calibration.lines()  # 36 distinct digits, no copies
 
 
+@pytest.mark.slow
 def test_cli_dedup_calibrates_with_no_threshold_and_says_how(planted_copy: Path) -> None:
     collection_dir = planted_copy
     runner = CliRunner()
@@ -144,6 +149,7 @@ def test_cli_dedup_with_no_readable_image_says_what_to_do(tmp_path: Path, photo_
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_api_duplicates_calibrated_or_given(planted_copy: Path) -> None:
     collection_dir = planted_copy
     app = create_app(Settings(collections={"p": collection_dir}))
@@ -170,6 +176,7 @@ def test_api_duplicates_calibrated_or_given(planted_copy: Path) -> None:
         assert refused.status_code == 422 and refused.mimetype == "application/problem+json", bad
 
 
+@pytest.mark.slow
 def test_dedup_within_a_label_or_folder_calibrates_on_those_items_only(
     planted_copy: Path, tmp_path: Path
 ) -> None:

@@ -156,6 +156,7 @@ def test_losses_and_the_kl_term() -> None:
     assert distill_loss(other, vectors, with_kl, classifier) > distill_loss(other, vectors, TINY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, kl_weight", [("cosine", 0.0), ("cosine+mse", 0.5)])
 def test_loss_falls_over_a_few_steps(images, loss: str, kl_weight: float) -> None:
     config = dataclasses.replace(
@@ -234,6 +235,7 @@ def test_distill_reports_and_writes_its_files(image_dir: Path, tmp_path: Path) -
     assert "recall@5" in report.summary()
 
 
+@pytest.mark.slow
 def test_cli_distills_then_embeds_with_the_student(image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "student"
     arguments = [

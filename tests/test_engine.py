@@ -93,6 +93,7 @@ def test_a_corrupt_cached_file_is_rebuilt(tmp_path: Path, caplog) -> None:
     assert "does not load or run" in caplog.text and path.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_drifted_cached_file_is_refused_and_rebuilt(tmp_path: Path, caplog) -> None:
     get_backbone(**TINY, device="cpu", engine="onnx", collection_dir=tmp_path).close()
     [path] = engine_files(tmp_path)
@@ -108,6 +109,7 @@ def test_a_drifted_cached_file_is_refused_and_rebuilt(tmp_path: Path, caplog) ->
     assert "drifts from torch" in caplog.text and path.read_bytes() != drifted
 
 
+@pytest.mark.slow
 def test_a_refused_engine_falls_back_to_torch_under_auto_and_raises_under_onnx(
     tmp_path: Path, caplog
 ) -> None:
@@ -124,6 +126,7 @@ def test_a_refused_engine_falls_back_to_torch_under_auto_and_raises_under_onnx(
             use_engine(backbone, "tensorrt")
 
 
+@pytest.mark.slow
 def test_bulk_job_on_onnx_gives_the_torch_collection(mixed_dir, tmp_path: Path) -> None:
     root, bad, good = mixed_dir
     reports = {
@@ -144,6 +147,7 @@ def test_bulk_job_on_onnx_gives_the_torch_collection(mixed_dir, tmp_path: Path) 
     assert len(engine_files(tmp_path / "onnx")) == 1 and not engine_files(tmp_path / "torch")
 
 
+@pytest.mark.slow
 def test_search_embeds_queries_on_the_collection_engine(photo_dir: Path, tmp_path: Path) -> None:
     embed_images([photo_dir], tmp_path / "c", TINY, progress=False)
     build_index(Collection.open(tmp_path / "c"), progress=False)
@@ -157,6 +161,7 @@ def test_search_embeds_queries_on_the_collection_engine(photo_dir: Path, tmp_pat
     assert on_torch.backbone().engine_name == "torch"
 
 
+@pytest.mark.slow
 def test_draft_decoding_of_a_large_jpeg_embeds_like_full_decoding() -> None:
     retina = photo("retina").resize((2816, 2816), Image.BICUBIC)  # a real photo, camera-sized
     data = jpeg_bytes(retina)
@@ -252,6 +257,7 @@ def test_cli_embed_takes_an_engine(photo_dir: Path, tmp_path: Path) -> None:
         assert f"({engine})" in result.output and "4 embedded" in result.output
 
 
+@pytest.mark.slow
 def test_grid_pooling_keeps_the_layout_and_exports_too(tmp_path: Path) -> None:
     """`grid`: 3 x 3 cells of the map side by side, each L2-normalised; ONNX Runtime agrees."""
     with get_backbone(**TINY, layers=["layer3"], pooling="avg", device="cpu") as pooled:

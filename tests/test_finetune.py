@@ -120,6 +120,7 @@ class Crash(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(digit_dir: Path, tmp_path: Path) -> None:
     """A run killed after epoch 1 and resumed ends with the same weights as one never stopped."""
     images = labelled_images(digit_dir)
@@ -144,6 +145,7 @@ def test_resume_continues_exactly(digit_dir: Path, tmp_path: Path) -> None:
         finetune(images, tmp_path / "resumed", config(strategy="head"), "cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_exported_backbone_embeds_through_the_registry_and_cli(
     digit_dir: Path, tmp_path: Path
 ) -> None:
@@ -198,6 +200,7 @@ def test_advice_follows_the_grid() -> None:
     assert "300 images per class" in advice.reason
 
 
+@pytest.mark.slow
 def test_advise_cli_probes_the_data(digit_dir: Path) -> None:
     result = CliRunner().invoke(main, ["advise", str(digit_dir), "--backbone",
                                        "timm:test_resnet", "--weights", "none", "--image-size", "32",

@@ -91,6 +91,7 @@ def test_pooling_choices() -> None:
         pool(maps, "median")
 
 
+@pytest.mark.slow
 def test_vit_token_layers_pool_to_vectors() -> None:
     with get_backbone(
         "timm:vit_tiny_patch16_224",

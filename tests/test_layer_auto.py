@@ -16,6 +16,7 @@ from lookalike.cli import main
 from lookalike.store.collection import Collection
 
 
+@pytest.mark.slow
 def test_auto_chooses_the_informative_layer_and_the_card_records_every_candidate(
     synthetic: Collection,
 ) -> None:
@@ -63,6 +64,7 @@ def test_auto_can_choose_the_layers_side_by_side_and_predict_with_them(tmp_path:
     predictor.close()
 
 
+@pytest.mark.slow
 def test_cli_layer_and_labelling_options(
     digit_collection: Path, digit_dir: Path, tmp_path: Path
 ) -> None:

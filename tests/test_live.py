@@ -31,6 +31,7 @@ def collection_dir(tmp_path: Path) -> Path:
         return Collection.create(tmp_path / "c", backbone.spec).path
 
 
+@pytest.mark.slow
 def test_writes_are_durable_indexed_and_seen_by_another_instance(collection_dir: Path) -> None:
     first, second = LiveCollection.open(collection_dir), LiveCollection.open(collection_dir)
     added = first.add_images([Upload(noise(1), "a.png", "x"), Upload(noise(2), "b.png")])

@@ -40,6 +40,7 @@ def labels_of(points) -> list[str]:
     return [points.labels[code] for code in points.codes]
 
 
+@pytest.mark.slow
 def test_the_map_separates_classes_is_stored_and_reproducible(mapped: Collection):
     points = map_points(mapped)
     assert len(points.ids) == 3 * PER_CLASS and points.labels == list(CLASSES)
@@ -54,6 +55,7 @@ def test_the_map_separates_classes_is_stored_and_reproducible(mapped: Collection
     assert compute_map(mapped).summary().startswith("the map is up to date")
 
 
+@pytest.mark.slow
 def test_new_items_are_placed_without_moving_the_others(mapped: Collection):
     before = load_map(mapped)
     fresh, labels = separable(10, seed=7)
@@ -77,6 +79,7 @@ def labels_of_ids(collection: Collection, ids: np.ndarray) -> list[str]:
     return [label_of[i] for i in ids.tolist()]
 
 
+@pytest.mark.slow
 def test_more_new_items_than_fitted_or_other_parameters_lay_out_again(tmp_path: Path):
     vectors, labels = separable(PER_CLASS)
     collection = make_collection(tmp_path / "c", labels[:12], vectors[:12])

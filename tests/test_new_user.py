@@ -77,6 +77,7 @@ def split_collection(split_tree: Path, tmp_path_factory: pytest.TempPathFactory)
     return collection, result.output
 
 
+@pytest.mark.slow
 def test_a_train_test_tree_is_labelled_by_class_and_counted(split_collection) -> None:
     collection, output = split_collection
     assert "labels: 0 12, 1 12, 7 12" in output  # the class under each split, not train / test
@@ -101,6 +102,7 @@ def test_train_keeps_to_one_split(split_collection) -> None:
     assert bad.exit_code == 1 and "unknown split 'holdout'" in bad.output
 
 
+@pytest.mark.slow
 def test_labels_named_like_splits_warn_everywhere(split_tree: Path, tmp_path: Path) -> None:
     """The old trap, through a listing whose labels are the split folders: said at embed, in
     info, and by train, which also prints the majority baseline its accuracy falls under."""
@@ -137,6 +139,7 @@ def test_train_warns_below_the_majority_baseline(tmp_path: Path) -> None:
     assert "warning: accuracy" in text.output and "baseline 0.833" in text.output
 
 
+@pytest.mark.slow
 def test_listing_duplicates_and_empty_labels_are_counted(mixed_dir, tmp_path: Path) -> None:
     """13 rows: 7 images, 3 bad files, 3 repeats. Every row is accounted for."""
     root, bad, good = mixed_dir
@@ -207,6 +210,7 @@ def test_the_audit_table_escapes_what_it_prints(tmp_path: Path) -> None:
 TEST_RESNET = ["--backbone", "timm:test_resnet", "--weights", "none", "--image-size", "32"]
 
 
+@pytest.mark.slow
 def test_head_advice_is_a_command_that_runs(
     digit_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,6 +235,7 @@ def test_head_advice_is_a_command_that_runs(
     )
 
 
+@pytest.mark.slow
 def test_finetune_reports_the_frozen_baseline_and_counts_epochs_one_way(
     digit_dir: Path, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import photo, write_bad_files
 
@@ -19,6 +20,7 @@ def run(*args: object) -> tuple[int, str]:
     return answer.exit_code, answer.output
 
 
+@pytest.mark.slow
 def test_search_and_dedup_catch_the_index_up_themselves(tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
@@ -39,6 +41,7 @@ def test_search_and_dedup_catch_the_index_up_themselves(tmp_path: Path) -> None:
     assert code == 0 and "0 pairs within" in output, output
 
 
+@pytest.mark.slow
 def test_an_embed_that_achieved_nothing_exits_non_zero(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

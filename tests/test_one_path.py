@@ -54,6 +54,7 @@ def bulk(tmp_path_factory) -> tuple[Path, Path, np.ndarray]:
     return root / "c", target, collection.vectors([item])[0]
 
 
+@pytest.mark.slow
 def test_search_and_predict_embed_as_the_bulk_job_did(bulk) -> None:
     collection_dir, target, stored = bulk
     searcher = Searcher.open(collection_dir)
@@ -70,6 +71,7 @@ def test_search_and_predict_embed_as_the_bulk_job_did(bulk) -> None:
     assert prediction.neighbours[0].distance < 1e-5
 
 
+@pytest.mark.slow
 def test_training_validation_pixels_are_the_embedders(bulk) -> None:
     collection_dir, target, stored = bulk
     collection = Collection.open(collection_dir)
@@ -79,6 +81,7 @@ def test_training_validation_pixels_are_the_embedders(bulk) -> None:
     assert cosine(vector, stored) >= SAME
 
 
+@pytest.mark.slow
 def test_an_uploaded_copy_is_its_twins_nearest_neighbour(bulk) -> None:
     collection_dir, target, stored = bulk
     client = create_app(Settings(collections={"c": collection_dir})).test_client()

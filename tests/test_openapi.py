@@ -25,6 +25,9 @@ from lookalike.index import build_index
 from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 WRITE_KEY = "fuzz-writer"
 EXAMPLES_PER_OPERATION = 12  # 20 operations: a few hundred requests, well under a minute
 

@@ -17,10 +17,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "page.png"
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+    ),
+    pytest.mark.slow,  # a real browser: `make test` runs it, `pytest -m "not slow"` does not
+]
 
 
 @pytest.fixture

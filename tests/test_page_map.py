@@ -19,10 +19,13 @@ from lookalike.index import build_index
 from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+    ),
+    pytest.mark.slow,  # a real browser: `make test` runs it, `pytest -m "not slow"` does not
+]
 BIG = 100_000
 HOVER_BUDGET_MS = 100
 

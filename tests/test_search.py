@@ -68,6 +68,7 @@ def test_filters_and_threshold(indexed) -> None:
     assert searcher.search_images(query, k=2, threshold=2.0)[0] == everything[:2]
 
 
+@pytest.mark.slow
 def test_bad_queries_get_clear_errors(indexed) -> None:
     collection_dir, _root = indexed
     searcher = Searcher.open(collection_dir)
@@ -88,6 +89,7 @@ def test_bad_queries_get_clear_errors(indexed) -> None:
         searcher.search_images([b"not an image"])
 
 
+@pytest.mark.slow
 def test_index_that_disagrees_with_the_collection_is_refused_until_updated(
     indexed, photo_dir
 ) -> None:

@@ -56,6 +56,7 @@ def upload(*images: bytes, **fields) -> dict:
 # ----- routes ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_search_by_id_vector_and_image_agree(client, digit_dir: Path) -> None:
     image = digit_png(digit_dir)
     by_image = client.post("/v1/collections/digits/search/images", **upload(image, k=3))
@@ -350,6 +351,7 @@ def call(url: str, body: dict | None = None, key: str | None = READ) -> tuple[in
         return error.code, json.loads(error.read())
 
 
+@pytest.mark.slow
 def test_real_server_serves_concurrent_searches_and_stops_on_sigterm(served_dir: Path) -> None:
     keys = {"LOOKALIKE_READ_KEYS": READ, "LOOKALIKE_WRITE_KEYS": WRITE}
     with running_server({"digits": served_dir}, keys) as (base, output):
@@ -476,6 +478,7 @@ def test_workers_see_each_others_writes(writable: Path) -> None:
     assert added["id"] not in [h["id"] for h in hits["results"][0]["hits"]]
 
 
+@pytest.mark.slow
 def test_the_same_bytes_from_two_workers_at_once_make_one_item(writable: Path) -> None:
     clients = [make_client(writable) for _ in range(4)]
     image = noise_png(11)
@@ -491,6 +494,7 @@ def test_the_same_bytes_from_two_workers_at_once_make_one_item(writable: Path) -
     assert len(Collection.open(writable)) == 37
 
 
+@pytest.mark.slow
 def test_a_two_worker_server_answers_every_acknowledged_upload(writable: Path) -> None:
     with running_server({"digits": writable}, workers=2) as (base, output):
         acknowledged = []

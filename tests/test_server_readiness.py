@@ -7,9 +7,11 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 from test_server import make_client, served_dir  # noqa: F401 - the fixture
 
 
+@pytest.mark.slow
 def test_a_served_collection_whose_folder_is_deleted_is_a_clear_503_and_not_ready(
     served_dir: Path,  # noqa: F811
     tmp_path: Path,

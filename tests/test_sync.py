@@ -32,6 +32,7 @@ def live_paths(collection: Path) -> dict[str, int]:
     return dict(zip(items["path"].to_pylist(), items["id"].to_pylist(), strict=True))
 
 
+@pytest.mark.slow
 def test_a_changed_file_gets_a_new_vector_and_its_old_item_a_tombstone(tmp_path: Path) -> None:
     """The hostile pass: replace a.png (astronaut) by a cat, embed again: it said "0 embedded, 2
     skipped as done" and a search for a.png found its own path at distance 0.87."""
@@ -121,6 +122,7 @@ def test_prune_leaves_items_outside_the_folders_of_the_run(tmp_path: Path) -> No
     assert len(live_paths(tmp_path / "c")) == 2
 
 
+@pytest.mark.slow
 def test_a_fifo_is_recorded_as_failed_not_waited_on(tmp_path: Path) -> None:
     """A FIFO named *.jpg hung `embed` forever (open blocks until a writer comes)."""
     folder = tmp_path / "images"
@@ -150,6 +152,7 @@ def test_within_refuses_a_file_link_out_of_the_allowed_folders(tmp_path: Path) -
     assert "outside the allowed folders" in report.failed[0]["reason"]
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_new_collection_waits_and_resumes(tmp_path: Path) -> None:
     """Two `embed` runs creating the same collection: the second failed ("already holds a
     collection"); now it waits for the first and finds the work done."""
@@ -170,6 +173,7 @@ def test_a_second_run_into_a_new_collection_waits_and_resumes(tmp_path: Path) ->
     assert len(live_paths(tmp_path / "c")) == 24 == len(Collection.open(tmp_path / "c"))
 
 
+@pytest.mark.slow
 def test_a_cancel_keeps_what_was_committed_and_a_rerun_finishes(tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
@@ -208,6 +212,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_named_and_the_resume_is_exact(tmp_path: Path, small_disk: Path) -> None:
     """On a full disk `embed` stopped with "64000 requested and 34784 written"."""
     folder = tmp_path / "images"
@@ -250,6 +255,7 @@ def test_a_full_disk_is_named_and_the_resume_is_exact(tmp_path: Path, small_disk
     shutil.rmtree(small_disk / "c")
 
 
+@pytest.mark.slow
 def test_a_file_that_never_answers_is_given_up_on(tmp_path: Path, monkeypatch) -> None:
     """A read on a hung mount never returns (the kernel holds the thread: nothing real to plant
     here, so one file's read waits on an event); the run records it and goes on."""

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lookalike.jobs.bulk import embed_images
 
 from .crash import check_bulk, kill_bulk_runs
 from .harness import noise_png
+
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
 
 
 def test_a_bulk_embed_killed_mid_run_resumes_and_embeds_each_image_once(tmp_path: Path) -> None:

@@ -15,6 +15,9 @@ from lookalike.store.collection import Collection
 
 from .harness import Client, Server, noise_png
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 GOOD_IMAGES = 300
 
 

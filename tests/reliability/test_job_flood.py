@@ -14,6 +14,9 @@ import pytest
 
 from .harness import Client, Server
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 FLOOD, THREADS, OPEN_FILES = 400, 8, 256
 HISTORY, PER_KEY = 20, 8  # finished records kept; live jobs a key may have
 WRITE, READ = {"Authorization": "Bearer w1"}, {"Authorization": "Bearer r1"}

@@ -19,6 +19,9 @@ from lookalike.store.collection import Collection
 from .crash import ITEMS, Ledger, _client, _not_served, _wait_for_writes
 from .harness import Client, Server, background, noise_png
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 SEARCH = "/v1/collections/c/search"
 
 

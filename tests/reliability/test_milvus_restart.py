@@ -19,6 +19,9 @@ from lookalike.store.collection import Collection
 from .crash import ITEMS
 from .harness import Client, Server, noise_png
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 SEARCH = "/v1/collections/c/search"
 RECOVERY_LIMIT = 30.0  # seconds from Milvus accepting connections again to both replicas serving
 

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lookalike.index import open_index, prepare_index
@@ -61,6 +62,7 @@ def noise(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_a_worker_busy_writing_still_sees_another_workers_writes(empty_collection: Path) -> None:
     """Two apps stand for two worker processes. While one is in the middle of a write of its own
     (its write slot held), an item the other acknowledged must already be found there: it used to

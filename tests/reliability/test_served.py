@@ -25,6 +25,9 @@ from .crash import CrashReport, crash_cycles
 from .harness import Client, Server
 from .load import run_load, sigterm_under_load
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 READ, WRITE = "corpus-reader", "corpus-writer"
 WRITER = {"Authorization": f"Bearer {WRITE}"}
 MAX_UPLOAD = 4 * 2**20

@@ -23,6 +23,9 @@ from lookalike.store.collection import Collection
 
 from .harness import PROBLEM, Client, Server, early_answer_request, noise_png
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 READ, WRITE = "slow-reader", "slow-writer"
 READER = {"Authorization": f"Bearer {READ}"}
 MAX_UPLOAD = 200_000

@@ -22,6 +22,9 @@ from lookalike.store.collection import Collection
 
 from .harness import Client, Server, leaks_traceback, noise_png
 
+# real servers, clusters, browsers or kills: `make test` runs it, `pytest -m "not slow"` does not
+pytestmark = pytest.mark.slow
+
 REFUSED = "refuses writes (Read-only file system)"
 FULL = "no space left on the device holding"
 
