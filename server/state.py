@@ -1,5 +1,5 @@
-"""The served collections, each opened once per process as a `LiveCollection` (its index and
-embedder), with its classifiers; per-process caching and the HTTP side only."""
+"""The served collections, each opened once per process as a live `service.Library` (its index,
+embedder and classifiers); per-process caching and the HTTP side only."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+from lookalike import service
 from lookalike.classify import Predictor
-from lookalike.classify.store import classifier_dir
 from lookalike.errors import FolderGone, LookalikeError, VectorStoreUnavailable
-from lookalike.index import LiveCollection, Searcher
+from lookalike.index import Searcher
 from lookalike.index.live import check_folder
 from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
@@ -32,8 +32,7 @@ class Served:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._live: dict[str, LiveCollection] = {}
-        self._predictors: dict[tuple[str, str], tuple[float, Predictor]] = {}
+        self._live: dict[str, service.Library] = {}
         self._readiness: dict[str, tuple[float, str]] = {}  # name -> (checked at, state)
         self.decode_budget = PixelBudget(DECODE_BUDGET_IMAGES * settings.max_pixels)
 
@@ -56,12 +55,14 @@ class Served:
             raise ApiError(503, f"collection {name!r}: {error}") from None
         return path
 
-    def live(self, name: str) -> LiveCollection:
-        """The collection open with its index (opened once per process)."""
+    def live(self, name: str) -> service.Library:
+        """The collection open live with its index (opened once per process)."""
         path = self.folder(name)
         with self._lock:
             if name not in self._live:
-                self._live[name] = LiveCollection.open(path, store=self.settings.store, name=name)
+                self._live[name] = service.open(
+                    path, live=True, store=self.settings.store, store_name=name
+                )
             return self._live[name]
 
     def searcher(self, name: str) -> Searcher:
@@ -124,21 +125,13 @@ class Served:
 
     def predictor(self, name: str, classifier: str) -> Predictor:
         """The named classifier over the collection's searcher; reloaded when it is retrained."""
-        searcher = self.searcher(name)
-        card = classifier_dir(searcher.collection, classifier) / "card.json"
-        stamp = card.stat().st_mtime if card.exists() else -1.0
-        with self._lock:
-            cached = self._predictors.get((name, classifier))
-            if cached and cached[0] == stamp:
-                return cached[1]
-        predictor = Predictor.from_searcher(searcher, classifier)
-        with self._lock:
-            self._predictors[(name, classifier)] = (stamp, predictor)
-        return predictor
+        return self.live(name).predictor(classifier)
 
     def forget_predictor(self, name: str, classifier: str) -> None:
         with self._lock:
-            self._predictors.pop((name, classifier), None)
+            library = self._live.get(name)
+        if library is not None:
+            library.forget_predictor(classifier)
 
     def index_sizes(self) -> dict[str, int]:
         with self._lock:
@@ -161,7 +154,7 @@ class Served:
             live = dict(self._live)
         return {name: self._state(name, live.get(name)) for name in self.names()}
 
-    def _state(self, name: str, live: LiveCollection | None) -> str:
+    def _state(self, name: str, live: service.Library | None) -> str:
         if live is None or not live.current.embedder_loaded:
             return "not loaded"
         checked_at, state = self._readiness.get(name, (-READY_CACHE_SECONDS, ""))
@@ -180,4 +173,3 @@ class Served:
             for collection in self._live.values():
                 collection.close()
             self._live.clear()
-            self._predictors.clear()

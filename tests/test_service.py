@@ -1,0 +1,97 @@
+"""The service layer as a Python user meets it: open a collection, search, dedup, predict, change it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lookalike import service
+from lookalike.classify import train_classifier
+from lookalike.errors import InvalidArgument, UnknownItem
+from lookalike.index import Filters
+from lookalike.store.ingest import Upload
+
+
+def files_of(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def an_item_path(collection_dir: Path, item_id: int = 0) -> str:
+    with service.open(collection_dir, read_only=True) as library:
+        return library.item(item_id)["path"]
+
+
+def test_read_only_never_writes_to_the_collection(digit_collection: Path) -> None:
+    """No index saved, no calibration stored, no engine export cached in the folder; writes refused."""
+    before = files_of(digit_collection)
+    with service.open(digit_collection, read_only=True) as library:
+        found = library.search_images([library.item(3)["path"]], k=3)
+        assert found[0].hits[0].id == 3
+        report = library.dedup()  # calibrated: measured, not stored
+        assert report.calibration is not None and not report.calibration.stored
+        with pytest.raises(InvalidArgument, match="read-only"):
+            library.delete([0])
+    assert files_of(digit_collection) == before
+
+
+def test_writable_open_keeps_the_index_and_the_calibration(digit_collection: Path) -> None:
+    with service.open(digit_collection) as library:
+        first = library.dedup()
+    assert (digit_collection / "indexes").is_dir() or any(digit_collection.glob("index*"))
+    assert first.calibration is not None and first.calibration.stored
+    with service.open(digit_collection) as library:
+        again = library.dedup()
+    assert again.calibration.reused and again.threshold == first.threshold
+
+
+def test_search_by_id_vector_and_image_agree_and_filters_hold(digit_collection: Path) -> None:
+    with service.open(digit_collection, read_only=True) as library:
+        by_id = library.search_ids([5], k=4)[0]
+        assert by_id.query == "id 5" and by_id.hits[0].id == 5 and by_id.hits[0].distance == 0
+        vector = library.collection.vectors([5], library.layer)
+        by_vector = library.search_vectors(vector, k=4)[0]
+        assert [h.id for h in by_vector.hits] == [h.id for h in by_id.hits]
+        by_image = library.search_images([by_id.path], k=4)[0]
+        assert by_image.query == by_id.path and by_image.hits[0].id == 5
+        label = library.item(5)["label"]
+        other = next(h.label for h in library.search_ids([0], k=36)[0].hits if h.label != label)
+        kept = library.search_ids([5], k=36, filters=Filters((other,)))[0]
+        assert kept.hits and {h.label for h in kept.hits} == {other}
+
+
+def test_dedup_with_a_given_threshold_finds_an_added_copy(digit_collection: Path) -> None:
+    source = an_item_path(digit_collection, 7)
+    copy = io.BytesIO()
+    Image.open(source).convert("RGB").save(copy, format="PNG", compress_level=1)  # other bytes
+    with service.open(digit_collection) as library:
+        added = library.add_images([Upload(copy.getvalue(), "copy.png")])
+        assert added[0].created
+        report = library.dedup(threshold=1e-4)
+        assert report.calibration is None
+        assert any({7, added[0].id} <= set(members) for members in report.clusters)
+        body = report.to_dict(clusters=10, items_per_cluster=50)
+        assert body["cluster_count"] == len(report.clusters) >= 1
+        library.delete([added[0].id])
+        assert added[0].id not in {h.id for h in library.search_ids([7], k=10)[0].hits}
+        with pytest.raises(UnknownItem):
+            library.item(added[0].id)
+
+
+def test_predict_stored_items_and_new_images(digit_collection: Path) -> None:
+    train_classifier(digit_collection, "digits", labels="folders", layer="embedding")
+    with service.open(digit_collection, read_only=True) as library:
+        by_id = library.predict_ids("digits", [2], k=3)[0]
+        assert by_id.neighbours[0].id == 2
+        assert by_id.label in {"0", "1", "7"}
+        assert sum(by_id.probabilities.values()) == pytest.approx(1, abs=1e-3)
+        path = library.item(2)["path"]
+        by_image = library.predict_images("digits", [path], k=3)[0]
+        assert by_image.source == path and by_image.label == by_id.label
