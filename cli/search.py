@@ -18,9 +18,9 @@ def filter_options(command):
 
 
 def _filters(labels, path_prefix):
-    from lookalike.index import Filters
+    from lookalike import service
 
-    return Filters(tuple(labels), path_prefix)
+    return service.filters(labels, path_prefix)
 
 
 @click.command()

@@ -14,6 +14,8 @@ _WHERE = {
     "DedupReport": "library",
     "Found": "library",
     "Library": "library",
+    "collection_dirs": "parse",
+    "filters": "parse",
     "open": "library",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -95,3 +95,24 @@ def test_predict_stored_items_and_new_images(digit_collection: Path) -> None:
         path = library.item(2)["path"]
         by_image = library.predict_images("digits", [path], k=3)[0]
         assert by_image.source == path and by_image.label == by_id.label
+
+
+def test_filters_are_read_the_same_from_plain_values() -> None:
+    assert service.filters(["cat", "dog"], "/photos/") == Filters(("cat", "dog"), "/photos/")
+    assert service.filters(None, None) == service.filters() == Filters((), None)
+
+
+def test_name_dir_pairs_have_one_reading_in_the_cli_and_the_environment(tmp_path: Path) -> None:
+    """A name given twice is refused in LOOKALIKE_COLLECTIONS too (it kept the last one)."""
+    from lookalike.server.settings import Settings
+
+    assert service.collection_dirs([f"a={tmp_path}", str(tmp_path / "b")]) == {
+        "a": tmp_path.resolve(),
+        "b": (tmp_path / "b").resolve(),
+    }
+    with pytest.raises(InvalidArgument, match="two collections named 'a'"):
+        Settings().with_env({"LOOKALIKE_COLLECTIONS": f"a={tmp_path},a={tmp_path / 'b'}"})
+    with pytest.raises(InvalidArgument, match="NAME=DIR"):
+        Settings().with_env({"LOOKALIKE_COLLECTIONS": str(tmp_path)})
+    env = Settings().with_env({"LOOKALIKE_COLLECTIONS": f"x={tmp_path}"})
+    assert env.collections == {"x": tmp_path.resolve()}
