@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from lookalike import service
-from lookalike.classify import Predictor
 from lookalike.errors import FolderGone, LookalikeError, VectorStoreUnavailable
 from lookalike.index import Searcher
 from lookalike.index.live import check_folder
@@ -123,11 +122,8 @@ class Served:
                 return self._live[name].collection
         return Collection.open(self.folder(name))
 
-    def predictor(self, name: str, classifier: str) -> Predictor:
-        """The named classifier over the collection's searcher; reloaded when it is retrained."""
-        return self.live(name).predictor(classifier)
-
     def forget_predictor(self, name: str, classifier: str) -> None:
+        """Drop a cached classifier of an opened collection (it was retrained)."""
         with self._lock:
             library = self._live.get(name)
         if library is not None:

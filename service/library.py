@@ -125,6 +125,7 @@ class Library:
         live: LiveCollection | None = None,
         store: str | None = None,
         store_name: str | None = None,
+        engine: str = "auto",
     ) -> None:
         if (searcher is None) == (live is None):
             raise InvalidArgument("a Library needs a searcher or a live collection (one)")
@@ -132,7 +133,8 @@ class Library:
         self.read_only = read_only
         self._searcher = searcher
         self._live = live
-        self._store, self._store_name = store, store_name
+        self._store, self._store_name, self._engine = store, store_name, engine
+        self._layers: dict[str, Searcher] = {}  # other layers' searchers (a classifier's)
         self._lock = threading.Lock()
         self._predictors: dict[str, tuple[float, Predictor]] = {}
 
@@ -284,11 +286,14 @@ class Library:
         """Bring the vector store up to the collection now (after a bulk job); (added, removed)."""
         return self._writable().catch_up()
 
-    def _writable(self) -> LiveCollection:
+    def _writable_folder(self) -> None:
         if self.read_only:
             raise InvalidArgument(
                 f"collection {self.path} was opened read-only: open it with read_only=False to change it"
             )
+
+    def _writable(self) -> LiveCollection:
+        self._writable_folder()
         with self._lock:
             if self._live is None:
                 searcher = self._searcher
@@ -300,6 +305,7 @@ class Library:
                     self.path, store=self._store, name=self._store_name
                 )
                 self._searcher = None
+                self._predictors.clear()  # they searched the searcher closed here
                 if searcher is not None:
                     searcher.close()
             return self._live
@@ -307,27 +313,52 @@ class Library:
     # ----- predict ------------------------------------------------------------------------------
 
     def predictor(self, classifier: str) -> Predictor:
-        """The named classifier over this collection's searcher, sharing its index and model;
-        reloaded when it is retrained (its card changed)."""
+        """The named classifier with a searcher of its layer (this library's own where it is
+        the searched layer, sharing its index and model); reloaded when it is retrained (its
+        card changed). A live library searches one layer: a classifier of another is refused."""
         from lookalike.classify.predict import Predictor
-        from lookalike.classify.store import classifier_dir
+        from lookalike.classify.store import classifier_dir, read_card
 
-        searcher = self.searcher()
-        card = classifier_dir(searcher.collection, classifier) / "card.json"
+        collection = self.collection
+        card = classifier_dir(collection, classifier) / "card.json"
         stamp = card.stat().st_mtime if card.exists() else -1.0
         with self._lock:
             cached = self._predictors.get(classifier)
-            if cached and cached[0] == stamp and cached[1].searcher is searcher:
-                return cached[1]
-        predictor = Predictor.from_searcher(searcher, classifier)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        layer = read_card(collection, classifier)["layer"]  # unknown: `UnknownClassifier`
+        predictor = Predictor.from_searcher(self._searcher_of(layer), classifier)
         with self._lock:
             self._predictors[classifier] = (stamp, predictor)
         return predictor
 
+    def _searcher_of(self, layer: str) -> Searcher:
+        """A searcher of `layer`: this library's own, else one opened the same way (once)."""
+        searcher = self.searcher()
+        if layer == searcher.layer or self._live is not None:
+            return searcher
+        with self._lock:
+            if layer not in self._layers:
+                self._layers[layer] = self._open_searcher(layer)
+            return self._layers[layer]
+
+    def _open_searcher(self, layer: str | None) -> Searcher:
+        if self.read_only:
+            return _read_only_searcher(self.path, layer, self._store, self._engine)
+        return Searcher.open(self.path, layer, store=self._store, engine=self._engine)
+
     def forget_predictor(self, classifier: str) -> None:
-        """Drop a cached classifier (it was deleted)."""
+        """Drop a cached classifier (retrained or deleted elsewhere)."""
         with self._lock:
             self._predictors.pop(classifier, None)
+
+    def delete_classifier(self, classifier: str) -> None:
+        """Delete a classifier from the collection (`UnknownClassifier` if there is none)."""
+        from lookalike.classify.store import delete_classifier
+
+        self._writable_folder()
+        self.forget_predictor(classifier)
+        delete_classifier(self.collection, classifier)
 
     def predict_images(
         self,
@@ -349,6 +380,9 @@ class Library:
     def close(self) -> None:
         with self._lock:
             self._predictors.clear()
+            others, self._layers = list(self._layers.values()), {}
+        for searcher in others:
+            searcher.close()
         if self._live is not None:
             self._live.close()
         elif self._searcher is not None:
@@ -392,7 +426,7 @@ def open(
         searcher = _read_only_searcher(path, layer, store, engine)
     else:
         searcher = Searcher.open(path, layer, store=store, engine=engine)
-    return Library(path, read_only, searcher=searcher, store=store, store_name=store_name)
+    return Library(path, read_only, searcher, store=store, store_name=store_name, engine=engine)
 
 
 def _read_only_searcher(path: Path, layer: str | None, store: str | None, engine: str) -> Searcher:

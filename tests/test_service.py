@@ -116,3 +116,18 @@ def test_name_dir_pairs_have_one_reading_in_the_cli_and_the_environment(tmp_path
         Settings().with_env({"LOOKALIKE_COLLECTIONS": str(tmp_path)})
     env = Settings().with_env({"LOOKALIKE_COLLECTIONS": f"x={tmp_path}"})
     assert env.collections == {"x": tmp_path.resolve()}
+
+
+def test_a_classifier_of_another_layer_predicts_through_a_searcher_of_its_layer(synthetic) -> None:
+    train_classifier(synthetic, "noise", layer="layer3")
+    before = files_of(synthetic.path)
+    with service.open(synthetic.path, read_only=True) as library:
+        assert library.layer == "embedding"
+        prediction = library.predict_ids("noise", [4], k=2)[0]
+        assert prediction.neighbours[0].id == 4
+        with pytest.raises(InvalidArgument, match="read-only"):
+            library.delete_classifier("noise")
+    assert files_of(synthetic.path) == before
+    with service.open(synthetic.path) as library:
+        library.delete_classifier("noise")
+        assert not (synthetic.path / "classifiers" / "noise").exists()
