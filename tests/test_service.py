@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from lookalike.classify import train_classifier
 from lookalike.errors import InvalidArgument, UnknownItem
 from lookalike.index import Filters
 from lookalike.store.ingest import Upload
+
+ROOT = Path(__file__).resolve().parents[1]
+# the faces' modules whose flows live in the service now (the rest still call lower layers)
+MOVED = ["cli/search.py", "server/routes/search.py"]
+# what a face may import from the library: the service, errors and settings' ranges, its own
+# package, and renderers of results (a contact sheet draws hits; it holds no flow)
+FACE_MAY_IMPORT = (
+    "lookalike.service",
+    "lookalike.errors",
+    "lookalike.checks",
+    "lookalike.index.sheet",
+)
 
 
 def files_of(folder: Path) -> dict[str, tuple[int, int]]:
@@ -131,3 +144,26 @@ def test_a_classifier_of_another_layer_predicts_through_a_searcher_of_its_layer(
     with service.open(synthetic.path) as library:
         library.delete_classifier("noise")
         assert not (synthetic.path / "classifiers" / "noise").exists()
+
+
+@pytest.mark.parametrize("module", MOVED)
+def test_a_moved_face_module_calls_the_service_not_the_layers_below(module: str) -> None:
+    """Its flows are the service's: it imports nothing else from the library (the import linter
+    checks layers; this checks the faces stay thin)."""
+    own = "lookalike." + module.split("/")[0]
+    tree = ast.parse((ROOT / module).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0)
+        for alias in node.names
+    }
+    imported |= {
+        f"lookalike.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "lookalike"
+        for alias in node.names
+    }
+    library = {name for name in imported if name and name.startswith("lookalike.")}
+    stray = {name for name in library if not name.startswith((own, *FACE_MAY_IMPORT))}
+    assert not stray, f"{module} imports flows from below the service: {sorted(stray)}"
