@@ -55,6 +55,23 @@ def test_read_only_never_writes_to_the_collection(digit_collection: Path) -> Non
     assert files_of(digit_collection) == before
 
 
+def test_read_only_on_a_read_only_mount_tries_no_write(
+    digit_collection: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a real read-only bind mount (EROFS even for root), nothing is even tried: no index,
+    calibration or engine export "was not stored" warning, and the answers are whole."""
+    from conftest import read_only_view
+
+    with (
+        read_only_view(digit_collection, tmp_path / "ro") as mounted,
+        service.open(mounted, read_only=True) as library,
+    ):
+        assert library.search_ids([1], k=2)[0].hits[0].id == 1
+        assert library.search_images([library.item(1)["path"]], k=1)[0].hits[0].id == 1
+        assert library.dedup().clusters is not None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+
+
 def test_writable_open_keeps_the_index_and_the_calibration(digit_collection: Path) -> None:
     with service.open(digit_collection) as library:
         first = library.dedup()
