@@ -12,7 +12,6 @@ from lookalike import service
 from lookalike.errors import FolderGone, LookalikeError, VectorStoreUnavailable
 from lookalike.index import Searcher
 from lookalike.index.live import check_folder
-from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
 from lookalike.store.ingest import Added, Upload
 
@@ -79,21 +78,16 @@ class Served:
         """Bring a served collection in step with a folder, then its live index (a job's work).
         The write lock is taken per shard commit only, so uploads and deletes go on meanwhile;
         only files whose real path lies in an allowed root are read."""
-        live = self.live(name)
-        try:
-            report = embed_images(
-                [folder],
-                live.collection.path,
-                labels_from_folders=labels_from_folders,
-                prune=prune,
-                within=self.settings.allowed_roots,
-                progress=False,
-                max_pixels=self.settings.max_pixels,
-                on_progress=job.progress,
-                should_stop=job.cancel_requested,
-            )
-        finally:  # shards written before a failure are durable: make them searchable too
-            added, removed = live.catch_up()
+        done = self.live(name).embed_folder(
+            folder,
+            labels_from_folders,
+            prune,
+            within=self.settings.allowed_roots,
+            max_pixels=self.settings.max_pixels,
+            on_progress=job.progress,
+            should_stop=job.cancel_requested,
+        )
+        report = done.report
         return {
             "found": report.found,
             "embedded": report.embedded,
@@ -101,8 +95,8 @@ class Served:
             "removed": report.removed,
             "skipped": report.skipped_done + report.skipped_known_bad,
             "failed": len(report.failed),
-            "indexed": added,
-            "unindexed": removed,
+            "indexed": done.indexed,
+            "unindexed": done.unindexed,
             "images_per_second": round(report.images_per_second, 2),
         }
 

@@ -12,6 +12,7 @@ from lookalike.lazy import lazy_exports
 
 _WHERE = {
     "DedupReport": "library",
+    "FolderEmbedded": "library",
     "Found": "library",
     "Library": "library",
     "collection_dirs": "parse",

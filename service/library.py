@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from lookalike.classify.predict import Prediction, Predictor
     from lookalike.index.calibrate import Calibrated
     from lookalike.index.dedup import Duplicates
+    from lookalike.jobs.report import EmbedReport
     from lookalike.store.collection import Collection
     from lookalike.store.ingest import Added, Upload
 
@@ -106,6 +107,16 @@ class DedupReport:
                 for members in self.clusters[:clusters]
             ],
         }
+
+
+@dataclass(frozen=True)
+class FolderEmbedded:
+    """What `Library.embed_folder` did: the bulk job's report, and the items the vector store
+    then took in (`indexed`) and let go (`unindexed`)."""
+
+    report: EmbedReport
+    indexed: int
+    unindexed: int
 
 
 class Library:
@@ -281,6 +292,33 @@ class Library:
     def delete(self, ids: Sequence[int]) -> None:
         """Tombstone items durably, then drop them from the vector store."""
         self._writable().delete(ids)
+
+    def embed_folder(
+        self,
+        folder: str | Path,
+        labels_from_folders: bool = False,
+        prune: bool = False,
+        **options: Any,
+    ) -> FolderEmbedded:
+        """Bring the collection in step with the images under `folder` (`jobs.bulk.embed_images`:
+        `options` such as `within`, `max_pixels`, `on_progress`, `should_stop`), then the vector
+        store; shards committed before a failure are made searchable all the same. The write
+        lock is taken per shard commit, so adds and deletes go on meanwhile."""
+        from lookalike.jobs.bulk import embed_images
+
+        self._writable()
+        try:
+            report = embed_images(
+                [folder],
+                self.path,
+                labels_from_folders=labels_from_folders,
+                prune=prune,
+                progress=options.pop("progress", False),
+                **options,
+            )
+        finally:  # shards written before a failure are durable: make them searchable too
+            added, removed = self.catch_up()
+        return FolderEmbedded(report, added, removed)
 
     def catch_up(self) -> tuple[int, int]:
         """Bring the vector store up to the collection now (after a bulk job); (added, removed)."""

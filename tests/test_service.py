@@ -184,3 +184,19 @@ def test_a_moved_face_module_calls_the_service_not_the_layers_below(module: str)
     library = {name for name in imported if name and name.startswith("lookalike.")}
     stray = {name for name in library if not name.startswith((own, *FACE_MAY_IMPORT))}
     assert not stray, f"{module} imports flows from below the service: {sorted(stray)}"
+
+
+def test_embed_folder_makes_new_images_searchable_at_once(
+    digit_collection: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for n in range(2):
+        Image.effect_noise((40, 40), 60 + 20 * n).convert("RGB").save(folder / f"noise-{n}.png")
+    with service.open(digit_collection) as library:
+        before = len(library.collection)
+        done = library.embed_folder(folder)
+        assert (done.report.embedded, done.indexed, done.unindexed) == (2, 2, 0)
+        found = library.search_images([folder / "noise-1.png"], k=1)[0]
+        assert found.hits[0].path == str((folder / "noise-1.png").resolve())
+        assert len(library.collection) == before + 2
