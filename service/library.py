@@ -342,10 +342,8 @@ class Library:
                 self._live = LiveCollection.open(
                     self.path, store=self._store, name=self._store_name
                 )
-                self._searcher = None
-                self._predictors.clear()  # they searched the searcher closed here
-                if searcher is not None:
-                    searcher.close()
+                # the reader's searcher stays open (a search may be using it) until `close`
+                self._predictors.clear()  # they searched it
             return self._live
 
     # ----- predict ------------------------------------------------------------------------------
@@ -423,7 +421,7 @@ class Library:
             searcher.close()
         if self._live is not None:
             self._live.close()
-        elif self._searcher is not None:
+        if self._searcher is not None:
             self._searcher.close()
 
     def __enter__(self) -> Library:
