@@ -119,19 +119,16 @@ def train(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of text.")
 def predict(images, collection_dir, name, ids, k, embedding, as_json) -> None:
     """Class probabilities and labelled neighbours for IMAGES (new files) and/or --id items."""
-    from lookalike.classify import Predictor
+    from lookalike import service
 
     if not images and not ids:
         raise click.UsageError("give image files and/or --id")
-    predictor = Predictor.open(collection_dir, name)
-    try:
+    with service.open(collection_dir, read_only=True) as library:
         results = []
         if images:
-            results += predictor.predict_images(images, k, embedding)
+            results += library.predict_images(name, images, k, embedding)
         if ids:
-            results += predictor.predict_ids(ids, k, embedding)
-    finally:
-        predictor.close()
+            results += library.predict_ids(name, ids, k, embedding)
     for result in results:
         if as_json:
             click.echo(json.dumps(result.to_dict()))

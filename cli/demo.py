@@ -109,19 +109,16 @@ def run_demo(workdir: str | Path, progress: bool = True) -> tuple[EmbedReport, d
 
 def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, list]], Path]:
     """The neighbours of one digit and one photo (search's defaults), drawn on a contact sheet."""
-    from lookalike.index import Searcher
+    from lookalike import service
     from lookalike.index.sheet import contact_sheet
 
     workdir = Path(workdir)
-    searcher = Searcher.open(workdir / "collection")
     queries = [
         str(workdir.resolve() / "images" / "digits" / "7" / "digit-0007.png"),
         str(workdir.resolve() / "images" / "photos" / "chelsea.jpg"),
     ]
-    results = [
-        (q, hits[1:])
-        for q, hits in zip(queries, searcher.search_images(queries, k + 1), strict=True)
-    ]
+    with service.open(workdir / "collection") as library:
+        results = [(found.query, found.hits[1:]) for found in library.search_images(queries, k + 1)]
     rows = [
         [(query, "query"), *[(h.path, f"d={h.distance:.3f} {h.label or ''}") for h in hits]]
         for query, hits in results
@@ -131,32 +128,28 @@ def demo_neighbours(workdir: str | Path, k: int = 6) -> tuple[list[tuple[str, li
 
 def demo_duplicates(workdir: str | Path, progress: bool = True):
     """Near-duplicates among the demo's photos, at a threshold calibrated on them."""
-    from lookalike.index import Filters, Searcher, find_duplicates
-    from lookalike.index.calibrate import calibrated_threshold
+    from lookalike import service
 
     workdir = Path(workdir)
-    searcher = Searcher.open(workdir / "collection")
-    photos = Filters(path_prefix=str(workdir.resolve() / "images" / "photos") + "/")
-    calibration, _, _ = calibrated_threshold(searcher, filters=photos, progress=progress)
-    found = find_duplicates(searcher, calibration.threshold, photos, progress=False)
-    clusters = [
-        [Path(searcher.item(i)["path"]).name for i in members] for members in found.clusters
-    ]
-    return calibration, clusters
+    photos = service.filters(path_prefix=str(workdir.resolve() / "images" / "photos") + "/")
+    with service.open(workdir / "collection") as library:
+        report = library.dedup(filters=photos, progress=progress)
+        clusters = [
+            [Path(report.item(i)["path"]).name for i in members] for members in report.clusters
+        ]
+    return report.calibration.calibration, clusters
 
 
 def demo_classifier(workdir: str | Path) -> tuple[TrainReport, list[Prediction]]:
     """Train a classifier on the embedded digits (cached features only) and predict the held-out ones."""
-    from lookalike.classify import Predictor, train_classifier
+    from lookalike import service
+    from lookalike.classify import train_classifier
 
     workdir = Path(workdir)
     report = train_classifier(workdir / "collection", "digits", overwrite=True)
-    predictor = Predictor.open(workdir / "collection", "digits")
-    try:
-        held_out = sorted((workdir / "images" / "held-out").glob("*.png"))
-        predictions = predictor.predict_images(held_out, k=3)
-    finally:
-        predictor.close()
+    held_out = sorted((workdir / "images" / "held-out").glob("*.png"))
+    with service.open(workdir / "collection", read_only=True) as library:
+        predictions = library.predict_images("digits", held_out, k=3)
     return report, predictions
 
 

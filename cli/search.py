@@ -18,9 +18,9 @@ def filter_options(command):
 
 
 def _filters(labels, path_prefix):
-    from lookalike.index import Filters
+    from lookalike import service
 
-    return Filters(tuple(labels), path_prefix)
+    return service.filters(labels, path_prefix)
 
 
 @click.command()
@@ -57,38 +57,35 @@ def search(
     """Find the items most like IMAGES (files) and/or stored items (--id)."""
     import json
 
-    from lookalike.index import Searcher
+    from lookalike import service
     from lookalike.index.sheet import contact_sheet
 
     if not images and not ids:
         raise click.UsageError("give image files and/or --id")
-    searcher = Searcher.open(collection_dir, layer, store=store)
     options = {"threshold": threshold, "filters": _filters(labels, path_prefix)}
-    queries: list[tuple[str, str | None]] = []
-    results = []
-    if images:
-        results += searcher.search_images(images, k, **options)
-        queries += [(str(p), str(p)) for p in images]
-    if ids:
-        results += searcher.search_ids(ids, k, **options)
-        queries += [(f"id {i}", searcher.item(i)["path"]) for i in ids]
-    for (name, _), hits in zip(queries, results, strict=True):
+    with service.open(collection_dir, layer=layer, store=store) as library:
+        results = []
+        if images:
+            results += library.search_images(images, k, **options)
+        if ids:
+            results += library.search_ids(ids, k, **options)
+    for found in results:
         if as_json:
-            click.echo(json.dumps({"query": name, "hits": [h.to_dict() for h in hits]}))
+            click.echo(json.dumps(found.to_dict()))
             continue
-        click.echo(f"query {name}: {len(hits)} neighbours")
+        click.echo(f"query {found.query}: {len(found.hits)} neighbours")
         click.echo(f"  {'rank':>4}  {'id':>8}  {'distance':>8}  {'label':<12}  path")
-        for rank, hit in enumerate(hits, 1):
+        for rank, hit in enumerate(found.hits, 1):
             click.echo(
                 f"  {rank:>4}  {hit.id:>8}  {hit.distance:>8.4f}  {hit.label or '-'!s:<12}  {hit.path}"
             )
     if sheet:
         rows = [
             [
-                (path, "query"),
-                *[(h.path, f"#{h.id} d={h.distance:.3f}\n{h.label or ''}") for h in hits],
+                (found.path, "query"),
+                *[(h.path, f"#{h.id} d={h.distance:.3f}\n{h.label or ''}") for h in found.hits],
             ]
-            for (_, path), hits in zip(queries, results, strict=True)
+            for found in results
         ]
         click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
 
@@ -141,47 +138,35 @@ def dedup(
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from lookalike.index import Searcher, find_duplicates
-    from lookalike.index.calibrate import calibrated_threshold
+    from lookalike import service
     from lookalike.index.sheet import contact_sheet
 
-    searcher = Searcher.open(collection_dir, layer, store=store)
-    filters = _filters(labels, path_prefix)
-    if threshold is None:
-        calibration, reused, _ = calibrated_threshold(
-            searcher, recalibrate=recalibrate, filters=filters, progress=not quiet
-        )  # one not stored is logged as a warning
-        threshold = calibration.threshold
-        click.echo(
-            "\n".join(calibration.lines()) + ("\n  (stored calibration, reused)" if reused else "")
-        )
-    found = find_duplicates(searcher, threshold, filters, progress=not quiet)
-    click.echo(_summary(found, threshold))
-    for number, members in enumerate(found.clusters[:show]):
-        click.echo(
-            f"cluster {number} ({len(members)}): "
-            + ", ".join(searcher.item(i)["path"] for i in members[:5])
-        )
-    if out:
-        table = found.cluster_table(searcher)
-        if out.suffix == ".parquet":
-            pq.write_table(table, out)
-        else:
-            pacsv.write_csv(table, out)
-        click.echo(f"clusters written to {out}")
-    if sheet and found.clusters:
-        rows = [
-            [(searcher.item(i)["path"], f"#{i}") for i in members[:8]]
-            for members in found.clusters[:show]
-        ]
-        click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")
-
-
-def _summary(found, threshold: float) -> str:
-    """Pairs, clusters and items in them, and the groups of identical items among them."""
-    in_clusters = sum(len(c) for c in found.clusters)
-    exact = f" ({len(found.exact)} groups of identical items among them)" if found.exact else ""
-    return (
-        f"{found.pair_count} pairs within {threshold:.3f}; {len(found.clusters)} clusters, "
-        f"{in_clusters} items{exact}"
-    )
+    with service.open(collection_dir, layer=layer, store=store) as library:
+        report = library.dedup(
+            threshold, _filters(labels, path_prefix), recalibrate=recalibrate, progress=not quiet
+        )  # a calibration not stored is logged as a warning
+        if report.calibration is not None:
+            calibration, reused, _ = report.calibration
+            click.echo(
+                "\n".join(calibration.lines())
+                + ("\n  (stored calibration, reused)" if reused else "")
+            )
+        click.echo(report.summary())
+        for number, members in enumerate(report.clusters[:show]):
+            click.echo(
+                f"cluster {number} ({len(members)}): "
+                + ", ".join(report.item(i)["path"] for i in members[:5])
+            )
+        if out:
+            table = report.cluster_table()
+            if out.suffix == ".parquet":
+                pq.write_table(table, out)
+            else:
+                pacsv.write_csv(table, out)
+            click.echo(f"clusters written to {out}")
+        if sheet and report.clusters:
+            rows = [
+                [(report.item(i)["path"], f"#{i}") for i in members[:8]]
+                for members in report.clusters[:show]
+            ]
+            click.echo(f"contact sheet: {contact_sheet(rows, sheet)}")

@@ -9,15 +9,13 @@ import click
 
 
 def _collections(values: tuple[str, ...]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep:
-            name, path = Path(value).resolve().name, value
-        if name in found:
-            raise click.UsageError(f"two collections named {name!r}: name them NAME=DIR")
-        found[name] = Path(path).expanduser().resolve()
-    return found
+    from lookalike import service
+    from lookalike.errors import InvalidArgument
+
+    try:
+        return service.collection_dirs(values)
+    except InvalidArgument as error:
+        raise click.UsageError(str(error)) from None
 
 
 @click.command()

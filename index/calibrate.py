@@ -381,16 +381,17 @@ def calibrated_threshold(
     searcher: Searcher,
     recalibrate: bool = False,
     filters: Filters | None = None,
+    save: bool = True,
     **options: Any,
 ) -> Calibrated:
     """The stored calibration when it still fits (see `load_calibration`), else a new one,
-    stored when it measured something and the collection's disk allows it (a warning where it
-    does not)."""
+    stored when it measured something, `save` is true and the collection's disk allows it (a
+    warning where it does not)."""
     stored = None if recalibrate else load_calibration(searcher, filters)
     if stored is not None:
         return Calibrated(stored, reused=True, stored=True)
     calibration = calibrate_threshold(searcher, filters=filters, **options)
-    if not calibration.worth_keeping:  # a scope with nothing to measure is asked again next time
+    if not (save and calibration.worth_keeping):  # nothing measured: asked again next time
         return Calibrated(calibration, reused=False, stored=False)
     kept = store_if_possible(
         lambda: save_calibration(searcher, calibration),

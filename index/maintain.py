@@ -219,14 +219,15 @@ def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = TUNING_QUERIES, 
 
 
 def prepare_index(
-    path: str | Path, read_only: bool = True, layer: str | None = None
+    path: str | Path, read_only: bool = True, layer: str | None = None, save: bool = True
 ) -> tuple[Collection, VectorIndex | None]:
     """The collection and its saved index of `layer` (default: the first), built or caught up
     with the collection (and saved) first; None for an empty collection with no index yet.
     `serve()` calls it once before the workers start, so no worker has to build or catch up;
     `Searcher.open` calls it, so a search after `embed` needs no `index update` first. Where the
     index cannot be saved (a full or read-only disk), the one in memory is answered, with a
-    warning: searches go on."""
+    warning: searches go on. With `save` False nothing is written: an index built or caught up
+    is kept in memory only (a read-only opening)."""
     collection = Collection.open(path)
     layer = layer or collection.spec.layers[0]
     collection.check_layer(layer)
@@ -240,6 +241,8 @@ def prepare_index(
     else:
         return collection, None
     folder = index_dir(collection.path, layer)
-    if store_if_possible(lambda: save_index(index, folder), f"the index in memory for {folder}"):
+    if save and store_if_possible(
+        lambda: save_index(index, folder), f"the index in memory for {folder}"
+    ):
         return collection, open_index(collection, layer, read_only=read_only)
     return collection, index

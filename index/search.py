@@ -93,7 +93,8 @@ class Searcher:
     queries. A `VectorIndex` given as the store is searched as a `FaissStore`.
 
     The embedder runs on `engine` (auto: ONNX Runtime on a CPU where it exports and matches torch,
-    its export cached in the collection's ``engines/`` folder; torch elsewhere).
+    its export cached in `engine_dir`, by default the collection's ``engines/`` folder, else in
+    the user's cache; torch elsewhere).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class Searcher:
         self.vector_store = as_store(index, self.allowed_ids)
         self.layer = layer
         self.engine = engine
+        self.engine_dir: Path | None = collection.path  # where an engine export is cached first
         self._backbone: Backbone | None = None
         self._backbone_lock = threading.Lock()
         self._allowed: tuple[_Items, Filters, np.ndarray] | None = None
@@ -217,7 +219,7 @@ class Searcher:
         with self._backbone_lock:
             if self._backbone is None:
                 self._backbone = backbone_from_spec(
-                    self.collection.spec, engine=self.engine, collection_dir=self.collection.path
+                    self.collection.spec, engine=self.engine, collection_dir=self.engine_dir
                 )
         return self._backbone
 

@@ -12,6 +12,7 @@ from typing import Any
 from lookalike.checks import check_range
 from lookalike.embedder.sources import check_max_pixels
 from lookalike.errors import InvalidArgument
+from lookalike.service.parse import collection_dirs
 
 ENV_PREFIX = "LOOKALIKE_"
 MiB = 2**20
@@ -114,19 +115,12 @@ class Settings:
                 continue
             parts = [p.strip() for p in raw.split(",") if p.strip()]
             if item.name == "collections":
-                changes[item.name] = dict(_pair(p) for p in parts)
+                changes[item.name] = collection_dirs(parts, bare=False)
             elif item.name in ("read_keys", "write_keys", "allowed_roots"):
                 changes[item.name] = parts
             else:
                 changes[item.name] = raw
         return _merge(self, changes) if changes else self
-
-
-def _pair(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise InvalidArgument(f"a collection is NAME=DIR, got {text!r}")
-    return name, path
 
 
 def _whole(name: str, value: Any) -> int:

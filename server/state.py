@@ -1,5 +1,5 @@
-"""The served collections, each opened once per process as a `LiveCollection` (its index and
-embedder), with its classifiers; per-process caching and the HTTP side only."""
+"""The served collections, each opened once per process as a live `service.Library` (its index,
+embedder and classifiers); per-process caching and the HTTP side only."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import threading
 import time
 from pathlib import Path
 
-from lookalike.classify import Predictor
-from lookalike.classify.store import classifier_dir
+from lookalike import service
 from lookalike.errors import FolderGone, LookalikeError, VectorStoreUnavailable
-from lookalike.index import LiveCollection, Searcher
+from lookalike.index import Searcher
 from lookalike.index.live import check_folder
-from lookalike.jobs.bulk import embed_images
 from lookalike.store.collection import Collection
 from lookalike.store.ingest import Added, Upload
 
@@ -32,8 +30,7 @@ class Served:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._live: dict[str, LiveCollection] = {}
-        self._predictors: dict[tuple[str, str], tuple[float, Predictor]] = {}
+        self._live: dict[str, service.Library] = {}
         self._readiness: dict[str, tuple[float, str]] = {}  # name -> (checked at, state)
         self.decode_budget = PixelBudget(DECODE_BUDGET_IMAGES * settings.max_pixels)
 
@@ -56,12 +53,14 @@ class Served:
             raise ApiError(503, f"collection {name!r}: {error}") from None
         return path
 
-    def live(self, name: str) -> LiveCollection:
-        """The collection open with its index (opened once per process)."""
+    def live(self, name: str) -> service.Library:
+        """The collection open live with its index (opened once per process)."""
         path = self.folder(name)
         with self._lock:
             if name not in self._live:
-                self._live[name] = LiveCollection.open(path, store=self.settings.store, name=name)
+                self._live[name] = service.open(
+                    path, live=True, store=self.settings.store, store_name=name
+                )
             return self._live[name]
 
     def searcher(self, name: str) -> Searcher:
@@ -79,21 +78,16 @@ class Served:
         """Bring a served collection in step with a folder, then its live index (a job's work).
         The write lock is taken per shard commit only, so uploads and deletes go on meanwhile;
         only files whose real path lies in an allowed root are read."""
-        live = self.live(name)
-        try:
-            report = embed_images(
-                [folder],
-                live.collection.path,
-                labels_from_folders=labels_from_folders,
-                prune=prune,
-                within=self.settings.allowed_roots,
-                progress=False,
-                max_pixels=self.settings.max_pixels,
-                on_progress=job.progress,
-                should_stop=job.cancel_requested,
-            )
-        finally:  # shards written before a failure are durable: make them searchable too
-            added, removed = live.catch_up()
+        done = self.live(name).embed_folder(
+            folder,
+            labels_from_folders,
+            prune,
+            within=self.settings.allowed_roots,
+            max_pixels=self.settings.max_pixels,
+            on_progress=job.progress,
+            should_stop=job.cancel_requested,
+        )
+        report = done.report
         return {
             "found": report.found,
             "embedded": report.embedded,
@@ -101,8 +95,8 @@ class Served:
             "removed": report.removed,
             "skipped": report.skipped_done + report.skipped_known_bad,
             "failed": len(report.failed),
-            "indexed": added,
-            "unindexed": removed,
+            "indexed": done.indexed,
+            "unindexed": done.unindexed,
             "images_per_second": round(report.images_per_second, 2),
         }
 
@@ -122,23 +116,12 @@ class Served:
                 return self._live[name].collection
         return Collection.open(self.folder(name))
 
-    def predictor(self, name: str, classifier: str) -> Predictor:
-        """The named classifier over the collection's searcher; reloaded when it is retrained."""
-        searcher = self.searcher(name)
-        card = classifier_dir(searcher.collection, classifier) / "card.json"
-        stamp = card.stat().st_mtime if card.exists() else -1.0
-        with self._lock:
-            cached = self._predictors.get((name, classifier))
-            if cached and cached[0] == stamp:
-                return cached[1]
-        predictor = Predictor.from_searcher(searcher, classifier)
-        with self._lock:
-            self._predictors[(name, classifier)] = (stamp, predictor)
-        return predictor
-
     def forget_predictor(self, name: str, classifier: str) -> None:
+        """Drop a cached classifier of an opened collection (it was retrained)."""
         with self._lock:
-            self._predictors.pop((name, classifier), None)
+            library = self._live.get(name)
+        if library is not None:
+            library.forget_predictor(classifier)
 
     def index_sizes(self) -> dict[str, int]:
         with self._lock:
@@ -161,7 +144,7 @@ class Served:
             live = dict(self._live)
         return {name: self._state(name, live.get(name)) for name in self.names()}
 
-    def _state(self, name: str, live: LiveCollection | None) -> str:
+    def _state(self, name: str, live: service.Library | None) -> str:
         if live is None or not live.current.embedder_loaded:
             return "not loaded"
         checked_at, state = self._readiness.get(name, (-READY_CACHE_SECONDS, ""))
@@ -180,4 +163,3 @@ class Served:
             for collection in self._live.values():
                 collection.close()
             self._live.clear()
-            self._predictors.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lookalike.classify import delete_classifier, list_classifiers
+from lookalike.classify import list_classifiers
 
 from .. import schemas
 from ..auth import WRITE, requires
@@ -24,8 +24,7 @@ def classifiers(name: str) -> dict:
 @requires(WRITE)
 def delete(name: str, classifier: str) -> None:
     """Delete a classifier (needs a write key)."""
-    served().forget_predictor(name, classifier)
-    delete_classifier(served().collection(name), classifier)
+    served().live(name).delete_classifier(classifier)
 
 
 @blp.route("/<name>/classifiers/<classifier>/predict", methods=["POST"])
@@ -33,11 +32,12 @@ def delete(name: str, classifier: str) -> None:
 @blp.response(200, schemas.Predictions)
 def predict(form: dict, name: str, classifier: str) -> dict:
     """Class probabilities and labelled neighbours of uploaded images, in one answer."""
-    predictor = served().predictor(name, classifier)
+    library = served().live(name)
+    library.predictor(classifier)  # an unknown classifier: 404 before any image is read
     images, names, pixels = read_uploads(form)
     with served().decode_budget.take(pixels):
-        predictions = predictor.predict_images(
-            images, form["k"], form["embedding"], settings().max_pixels
+        predictions = library.predict_images(
+            classifier, images, form["k"], form["embedding"], settings().max_pixels
         )
     return _answer(classifier, names, predictions)
 
@@ -47,8 +47,8 @@ def predict(form: dict, name: str, classifier: str) -> dict:
 @blp.response(200, schemas.Predictions)
 def predict_items(body: dict, name: str, classifier: str) -> dict:
     """Predict stored items by id, from their cached embeddings (no image is sent or decoded)."""
-    predictor = served().predictor(name, classifier)
-    predictions = predictor.predict_ids(body["ids"], body["k"], body["embedding"])
+    library = served().live(name)
+    predictions = library.predict_ids(classifier, body["ids"], body["k"], body["embedding"])
     return _answer(classifier, [f"id {i}" for i in body["ids"]], predictions)
 
 

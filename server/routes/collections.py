@@ -74,8 +74,7 @@ def add_items(form: dict, name: str) -> dict:
 @blp.response(200, schemas.Item())
 def get_item(name: str, item_id: int) -> dict:
     """An item's id, path and label."""
-    searcher = served().searcher(name)
-    return searcher.item(item_id)
+    return served().live(name).item(item_id)
 
 
 @blp.route("/<name>/items/<int(max=9223372036854775807):item_id>", methods=["DELETE"])
@@ -92,7 +91,7 @@ def get_thumbnail(name: str, item_id: int) -> Response:
     """A JPEG thumbnail of an item: only files the collection records are ever read, and only
     where they really are (links resolved) what was recorded, in the collection or in an allowed
     root: a link swapped in for an item's file is not followed out."""
-    path = served().searcher(name).item(item_id)["path"]
+    path = served().live(name).item(item_id)["path"]
     try:
         read = read_file(path)
         if not may_serve(read.real_path, path, served().path(name)):

@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
+from lookalike import service
 from lookalike.index import Filters
 
 from ..decoding import screen
@@ -40,7 +41,8 @@ def read_uploads(body: dict[str, Any]) -> tuple[list[bytes], list[str], int]:
 
 
 def filters_from(args: dict[str, Any]) -> Filters:
-    return Filters(tuple(args.get("labels") or ()), args.get("path_prefix"))
+    """The `labels` and `path_prefix` fields of a request, read as everywhere (`service.filters`)."""
+    return service.filters(args.get("labels"), args.get("path_prefix"))
 
 
 def may_serve(
