@@ -41,6 +41,7 @@ from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_fi
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
 
 from .equal import equal_groups
+from .metric import pair_distances
 from .search import Filters, Searcher
 from .variants import EDITS, variant_bytes
 
@@ -231,7 +232,7 @@ def _variant_distances(
             encoded = [variant_bytes(originals[row][1], edit, rng) for row, edit in batch]
             vectors = searcher.embed_images(encoded, max_pixels)
             rows = [row for row, _ in batch]
-            distances[start : start + len(batch)] = _distance(
+            distances[start : start + len(batch)] = pair_distances(
                 searcher.metric, vectors, stored[rows]
             )
             bar.update(len(batch))
@@ -294,12 +295,6 @@ def _pick(variants: np.ndarray, near: Neighbourhoods) -> tuple[float, str]:
         if near.false_share(below) <= FALSE_SHARE:
             return float(below), "precision"
     return 0.0, "precision"
-
-
-def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if metric == "ip":
-        return np.clip(1.0 - np.sum(a * b, axis=1), 0.0, 2.0)
-    return np.linalg.norm(a - b, axis=1)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:

@@ -18,6 +18,7 @@ from lookalike.store.collection import Collection
 
 from .choose import DEFAULT_MEMORY_BUDGET, block_rows, choose_index, sample_limit
 from .knn import held_out_truth
+from .metric import metric_for
 from .store import has_index, index_dir, load_index, save_index
 from .vector_index import VectorIndex
 
@@ -31,11 +32,6 @@ TUNING_QUERIES = 500  # held-out stored vectors the search parameter is tuned on
 
 class IndexMismatch(CollectionError):
     """An index that does not hold exactly the collection's items."""
-
-
-def metric_for(collection: Collection) -> str:
-    """Inner product on L2-normalised embeddings (cosine), L2 otherwise."""
-    return "ip" if collection.spec.normalize else "l2"
 
 
 def build_index(
@@ -63,7 +59,7 @@ def build_index(
     n, d = len(collection), collection.spec.dims[layer]
     if n == 0:
         raise CollectionError(f"{collection.path} is empty: embed images before building an index")
-    metric = metric_for(collection)
+    metric = metric_for(collection.spec)
     plan = choose_index(n, d, metric, memory_budget)
     factory = factory or plan.factory
     log.info("index for %d x %d (%s): %s (%s)", n, d, metric, factory, plan.reason)
@@ -156,7 +152,7 @@ def sync_index(
 def exact_index(collection: Collection, layer: str) -> VectorIndex:
     """An exact in-memory Flat index over the layer's stored vectors (nothing saved)."""
     index = VectorIndex.empty(
-        "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
+        "Flat", metric_for(collection.spec), collection.spec.dims[layer], collection.spec.to_dict()
     )
     for ids, xb in collection.iter_embeddings(layer):
         index.add(ids, np.asarray(xb))

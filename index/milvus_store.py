@@ -30,6 +30,7 @@ from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch, VectorStoreUnavailable
 from lookalike.store.collection import Collection
 
+from .metric import metric_for
 from .vector_index import MAX_K, check_vectors
 from .vector_store import Filters, Results
 
@@ -83,7 +84,7 @@ class MilvusStore:
     def __init__(self, client: Any, name: str, collection: Collection, layer: str, where: str):
         self.client, self.name, self.where = client, name, where
         self.collection, self.layer = collection, layer
-        self.metric = "ip" if collection.spec.normalize else "l2"
+        self.metric = metric_for(collection.spec)
         self.dim = collection.spec.dims[layer]
         self.tuning: dict[str, Any] = {"index": "FLAT", "params": {}}
         self.label_limit = MAX_LABEL_BYTES  # the label field's own, read by `check`

@@ -24,8 +24,9 @@ import numpy as np
 from lookalike.errors import InvalidArgument
 
 from .fill import can_fill, fill_ivf
-from .knn import METRICS, as_matrix, drop_own, no_results, pad_results, recall_at_k
+from .knn import as_matrix, drop_own, no_results, pad_results, recall_at_k
 from .locking import ReadWriteLock
+from .metric import METRICS
 
 EXACT_SUBSET_MAX = (
     20_000  # a filter that leaves this few rows is answered by exact search over them
