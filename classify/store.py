@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from lookalike.durable import RETIRED_PREFIX, acquire_lock, atomic_folder, disk_errors, fsync_path
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import ClassifierError, ClassifierExists, SpecMismatch, UnknownClassifier
+from lookalike.errors import ClassifierError, ClassifierExists, UnknownClassifier
 from lookalike.store.collection import Collection
 
 CLASSIFIERS = "classifiers"
@@ -123,12 +123,11 @@ def read_card(collection: Collection, name: str) -> dict[str, Any]:
 
 def check_card_spec(card: Mapping[str, Any], spec: BackboneSpec) -> None:
     """Refuse a classifier whose features came from another embedder spec than `spec`."""
-    if card["spec_fingerprint"] == spec.fingerprint():
-        return
-    differences = BackboneSpec.from_dict(card["spec"]).differences(spec)
-    raise SpecMismatch(
-        f"classifier {card['name']!r} was trained on features of embedder "
-        f"{card['spec_fingerprint']}, not {spec.fingerprint()}: {'; '.join(differences)}"
+    spec.check_same(
+        card.get("spec") or card["spec_fingerprint"],
+        f"classifier {card['name']!r}",
+        "the features it is asked to predict on",
+        "train it again on these features",
     )
 
 

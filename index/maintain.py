@@ -12,8 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lookalike.durable import store_if_possible
-from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
+from lookalike.errors import CollectionError, InvalidArgument
 from lookalike.store.collection import Collection
 
 from .choose import DEFAULT_MEMORY_BUDGET, block_rows, choose_index, sample_limit
@@ -172,13 +171,12 @@ def open_index(
 
 def check_spec(index: VectorIndex, collection: Collection) -> None:
     """Refuse an index built from another embedder spec than the collection's."""
-    if index.meta.spec != collection.spec.to_dict():
-        recorded = BackboneSpec.from_dict(index.meta.spec)
-        differences = "; ".join(collection.spec.differences(recorded))
-        raise SpecMismatch(
-            f"the index of {collection.path} was built from another embedder spec ({differences}); "
-            "rebuild it with `lookalike index build`"
-        )
+    collection.spec.check_same(
+        index.meta.spec,
+        f"the index of {collection.path}",
+        "the collection",
+        "rebuild it with `lookalike index build`",
+    )
 
 
 def check_items(index: VectorIndex, collection: Collection) -> None:

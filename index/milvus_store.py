@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lookalike.embedder.sources import MAX_LABEL_LENGTH
-from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch, VectorStoreUnavailable
 from lookalike.store.collection import Collection
 
@@ -126,16 +125,12 @@ class MilvusStore:
         properties = description.get("properties", {})
         recorded = json.loads(properties.get(SPEC_KEY, "{}"))
         layer = properties.get(LAYER_KEY)
-        if recorded != json.loads(json.dumps(self.collection.spec.to_dict(), sort_keys=True)):
-            differences = "; ".join(
-                self.collection.spec.differences(BackboneSpec.from_dict(recorded))
-                if recorded
-                else ["it records no embedder spec"]
-            )
-            raise SpecMismatch(
-                f"Milvus collection {self.name!r} at {self.where} was filled from another "
-                f"embedder spec than {self.collection.path} ({differences}); push into a new name"
-            )
+        self.collection.spec.check_same(
+            recorded,
+            f"Milvus collection {self.name!r} at {self.where}",
+            str(self.collection.path),
+            "push into a new name",
+        )
         if layer != self.layer:
             raise SpecMismatch(
                 f"Milvus collection {self.name!r} holds layer {layer!r}, not {self.layer!r}"

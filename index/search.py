@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
-from lookalike.errors import InvalidArgument, SpecMismatch, UnknownItem
+from lookalike.errors import InvalidArgument, UnknownItem
 from lookalike.store.collection import Collection
 
 from .maintain import exact_index, prepare_index
@@ -155,10 +155,12 @@ class Searcher:
         spec_fingerprint: str | None = None,
     ) -> list[list[Hit]]:
         """Neighbours of each vector: the top `k`, those within `threshold` distance, or both."""
-        if spec_fingerprint is not None and spec_fingerprint != self.collection.spec.fingerprint():
-            raise SpecMismatch(
-                f"the query vectors come from embedder {spec_fingerprint}; this collection's is "
-                f"{self.collection.spec.fingerprint()} ({self.collection.spec.backbone})"
+        if spec_fingerprint is not None:
+            self.collection.spec.check_same(
+                spec_fingerprint,
+                "the query vectors",
+                f"collection {self.collection.path} ({self.collection.spec.backbone})",
+                "embed them with this collection's embedder",
             )
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
