@@ -19,14 +19,13 @@ from .choose import DEFAULT_MEMORY_BUDGET, block_rows, choose_index, sample_limi
 from .knn import held_out_truth
 from .metric import metric_for
 from .store import has_index, index_dir, load_index, save_index
+from .tuning import TUNING_QUERIES, query_rows
 from .vector_index import VectorIndex
 
 if TYPE_CHECKING:
     from .vector_store import VectorStore
 
 log = logging.getLogger(__name__)
-
-TUNING_QUERIES = 500  # held-out stored vectors the search parameter is tuned on
 
 
 class IndexMismatch(CollectionError):
@@ -206,9 +205,9 @@ def _sample(
     return ids, collection.vectors(ids, layer)
 
 
-def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = TUNING_QUERIES, seed: int = 1):
-    """Tuning queries: `count` of the sampled stored vectors (copies), with their ids."""
-    chosen = np.random.default_rng(seed).choice(len(ids), min(count, len(ids)), replace=False)
+def _queries(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tuning queries: some of the sampled stored vectors (copies), with their ids."""
+    chosen = query_rows(len(ids))
     return vectors[chosen], ids[chosen]
 
 
