@@ -297,12 +297,8 @@ class VectorIndex:
         target_recall: float = 0.95,
         k: int = 10,
     ) -> float:
-        """Pick the cheapest search parameter reaching `target_recall`@k, or, where the index
-        cannot (compressed codes), the cheapest past which recall stops rising; returns the recall.
-
-        `queries` are stored vectors held out of their own answers: each query's own id
-        (`own_ids`) is dropped from the results, and `truth` holds the exact top-k without it.
-        """
+        """Set the search parameter `tuning.tune_parameter` picks for `target_recall`@k on the
+        held-out `queries` (their ids `own_ids`, their exact top-k `truth`); returns the recall."""
         tunable = self.tunable
 
         def search_with(value: int | None, xq: np.ndarray, n: int) -> np.ndarray:
