@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
-from lookalike.durable import acquire_lock, disk_errors, fsync_path
+from lookalike.durable import RETIRED_PREFIX, acquire_lock, atomic_folder, disk_errors, fsync_path
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import ClassifierError, ClassifierExists, SpecMismatch, UnknownClassifier
+from lookalike.errors import ClassifierError, ClassifierExists, UnknownClassifier
 from lookalike.store.collection import Collection
 
 CLASSIFIERS = "classifiers"
@@ -90,27 +89,13 @@ def save_classifier(
     root = target.parent
     with disk_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-    with acquire_lock(root / ".lock"), disk_errors(root):
+    with acquire_lock(root / ".lock"):
         check_free(collection, name, overwrite)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-        try:
+        with atomic_folder(target, replace=True) as staging:
             sio.dump(model, staging / MODEL_FILE)
             (staging / CARD_FILE).write_text(json.dumps(dict(card), indent=2) + "\n")
             for filename, data in (files or {}).items():
                 (staging / filename).write_bytes(data)
-            for path in staging.iterdir():
-                fsync_path(path)
-            retired = None
-            if target.exists():
-                retired = root / f".old-{name}-{staging.name}"
-                target.rename(retired)
-            staging.rename(target)
-            fsync_path(root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
     return target
 
 
@@ -119,7 +104,7 @@ def delete_classifier(collection: Collection, name: str) -> None:
     target = classifier_dir(collection, name)
     read_card(collection, name)  # unknown -> UnknownClassifier
     with acquire_lock(target.parent / ".lock"):
-        retired = target.parent / f".old-{name}-{uuid.uuid4().hex}"
+        retired = target.parent / f"{RETIRED_PREFIX}{name}-{uuid.uuid4().hex}"
         target.rename(retired)
         fsync_path(target.parent)
         shutil.rmtree(retired, ignore_errors=True)
@@ -138,12 +123,11 @@ def read_card(collection: Collection, name: str) -> dict[str, Any]:
 
 def check_card_spec(card: Mapping[str, Any], spec: BackboneSpec) -> None:
     """Refuse a classifier whose features came from another embedder spec than `spec`."""
-    if card["spec_fingerprint"] == spec.fingerprint():
-        return
-    differences = BackboneSpec.from_dict(card["spec"]).differences(spec)
-    raise SpecMismatch(
-        f"classifier {card['name']!r} was trained on features of embedder "
-        f"{card['spec_fingerprint']}, not {spec.fingerprint()}: {'; '.join(differences)}"
+    spec.check_same(
+        card.get("spec") or card["spec_fingerprint"],
+        f"classifier {card['name']!r}",
+        "the features it is asked to predict on",
+        "train it again on these features",
     )
 
 

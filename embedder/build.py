@@ -102,12 +102,16 @@ def backbone_from_spec(
     backbone = get_backbone(
         **{**spec_arguments(spec), **overrides}, device=device, precision=precision
     )
-    differences = spec.differences(backbone.spec)
-    if differences:
-        backbone.close()
-        raise SpecMismatch(
-            f"this differs from the recorded embedder spec: {'; '.join(differences)}"
+    try:
+        spec.check_same(
+            backbone.spec,
+            "the embedder rebuilt",
+            "the recorded one",
+            "restore the weights or checkpoint file it was made with, or embed into a new collection",
         )
+    except SpecMismatch:
+        backbone.close()
+        raise
     return use_engine(backbone, engine, collection_dir)
 
 

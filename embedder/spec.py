@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lookalike.errors import InvalidArgument
+from lookalike.errors import InvalidArgument, SpecMismatch
 
 POOLINGS = ("avg", "max", "gem", "cls", "grid")  # grid: a 3 x 3 layout (see hooks.grid_pool)
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # autocast on a GPU: auto is bf16 where supported
@@ -100,6 +101,41 @@ class BackboneSpec:
         """A short stable hash of the whole spec."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def check_same(
+        self,
+        other: BackboneSpec | Mapping[str, Any] | str | None,
+        what: str,
+        reference: str,
+        fix: str,
+    ) -> None:
+        """Raise `SpecMismatch` unless `other` (an artefact's spec, as a spec, its dict or its
+        fingerprint; None: it records none) is this spec. The one spec check, with one message:
+        "{what} comes from another embedder spec than {reference} (field: its != this; ...); {fix}"."""
+        differences = self._differences_from(other)
+        if differences:
+            raise SpecMismatch(
+                f"{what} comes from another embedder spec than {reference} "
+                f"({'; '.join(differences)}); {fix}"
+            )
+
+    def _differences_from(self, other: BackboneSpec | Mapping[str, Any] | str | None) -> list[str]:
+        """`other.differences(self)` for whatever form `other` comes in."""
+        if not other:
+            return ["it records no embedder spec"]
+        if isinstance(other, str):
+            mine = self.fingerprint()
+            return [] if other == mine else [f"fingerprint: {other!r} != {mine!r}"]
+        if not isinstance(other, BackboneSpec):
+            try:
+                other = BackboneSpec.from_dict(dict(other))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return ["its recorded embedder spec is unreadable"]
+        if other.fingerprint() == self.fingerprint():
+            return []
+        return other.differences(self) or [
+            f"fingerprint: {other.fingerprint()!r} != {self.fingerprint()!r}"
+        ]
 
     def differences(self, other: BackboneSpec) -> list[str]:
         """Human-readable `field: ours != theirs` lines, empty when the specs match."""

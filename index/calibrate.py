@@ -41,6 +41,7 @@ from lookalike.embedder.sources import DEFAULT_MAX_PIXELS, decode_image, read_fi
 from lookalike.errors import BadImage, CannotCalibrate, InvalidArgument
 
 from .equal import equal_groups
+from .metric import pair_distances
 from .search import Filters, Searcher
 from .variants import EDITS, variant_bytes
 
@@ -59,12 +60,25 @@ PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
 MayRead = Callable[[Path, str], bool]  # (real path opened, recorded path) -> may it be read
 
+BOUNDS = {  # what set a calibration's threshold: every value `Calibration.bound` takes
+    "variants": f"the {VARIANT_QUANTILE:g}th percentile of copies' distances to their originals",
+    "precision": f"lowered below that until at most {FALSE_SHARE:.0%} of pairs are distinct items",
+    "no items": "nothing in scope to calibrate on: threshold 0, not stored",
+    "no distinct items": "every item in scope is a copy of one image: threshold 0, not stored",
+}
+MEASURED = ("variants", "precision")  # the bounds of a threshold that was measured
+
 
 @dataclass(frozen=True)
 class Calibration:
+    """Dedup's calibrated threshold, how it was found and the distributions it came from.
+
+    `bound` says what set the threshold, one of `BOUNDS`: "variants" (the copies' 99th
+    percentile), "precision" (lowered below that for precision), or, with nothing measured
+    (threshold 0, never stored), "no items" or "no distinct items"."""
+
     threshold: float
-    bound: str  # "variants" (their 99th percentile), "precision" (lowered for it), else unmeasured:
-    # "no items" or "no distinct items" (all copies of one image: threshold 0, never stored)
+    bound: str  # a key of `BOUNDS`
     layer: str
     scope: str  # which items: "" for all, else the filters (see `scope_of`)
     fingerprint: str
@@ -79,6 +93,12 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __post_init__(self) -> None:
+        if self.bound not in BOUNDS:  # an undocumented bound (or an older version's, stored)
+            raise ValueError(
+                f"unknown calibration bound {self.bound!r}; known: {', '.join(BOUNDS)}"
+            )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
         return cls(**data)
@@ -86,7 +106,7 @@ class Calibration:
     @property
     def measured(self) -> bool:
         """Whether a threshold was measured: not where the scope held under 2 distinct images."""
-        return self.bound in ("variants", "precision")
+        return self.bound in MEASURED
 
     @property
     def worth_keeping(self) -> bool:
@@ -108,12 +128,8 @@ class Calibration:
                 f"threshold 0: nothing to calibrate: {held} (nothing stored); identical items "
                 "are one cluster at any threshold"
             ]
-        bound = {
-            "variants": f"the {VARIANT_QUANTILE:g}th percentile of copies",
-            "precision": f"lowered until at most {FALSE_SHARE:.0%} of pairs are distinct items",
-        }[self.bound]
         return [
-            f"threshold {self.threshold:.3f}: {bound}; calibrated on {self.images} images "
+            f"threshold {self.threshold:.3f}: {BOUNDS[self.bound]}; calibrated on {self.images} images "
             f"({self.items} items{scope}, layer {self.layer}) "
             f"in {self.seconds:.1f} s",
             f"  copy to original:        {row(self.variants)}",
@@ -231,7 +247,7 @@ def _variant_distances(
             encoded = [variant_bytes(originals[row][1], edit, rng) for row, edit in batch]
             vectors = searcher.embed_images(encoded, max_pixels)
             rows = [row for row, _ in batch]
-            distances[start : start + len(batch)] = _distance(
+            distances[start : start + len(batch)] = pair_distances(
                 searcher.metric, vectors, stored[rows]
             )
             bar.update(len(batch))
@@ -294,12 +310,6 @@ def _pick(variants: np.ndarray, near: Neighbourhoods) -> tuple[float, str]:
         if near.false_share(below) <= FALSE_SHARE:
             return float(below), "precision"
     return 0.0, "precision"
-
-
-def _distance(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if metric == "ip":
-        return np.clip(1.0 - np.sum(a * b, axis=1), 0.0, 2.0)
-    return np.linalg.norm(a - b, axis=1)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:

@@ -18,7 +18,7 @@ from .search import Filters, Searcher
 
 BLOCK = 2048  # queries per range search: memory stays bounded by a block's results
 MAX_PAIRS = 1_000_000  # pairs of distinct vectors listed at most
-RESOLUTION = 1e-6  # cosine distances below this are 0 to the range search (`Searcher._radius`)
+RESOLUTION = 1e-6  # cosine distances below this are 0 to the range search (`metric.radius`)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 
 from lookalike.errors import InvalidArgument
 
-METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+from .metric import METRICS, worst_score
 
 
 def as_matrix(x: np.ndarray) -> np.ndarray:
@@ -22,10 +22,6 @@ def as_matrix(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise InvalidArgument(f"expected a vector or a matrix of vectors, got shape {x.shape}")
     return np.ascontiguousarray(x)
-
-
-def worst_score(metric: str) -> float:
-    return -np.inf if metric == "ip" else np.inf
 
 
 def no_results(n: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,13 +12,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lookalike.durable import store_if_possible
-from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch
+from lookalike.errors import CollectionError, InvalidArgument
 from lookalike.store.collection import Collection
 
 from .choose import DEFAULT_MEMORY_BUDGET, block_rows, choose_index, sample_limit
 from .knn import held_out_truth
+from .metric import metric_for
 from .store import has_index, index_dir, load_index, save_index
+from .tuning import TUNING_QUERIES, query_rows
 from .vector_index import VectorIndex
 
 if TYPE_CHECKING:
@@ -26,16 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TUNING_QUERIES = 500  # held-out stored vectors the search parameter is tuned on
-
 
 class IndexMismatch(CollectionError):
     """An index that does not hold exactly the collection's items."""
-
-
-def metric_for(collection: Collection) -> str:
-    """Inner product on L2-normalised embeddings (cosine), L2 otherwise."""
-    return "ip" if collection.spec.normalize else "l2"
 
 
 def build_index(
@@ -63,7 +57,7 @@ def build_index(
     n, d = len(collection), collection.spec.dims[layer]
     if n == 0:
         raise CollectionError(f"{collection.path} is empty: embed images before building an index")
-    metric = metric_for(collection)
+    metric = metric_for(collection.spec)
     plan = choose_index(n, d, metric, memory_budget)
     factory = factory or plan.factory
     log.info("index for %d x %d (%s): %s (%s)", n, d, metric, factory, plan.reason)
@@ -156,7 +150,7 @@ def sync_index(
 def exact_index(collection: Collection, layer: str) -> VectorIndex:
     """An exact in-memory Flat index over the layer's stored vectors (nothing saved)."""
     index = VectorIndex.empty(
-        "Flat", metric_for(collection), collection.spec.dims[layer], collection.spec.to_dict()
+        "Flat", metric_for(collection.spec), collection.spec.dims[layer], collection.spec.to_dict()
     )
     for ids, xb in collection.iter_embeddings(layer):
         index.add(ids, np.asarray(xb))
@@ -176,13 +170,12 @@ def open_index(
 
 def check_spec(index: VectorIndex, collection: Collection) -> None:
     """Refuse an index built from another embedder spec than the collection's."""
-    if index.meta.spec != collection.spec.to_dict():
-        recorded = BackboneSpec.from_dict(index.meta.spec)
-        differences = "; ".join(collection.spec.differences(recorded))
-        raise SpecMismatch(
-            f"the index of {collection.path} was built from another embedder spec ({differences}); "
-            "rebuild it with `lookalike index build`"
-        )
+    collection.spec.check_same(
+        index.meta.spec,
+        f"the index of {collection.path}",
+        "the collection",
+        "rebuild it with `lookalike index build`",
+    )
 
 
 def check_items(index: VectorIndex, collection: Collection) -> None:
@@ -212,9 +205,9 @@ def _sample(
     return ids, collection.vectors(ids, layer)
 
 
-def _queries(ids: np.ndarray, vectors: np.ndarray, count: int = TUNING_QUERIES, seed: int = 1):
-    """Tuning queries: `count` of the sampled stored vectors (copies), with their ids."""
-    chosen = np.random.default_rng(seed).choice(len(ids), min(count, len(ids)), replace=False)
+def _queries(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tuning queries: some of the sampled stored vectors (copies), with their ids."""
+    chosen = query_rows(len(ids))
     return vectors[chosen], ids[chosen]
 
 

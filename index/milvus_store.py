@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lookalike.embedder.sources import MAX_LABEL_LENGTH
-from lookalike.embedder.spec import BackboneSpec
 from lookalike.errors import CollectionError, InvalidArgument, SpecMismatch, VectorStoreUnavailable
 from lookalike.store.collection import Collection
 
+from .metric import metric_for
 from .vector_index import MAX_K, check_vectors
 from .vector_store import Filters, Results
 
@@ -83,7 +83,7 @@ class MilvusStore:
     def __init__(self, client: Any, name: str, collection: Collection, layer: str, where: str):
         self.client, self.name, self.where = client, name, where
         self.collection, self.layer = collection, layer
-        self.metric = "ip" if collection.spec.normalize else "l2"
+        self.metric = metric_for(collection.spec)
         self.dim = collection.spec.dims[layer]
         self.tuning: dict[str, Any] = {"index": "FLAT", "params": {}}
         self.label_limit = MAX_LABEL_BYTES  # the label field's own, read by `check`
@@ -125,16 +125,12 @@ class MilvusStore:
         properties = description.get("properties", {})
         recorded = json.loads(properties.get(SPEC_KEY, "{}"))
         layer = properties.get(LAYER_KEY)
-        if recorded != json.loads(json.dumps(self.collection.spec.to_dict(), sort_keys=True)):
-            differences = "; ".join(
-                self.collection.spec.differences(BackboneSpec.from_dict(recorded))
-                if recorded
-                else ["it records no embedder spec"]
-            )
-            raise SpecMismatch(
-                f"Milvus collection {self.name!r} at {self.where} was filled from another "
-                f"embedder spec than {self.collection.path} ({differences}); push into a new name"
-            )
+        self.collection.spec.check_same(
+            recorded,
+            f"Milvus collection {self.name!r} at {self.where}",
+            str(self.collection.path),
+            "push into a new name",
+        )
         if layer != self.layer:
             raise SpecMismatch(
                 f"Milvus collection {self.name!r} holds layer {layer!r}, not {self.layer!r}"

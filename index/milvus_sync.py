@@ -22,15 +22,15 @@ from lookalike.store.collection import Collection
 from lookalike.store.layout import WRITE_LOCK
 
 from .choose import FLAT_MAX_VALUES, IndexPlan
-from .knn import drop_own, held_out_truth, recall_at_k
+from .knn import held_out_truth
 from .maintain import sync_index
 from .milvus_store import COMPLETE, FILLING, MilvusStore, milvus_errors
+from .tuning import nprobe_grid, query_rows, tune_parameter
 from .vector_store import padded
 
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-TUNING_QUERIES = 500
 CONNECT_TIMEOUT = 10.0
 
 
@@ -210,22 +210,22 @@ def tune_milvus(
     truth = held_out_truth(
         store.collection.iter_embeddings(store.layer), queries, own, k, store.metric
     )
-    recall = 0.0
-    grid = [2**i for i in range(int(np.log2(nlist)) + 1)]
-    for nprobe in grid if grid[-1] == nlist else [*grid, nlist]:
+
+    def search_with(nprobe: int, xq: np.ndarray, n: int) -> np.ndarray:
         store.tuning = {"index": "IVF_FLAT", "params": {"nprobe": nprobe}}
-        found = padded(store.search(queries, k + 1), k + 1, store.metric)[1]
-        recall = recall_at_k(drop_own(found, own, k), truth, k)
-        if recall >= target_recall:
-            break
+        return padded(store.search(xq, n), n, store.metric)[1]
+
+    # IVF_FLAT keeps raw vectors (exact at nprobe = nlist): no plateau stops it short
+    nprobe, recall = tune_parameter(
+        search_with, nprobe_grid(nlist), queries, own, truth, target_recall, k, plateau=None
+    )
+    store.tuning = {"index": "IVF_FLAT", "params": {"nprobe": nprobe}}
     store.set_search_params("IVF_FLAT", store.tuning["params"])
     log.info("Milvus IVF_FLAT nlist=%d %s: recall@%d %.3f", nlist, store.tuning, k, recall)
     return recall
 
 
-def _tuning_queries(collection: Collection, layer: str, seed: int = 1):
+def _tuning_queries(collection: Collection, layer: str) -> tuple[np.ndarray, np.ndarray]:
     ids = collection.ids()
-    chosen = np.sort(
-        np.random.default_rng(seed).choice(ids, min(TUNING_QUERIES, len(ids)), replace=False)
-    )
+    chosen = np.sort(ids[query_rows(len(ids))])
     return collection.vectors(chosen, layer), chosen

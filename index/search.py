@@ -1,8 +1,9 @@
 """Similarity search over a collection: by image files, item ids or raw vectors; top-k, range, filters.
 
-Distances are reported the same way for every metric: smaller is closer. On L2-normalised embeddings
-(inner-product index) the distance is the cosine distance ``1 - cos`` (0 = same direction, 2 =
-opposite) and ``similarity`` is the cosine; otherwise it is the Euclidean distance.
+Distances are reported the same way for every metric: smaller is closer (`lookalike.index.metric`
+holds the rule). On L2-normalised embeddings (inner-product index) the distance is the cosine
+distance ``1 - cos`` (0 = same direction, 2 = opposite) and ``similarity`` is the cosine; otherwise
+it is the Euclidean distance.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lookalike.embedder.sources import DEFAULT_MAX_PIXELS
-from lookalike.errors import InvalidArgument, SpecMismatch, UnknownItem
+from lookalike.errors import InvalidArgument, UnknownItem
 from lookalike.store.collection import Collection
 
 from .maintain import exact_index, prepare_index
+from .metric import distances, radius
 from .vector_index import MAX_K, VectorIndex
 from .vector_store import Filters, VectorStore, as_store
 
@@ -155,10 +157,12 @@ class Searcher:
         spec_fingerprint: str | None = None,
     ) -> list[list[Hit]]:
         """Neighbours of each vector: the top `k`, those within `threshold` distance, or both."""
-        if spec_fingerprint is not None and spec_fingerprint != self.collection.spec.fingerprint():
-            raise SpecMismatch(
-                f"the query vectors come from embedder {spec_fingerprint}; this collection's is "
-                f"{self.collection.spec.fingerprint()} ({self.collection.spec.backbone})"
+        if spec_fingerprint is not None:
+            self.collection.spec.check_same(
+                spec_fingerprint,
+                "the query vectors",
+                f"collection {self.collection.path} ({self.collection.spec.backbone})",
+                "embed them with this collection's embedder",
             )
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
@@ -252,25 +256,11 @@ class Searcher:
     # ----- internals --------------------------------------------------------------------------
 
     def _radius(self, threshold: float) -> float:
-        if not np.isfinite(threshold) or threshold < 0:
-            raise InvalidArgument(f"threshold must be a distance >= 0, got {threshold}")
-        if self.metric == "ip":
-            if threshold > 2:
-                raise InvalidArgument(f"a cosine distance is at most 2, got threshold {threshold}")
-            return 1.0 - threshold - 1e-6  # FAISS keeps inner products above the radius
-        return threshold**2
-
-    def _distance(self, score: float) -> tuple[float, float | None]:
-        if self.metric == "ip":
-            return max(0.0, 1.0 - score), score
-        return float(np.sqrt(max(score, 0.0))), None
+        return radius(self.metric, threshold)
 
     def _distances(self, scores: np.ndarray) -> np.ndarray:
-        """`_distance` of many scores at once, rounded as hits are."""
-        scores = np.asarray(scores, dtype=np.float64)
-        if self.metric == "ip":
-            return np.round(np.maximum(0.0, 1.0 - scores), 6)
-        return np.round(np.sqrt(np.maximum(scores, 0.0)), 6)
+        """The distances of raw scores, rounded as hits are."""
+        return np.round(distances(self.metric, scores), 6)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
         snapshot = self._snapshot
@@ -278,14 +268,15 @@ class Searcher:
         found = rows >= 0  # not -1 padding, not deleted between the index search and now
         rows = rows[found]
         hits = []
-        for score, item_id, path, label in zip(
-            scores[found].tolist(),
+        similarities = scores[found].tolist() if self.metric == "ip" else [None] * len(rows)
+        for distance, similarity, item_id, path, label in zip(
+            distances(self.metric, scores[found]).tolist(),
+            similarities,
             ids[found].tolist(),
             snapshot.paths[rows],
             snapshot.labels[rows],
             strict=True,
         ):
-            distance, similarity = self._distance(score)
             hits.append(
                 Hit(
                     id=item_id,

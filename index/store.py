@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
 import faiss
 import numpy as np
 
-from lookalike.durable import acquire_lock, disk_errors, fsync_path, write_atomic
+from lookalike.durable import (
+    acquire_lock,
+    atomic_folder,
+    disk_errors,
+    remove_temporaries,
+    write_atomic,
+)
 from lookalike.errors import CollectionError
 
 from .vector_index import IndexMeta, VectorIndex
@@ -48,19 +52,11 @@ def save_index(index: VectorIndex, folder: Path) -> Path:
     or read-only disk raises `StorageFull` / `StorageReadOnly` and leaves the last generation."""
     with disk_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
-    with acquire_lock(folder / ".lock"), index.lock.read(), disk_errors(folder):
-        for stale in folder.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-        try:
+    with acquire_lock(folder / ".lock"), index.lock.read():
+        remove_temporaries(folder)
+        final = folder / f"gen-{_next_generation(folder):06d}"
+        with atomic_folder(final) as tmp:
             _write_generation(index, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give its space back
-            raise
-        generation = _next_generation(folder)
-        final = folder / f"gen-{generation:06d}"
-        os.rename(tmp, final)
-        fsync_path(folder)
         write_atomic(folder / CURRENT, final.name.encode())
         for old in folder.glob("gen-*"):
             if old.name != final.name:
@@ -70,15 +66,12 @@ def save_index(index: VectorIndex, folder: Path) -> Path:
 
 
 def _write_generation(index: VectorIndex, tmp: Path) -> None:
-    """The index, its deletion mask and meta into `tmp`, fsynced. FAISS writes through a Python
-    file, so a failed write is the `OSError` it is (errno and all), not FAISS's RuntimeError."""
+    """The index, its deletion mask and meta into `tmp` (`atomic_folder` makes them durable). FAISS
+    writes through a Python file, so a failed write is the `OSError` it is, not a RuntimeError."""
     with open(tmp / "index.faiss", "wb") as handle:
         faiss.write_index(index.index, faiss.PyCallbackIOWriter(handle.write))
     np.save(tmp / "live.npy", index.live)
     (tmp / "meta.json").write_text(json.dumps(index.meta.to_dict(), indent=2))
-    for file in tmp.iterdir():
-        fsync_path(file)
-    fsync_path(tmp)
 
 
 def load_index(folder: Path, read_only: bool = False, mmap: bool | None = None) -> VectorIndex:

@@ -24,16 +24,16 @@ import numpy as np
 from lookalike.errors import InvalidArgument
 
 from .fill import can_fill, fill_ivf
-from .knn import METRICS, as_matrix, drop_own, no_results, pad_results, recall_at_k
+from .knn import as_matrix, no_results, pad_results
 from .locking import ReadWriteLock
+from .metric import METRICS
+from .tuning import HNSW_EF_GRID, nprobe_grid, tune_parameter
 
 EXACT_SUBSET_MAX = (
     20_000  # a filter that leaves this few rows is answered by exact search over them
 )
-HNSW_EF_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 MAX_K = 10_000
 TRAINING_PER_LIST = 64
-TUNING_PLATEAU = 0.002  # recall gained by doubling the search parameter below which tuning stops
 
 
 @dataclass
@@ -286,8 +286,7 @@ class VectorIndex:
         if self.tunable == "efSearch":
             return list(HNSW_EF_GRID)
         if self.tunable == "nprobe":
-            grid = [2**i for i in range(int(np.log2(self._ivf.nlist)) + 1)]
-            return grid if grid[-1] == self._ivf.nlist else [*grid, self._ivf.nlist]
+            return nprobe_grid(self._ivf.nlist)
         return []
 
     def tune(
@@ -298,25 +297,19 @@ class VectorIndex:
         target_recall: float = 0.95,
         k: int = 10,
     ) -> float:
-        """Pick the cheapest search parameter reaching `target_recall`@k, or, where the index
-        cannot (compressed codes), the cheapest past which recall stops rising; returns the recall.
+        """Set the search parameter `tuning.tune_parameter` picks for `target_recall`@k on the
+        held-out `queries` (their ids `own_ids`, their exact top-k `truth`); returns the recall."""
+        tunable = self.tunable
 
-        `queries` are stored vectors held out of their own answers: each query's own id
-        (`own_ids`) is dropped from the results, and `truth` holds the exact top-k without it.
-        """
-        recall, previous = 1.0, None
-        for value in self.param_grid() or [0]:
-            if self.tunable:
-                self.meta.params = {self.tunable: value}
-            found = drop_own(self.search(queries, k + 1)[1], own_ids, k)
-            recall = recall_at_k(found, truth, k)
-            if recall >= target_recall:
-                break
-            if previous is not None and recall - previous[1] < TUNING_PLATEAU:
-                # compressed codes cap recall: searching wider no longer finds more
-                self.meta.params, recall = previous
-                break
-            previous = (dict(self.meta.params), recall)
+        def search_with(value: int | None, xq: np.ndarray, n: int) -> np.ndarray:
+            if tunable:
+                self.meta.params = {tunable: value}
+            return self.search(xq, n)[1]
+
+        grid: list[int | None] = [*self.param_grid()] or [None]  # nothing to tune: one measure
+        value, recall = tune_parameter(search_with, grid, queries, own_ids, truth, target_recall, k)
+        if tunable:
+            self.meta.params = {tunable: value}
         self.meta.recall, self.meta.recall_k = round(float(recall), 4), k
         return recall
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from lookalike.errors import InvalidArgument
 
-from .knn import worst_score
+from .metric import worst_score
 from .vector_index import VectorIndex
 
 Results = list[tuple[np.ndarray, np.ndarray]]  # per query: (scores, ids), best first

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lookalike import errors
+from lookalike.durable import remove_temporaries
 from lookalike.embedder.engines import OnnxEngine
 from lookalike.embedder.sources import ImageSource
 from lookalike.embedder.spec import BackboneSpec
@@ -309,6 +310,8 @@ def run_on_ray(
     finally:
         bar.close()
         (staging / token).unlink(missing_ok=True)
+        # the session is over: what attempts killed mid-write (a node lost) left is garbage
+        remove_temporaries(staging)
 
 
 def _embed_tasks(

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lookalike.durable import disk_errors, fsync_path
+from lookalike.durable import atomic_folder, disk_errors
 from lookalike.embedder.sources import ImageSource
+from lookalike.errors import StorageFull, StorageReadOnly
 from lookalike.store.collection import Collection
 from lookalike.store.shards import ITEM_SCHEMA, layer_filename
 
@@ -103,21 +102,15 @@ def stage_task(
     final = staging / key
     with disk_errors(staging):
         staging.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=".tmp-", dir=staging))
-        try:
+    try:
+        with atomic_folder(final) as temporary:
             pq.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), temporary / ROWS)
             for layer, block in vectors.items():
                 np.save(temporary / layer_filename(layer), np.asarray(block, np.float32))
             (temporary / FAILURES).write_text(json.dumps(failures))
-            for file in temporary.iterdir():
-                fsync_path(file)
-            fsync_path(temporary)
-            os.rename(temporary, final)
-            fsync_path(staging)
-        except OSError:
-            shutil.rmtree(temporary, ignore_errors=True)
-            if not (final / FAILURES).exists():  # not another attempt's copy: a real failure
-                raise
+    except (OSError, StorageFull, StorageReadOnly):
+        if not (final / FAILURES).exists():  # not another attempt's copy: a real failure
+            raise
     return final
 
 

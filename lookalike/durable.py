@@ -1,6 +1,6 @@
-"""Durability helpers: one atomic write, one durable append, fsync, exclusive locks, and a full
-disk or a read-only one named as such (`StorageFull`, `StorageReadOnly`). Every file the project
-writes goes through them."""
+"""Durability helpers: one atomic write (a file: `atomic_path`; a folder: `atomic_folder`), one
+durable append, fsync, exclusive locks, and a full disk or a read-only one named as such
+(`StorageFull`, `StorageReadOnly`). Every file the project writes goes through them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -132,6 +133,61 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
             raise
         fsync_path(path.parent)
+
+
+TEMPORARY_PREFIX = ".tmp-"  # a folder being written by `atomic_folder` (or one a crash cut short)
+RETIRED_PREFIX = ".old-"  # a folder `atomic_folder` replaced, removed once the new one is in place
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path, replace: bool = False) -> Iterator[Path]:
+    """A temporary folder beside `final` to write into: when the block ends, every file in it and
+    the folder are fsynced, it is renamed to `final` and the parent fsynced, so readers see the
+    whole folder or none of it. If the block or the commit fails, the temporary folder is removed
+    (a full disk gets its space back) and nothing is left under `final`'s name. An existing
+    `final` is an error (`OSError`) unless `replace`: then it is renamed away first and removed
+    after. A full or read-only disk raises `StorageFull` / `StorageReadOnly`. The one folder
+    commit: shards, index generations, staged tasks and classifiers are all written by it."""
+    parent = final.parent
+    with disk_errors(parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{final.name}-", dir=parent))
+        try:
+            yield tmp
+            commit_folder(tmp, final, replace)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def commit_folder(folder: Path, final: Path, replace: bool = False) -> None:
+    """Make a complete `folder` durable and rename it to `final` on the same file system (see
+    `atomic_folder`, which writes one; a folder staged elsewhere, a Ray task's, is committed with
+    this alone)."""
+    parent = final.parent
+    with disk_errors(parent):
+        for file in folder.iterdir():
+            fsync_path(file)
+        fsync_path(folder)
+        retired = None
+        if replace and final.exists():
+            retired = parent / f"{RETIRED_PREFIX}{final.name}-{uuid.uuid4().hex}"
+            os.rename(final, retired)
+        try:
+            os.rename(folder, final)
+        except BaseException:
+            if retired is not None:
+                os.rename(retired, final)  # put the old one back
+            raise
+        fsync_path(parent)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def remove_temporaries(parent: Path) -> None:
+    """Remove the temporary folders a writer that died mid-commit left under `parent` (call it
+    while holding the lock that keeps other writers of `parent` out)."""
+    for stale in parent.glob(f"{TEMPORARY_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -358,8 +358,9 @@ class DedupJson(Strict):
 class Calibration(ma.Schema):
     threshold = ma.fields.Float()
     bound = ma.fields.String(
-        metadata={"description": "variants: the 99th percentile of copies' distances set it; "
-                  "distinct: the cap under distinct items' distances did."}
+        metadata={"description": "What set the threshold. variants: the 99th percentile of copies' "
+                  "distances; precision: lowered below that until at most 2% of pairs are distinct "
+                  "items; no items / no distinct items: nothing to measure (threshold 0, not stored)."}
     )  # fmt: skip
     layer = ma.fields.String()
     items = ma.fields.Integer()

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from lookalike import __version__
 from lookalike.durable import read_records, write_atomic
 from lookalike.embedder.spec import BackboneSpec
-from lookalike.errors import CollectionError, SpecMismatch, UnknownItem, UnknownLayer
+from lookalike.errors import CollectionError, UnknownItem, UnknownLayer
 from lookalike.store.layout import (
     DELETED,
     EMBED_LOCK,
@@ -109,12 +109,12 @@ class Collection:
 
     def check_spec(self, spec: BackboneSpec) -> None:
         """Raise `SpecMismatch`, saying which fields differ, unless `spec` is this collection's."""
-        if spec.fingerprint() != self.spec.fingerprint():
-            differences = "; ".join(self.spec.differences(spec))
-            raise SpecMismatch(
-                f"collection {self.path} was embedded with another spec ({differences}). "
-                "Embed into a new collection, or drop the conflicting options to reuse its spec."
-            )
+        spec.check_same(
+            self.spec,
+            f"collection {self.path}",
+            "the one asked for",
+            "embed into a new collection, or drop the conflicting options to reuse its spec",
+        )
 
     def shards(self) -> list[Shard]:
         folder = self.path / "shards"

@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lookalike.durable import fsync_path
 from lookalike.errors import CollectionError, UnknownItem, UnknownLayer
 
 SHARD_NAME = re.compile(r"^\d{6}$")
@@ -77,13 +76,10 @@ class Shard:
 def write_shard_files(
     folder: Path, rows: list[dict[str, Any]], vectors: dict[str, np.ndarray]
 ) -> None:
-    """The item table and one .npy per layer in `folder`, each fsynced, and the folder."""
+    """The item table and one .npy per layer in `folder` (`atomic_folder` makes them durable)."""
     pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), folder / "items.parquet")
     for layer, block in vectors.items():
         np.save(folder / layer_filename(layer), block)
-    for file in folder.iterdir():
-        fsync_path(file)
-    fsync_path(folder)
 
 
 def as_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:

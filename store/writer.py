@@ -7,9 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,10 @@ import pyarrow.parquet as pq
 from lookalike.durable import (
     acquire_lock,
     append_durably,
+    atomic_folder,
+    commit_folder,
     disk_errors,
-    fsync_path,
+    remove_temporaries,
     replace_token,
 )
 from lookalike.errors import InvalidArgument, UnknownItem
@@ -40,9 +40,7 @@ class CollectionWriter:
         self.collection = collection
         self.shard_size = shard_size
         self._lock = acquire_lock(collection.path / WRITE_LOCK, wait)
-        shards_dir = collection.path / "shards"
-        for stale in shards_dir.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a writer that died mid-shard
+        remove_temporaries(collection.path / "shards")  # left by a writer that died mid-shard
         shards = collection.shards()
         self._next_shard = int(shards[-1].name) + 1 if shards else 1
         last = [int(collection._shard_ids(shard).max()) for shard in shards]  # deleted too:
@@ -80,17 +78,9 @@ class CollectionWriter:
             stacked = np.concatenate(blocks)
             vectors[layer] = stacked[:count]
             self._vectors[layer] = [stacked[count:]] if len(stacked) > count else []
-        shards_dir = self.collection.path / "shards"
-        with disk_errors(shards_dir):
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=shards_dir))
-            try:
-                write_shard_files(tmp, rows, vectors)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)  # give a full disk its space back now
-                raise
-            final = shards_dir / f"{self._next_shard:06d}"
-            os.rename(tmp, final)
-            fsync_path(shards_dir)
+        final = self.collection.path / "shards" / f"{self._next_shard:06d}"
+        with atomic_folder(final) as tmp:
+            write_shard_files(tmp, rows, vectors)
         replace_token(self.collection.path / GENERATION)  # readers: a shard came in
         log.info("wrote shard %s: %d items", final.name, count)
         self._next_shard += 1
@@ -110,18 +100,14 @@ class CollectionWriter:
         table = pa.Table.from_pylist(
             [{**row, "id": int(i)} for row, i in zip(rows, ids, strict=True)], schema=ITEM_SCHEMA
         )
-        shards_dir = self.collection.path / "shards"
+        final = self.collection.path / "shards" / f"{self._next_shard:06d}"
         layers = {layer_filename(layer) for layer in self.collection.spec.layers}
-        with disk_errors(shards_dir):
+        with disk_errors(final.parent):
             for extra in folder.iterdir():
                 if extra.name not in layers:
                     extra.unlink()
             pq.write_table(table, folder / "items.parquet")
-            fsync_path(folder / "items.parquet")
-            fsync_path(folder)
-            final = shards_dir / f"{self._next_shard:06d}"
-            os.rename(folder, final)
-            fsync_path(shards_dir)
+        commit_folder(folder, final)
         self._next_id += len(rows)
         self._next_shard += 1
         replace_token(self.collection.path / GENERATION)
