@@ -73,7 +73,7 @@ def test_a_worker_busy_writing_still_sees_another_workers_writes(empty_collectio
     form = {"image": [(io.BytesIO(noise(1)), "a.png")]}
     assert first.post("/v1/collections/c/items", data=form).status_code == 201
     assert second.get("/v1/collections/c/items/0").status_code == 200  # opens its searcher
-    busy = second.application.extensions["lookalike"].live("c")._writing
+    busy = second.application.extensions["lookalike"].live("c").live._writing
     with busy:  # an upload of its own under way
         form = {"image": [(io.BytesIO(noise(2)), "b.png")]}
         added = first.post("/v1/collections/c/items", data=form).json["items"][0]["id"]
